@@ -1,0 +1,87 @@
+"""The one flow: cache -> lock -> token source -> Quay exchange -> cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from docker_credential_quayfed import claims, log
+from docker_credential_quayfed.cache import RobotToken, TokenCache
+from docker_credential_quayfed.config import RegistryConfig
+from docker_credential_quayfed.errors import QuayError, QuayfedError
+
+#: how the answer was obtained, for callers that report it (demo, doctor, debug)
+CACHED, MINTED, STALE = "cached", "minted", "stale"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    token: RobotToken
+    how: str
+
+
+def robot_token(
+    registry: RegistryConfig,
+    cache: TokenCache,
+    *,
+    clock: Callable[[], float] = time.time,
+    force: bool = False,
+) -> Outcome:
+    """A usable robot token for ``registry``: cached while fresh, else minted under a lock."""
+    identity = registry.identity
+    if not force:
+        cached = cache.read(registry.key, identity)
+        if cached is not None and not cached.refresh_due(registry.refresh_margin, clock()):
+            log.debug(
+                f"cache hit for {registry.key}: robot token expires at {cached.expires_at:.0f}"
+            )
+            return Outcome(cached, CACHED)
+    with cache.lock(registry.key, identity, timeout=registry.timeout):
+        cached = cache.read(registry.key, identity)
+        if (
+            not force
+            and cached is not None
+            and not cached.refresh_due(registry.refresh_margin, clock())
+        ):
+            log.debug(f"another process refreshed {registry.key} while we waited")
+            return Outcome(cached, CACHED)
+        try:
+            fresh = mint(registry, clock)
+        except QuayfedError as exc:
+            if cached is not None and cached.valid(clock()):
+                remaining = int(cached.expires_at - clock())
+                log.warn(
+                    f"{registry.key}: refreshing the robot token failed ({exc.message}); "
+                    f"serving the cached one, valid {remaining}s more"
+                )
+                return Outcome(cached, STALE)
+            raise
+        cache.write(identity, fresh)
+        return Outcome(fresh, MINTED)
+
+
+def mint(registry: RegistryConfig, clock: Callable[[], float] = time.time) -> RobotToken:
+    """Get a JWT from the configured source and exchange it at Quay (network; imports httpx)."""
+    from docker_credential_quayfed import oidc, quay, transport
+    from docker_credential_quayfed.sources import SourceContext, for_registry
+
+    deadline = transport.Deadline(registry.timeout)
+    source = for_registry(registry)
+    with transport.client(registry.ca_bundle) as session:
+        context = SourceContext(registry=registry, session=session, deadline=deadline)
+        oidc_token = source.fetch(context)
+        oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
+        log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
+        robot = quay.exchange(
+            session, registry.quay_base_url, registry.robot, oidc_token, deadline=deadline
+        )
+    try:
+        minted = RobotToken.from_jwt(registry.key, registry.robot, robot, clock())
+    except ValueError as exc:
+        raise QuayError(
+            f"Quay's robot token for {registry.robot} is unusable ({exc})",
+            "check quay_url points at Quay",
+        ) from None
+    log.debug(f"robot token: {claims.describe(claims.unverified_claims(robot))}")
+    return minted

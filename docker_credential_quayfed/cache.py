@@ -1,0 +1,246 @@
+"""Robot tokens on disk: one 0600 file per registry key and identity in a 0700 directory.
+
+Standard library only (a cache hit must not import httpx or jwt). Writes go to a temp file
+that is fsynced and renamed; reads never follow a symlink; a lock file serialises refreshes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker_credential_quayfed import claims, log
+from docker_credential_quayfed.errors import CacheError
+
+FORMAT = 1
+_UNSAFE = re.compile(r"[^a-z0-9.-]")
+
+
+@dataclass(frozen=True)
+class RobotToken:
+    """A Quay robot token with the times read from its own claims."""
+
+    registry: str
+    robot: str
+    token: str
+    issued_at: float
+    expires_at: float
+
+    @classmethod
+    def from_jwt(cls, registry: str, robot: str, token: str, now: float) -> RobotToken:
+        """Raises claims.NotAJWT, or ValueError when the token carries no ``exp``."""
+        token_claims = claims.unverified_claims(token)
+        expires_at = claims.numeric_claim(token_claims, "exp")
+        if expires_at is None:
+            raise ValueError("the token has no exp claim")
+        issued_at = claims.numeric_claim(token_claims, "iat")
+        if issued_at is None or issued_at > expires_at:
+            issued_at = min(now, expires_at)
+        return cls(registry, robot, token, issued_at, expires_at)
+
+    @property
+    def lifetime(self) -> float:
+        return max(self.expires_at - self.issued_at, 0.0)
+
+    def refresh_due(self, refresh_margin: float, now: float) -> bool:
+        """True once no more than min(refresh_margin, lifetime/2) of the token remains."""
+        return self.expires_at - now <= min(refresh_margin, self.lifetime / 2)
+
+    def valid(self, now: float, skew: float = 5.0) -> bool:
+        return self.expires_at - now > skew
+
+
+class TokenCache:
+    """Token files under ``directory``, keyed by registry key and credential identity."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    # -- paths -----------------------------------------------------------------------------
+    def path_for(self, registry: str, identity: str) -> Path:
+        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+        return self.directory / f"{_UNSAFE.sub('_', registry)}-{digest}.json"
+
+    def _prefix(self, registry: str) -> str:
+        return f"{_UNSAFE.sub('_', registry)}-"
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self, registry: str, identity: str) -> RobotToken | None:
+        path = self.path_for(registry, identity)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                log.debug(f"cache file {path} is a symlink; discarding it")
+                self._discard(path)
+                return None
+            log.debug(f"cache file {path} unreadable ({exc.strerror}); ignoring it")
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                log.debug(f"cache file {path} is not a regular file of ours; discarding it")
+                self._discard(path)
+                return None
+            with os.fdopen(fd, "rb") as handle:
+                fd = -1
+                raw = handle.read(1 << 20)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        entry = _decode_entry(raw, registry)
+        if entry is None:
+            log.debug(f"cache file {path} is corrupt or foreign; discarding it")
+            self._discard(path)
+        return entry
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, identity: str, entry: RobotToken) -> Path:
+        directory = self._ensure_directory()
+        path = self.path_for(entry.registry, identity)
+        body = json.dumps(
+            {
+                "format": FORMAT,
+                "registry": entry.registry,
+                "robot": entry.robot,
+                "token": entry.token,
+                "issued_at": entry.issued_at,
+                "expires_at": entry.expires_at,
+            }
+        ).encode("utf-8")
+        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
+        _fsync_directory(directory)
+        return path
+
+    def erase(self, registry: str) -> int:
+        """Drop every cached token for ``registry``; returns how many files went."""
+        removed = 0
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return 0
+        prefix = self._prefix(registry)
+        for name in names:
+            if name.startswith(prefix) and name.endswith(".json"):
+                self._discard(self.directory / name)
+                removed += 1
+        return removed
+
+    @contextlib.contextmanager
+    def lock(self, registry: str, identity: str, timeout: float) -> Iterator[None]:
+        """Hold an exclusive lock for this key; raises CacheError after ``timeout`` seconds."""
+        self._ensure_directory()
+        lock_path = self.path_for(registry, identity).with_suffix(".lock")
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise CacheError(
+                f"cannot open the lock file {lock_path}: {exc.strerror}",
+                "remove it, or point DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR at a private directory",
+            ) from None
+        try:
+            deadline = time.monotonic() + timeout
+            delay = 0.01
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise CacheError(
+                            f"another docker-credential-quayfed held the lock {lock_path} "
+                            f"for {timeout:.0f}s",
+                            "retry; if it persists, look for a hung process",
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, 0.1)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- internals -------------------------------------------------------------------------
+    def _ensure_directory(self) -> Path:
+        directory = self.directory
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = os.lstat(directory)
+        except OSError as exc:
+            raise CacheError(
+                f"cannot create the cache directory {directory}: {exc.strerror}",
+                "set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a writable private directory",
+            ) from None
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise CacheError(
+                f"the cache directory {directory} is a symlink or not a directory",
+                "remove it, or set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a private directory",
+            )
+        if info.st_uid != os.getuid():
+            raise CacheError(
+                f"the cache directory {directory} belongs to another user",
+                "set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a directory you own",
+            )
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(directory, 0o700)
+        return directory
+
+    def _discard(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _decode_entry(raw: bytes, registry: str) -> RobotToken | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("format") != FORMAT:
+        return None
+    token, robot = value.get("token"), value.get("robot")
+    issued_at, expires_at = value.get("issued_at"), value.get("expires_at")
+    if (
+        value.get("registry") != registry
+        or not isinstance(token, str)
+        or not isinstance(robot, str)
+        or not all(isinstance(t, (int, float)) for t in (issued_at, expires_at))
+    ):
+        return None
+    assert isinstance(issued_at, (int, float)) and isinstance(expires_at, (int, float))
+    return RobotToken(registry, robot, token, float(issued_at), float(expires_at))
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

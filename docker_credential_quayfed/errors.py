@@ -1,0 +1,53 @@
+"""One error base for the helper; each subclass builds a one-line, actionable message."""
+
+from __future__ import annotations
+
+
+class QuayfedError(Exception):
+    """Base error: ``str(err)`` is one line saying what went wrong and what to do."""
+
+    #: exit code the CLI uses when this error ends a command
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = " ".join(problem.split())
+        self.fix = " ".join(fix.split())
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.problem}; {self.fix}" if self.fix else self.problem
+
+
+class UsageError(QuayfedError):
+    """The command line or stdin is not what the protocol expects."""
+
+    exit_code = 2
+
+
+class ConfigError(QuayfedError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class NotConfiguredError(QuayfedError):
+    """The registry has no table in the configuration."""
+
+
+class SecretError(QuayfedError):
+    """A password or client secret could not be read from its env var, file or command."""
+
+
+class IssuerError(QuayfedError):
+    """The OIDC issuer refused or could not be used (bad credentials, bad client, bad answer)."""
+
+
+class QuayError(QuayfedError):
+    """Quay refused the federation exchange or answered something unusable."""
+
+
+class NetworkError(QuayfedError):
+    """A server could not be reached or kept failing (timeouts, refused, 5xx, 429)."""
+
+
+class CacheError(QuayfedError):
+    """The token cache cannot be used safely."""

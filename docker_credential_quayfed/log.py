@@ -1,0 +1,48 @@
+"""Debug and warning lines on stderr, with anything token-shaped redacted."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+DEBUG_ENV = "DOCKER_CREDENTIAL_QUAYFED_DEBUG"
+PROGRAM = "docker-credential-quayfed"
+
+# A JWT (three base64url parts) or a long opaque secret-looking run never reaches stderr.
+_TOKENISH = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+
+_said: set[str] = set()
+
+
+def redact(text: str) -> str:
+    return _TOKENISH.sub("<redacted>", text)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def debug(message: str) -> None:
+    if debug_enabled():
+        _emit(f"{PROGRAM}: debug: {message}")
+
+
+def warn(message: str) -> None:
+    """A warning line, said at most once per process."""
+    if message in _said:
+        return
+    _said.add(message)
+    _emit(f"{PROGRAM}: warning: {message}")
+
+
+def error(message: str) -> None:
+    _emit(f"{PROGRAM}: {message}")
+
+
+def _emit(line: str) -> None:
+    try:
+        sys.stderr.write(redact(" ".join(line.split())) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,159 @@
+"""OIDC discovery and token-endpoint calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from docker_credential_quayfed import log, transport
+from docker_credential_quayfed.errors import IssuerError
+from docker_credential_quayfed.transport import Deadline
+
+
+@dataclass(frozen=True)
+class Discovery:
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    device_authorization_endpoint: str
+
+
+def discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def discover(session: httpx.Client, issuer: str, deadline: Deadline) -> Discovery:
+    url = discovery_url(issuer)
+    response = transport.request(session, "GET", url, deadline=deadline, what="OIDC discovery")
+    if response.status_code != 200:
+        raise IssuerError(
+            f"OIDC discovery at {url} answered HTTP {response.status_code}",
+            "check issuer in the config: it must be the issuer URL, e.g. "
+            "https://HOST/realms/REALM for Keycloak",
+        )
+    document = transport.json_object(response)
+    if document is None or not isinstance(document.get("token_endpoint"), str):
+        raise IssuerError(
+            f"OIDC discovery at {url} is not an OpenID configuration (no token_endpoint)",
+            "check issuer in the config",
+        )
+    announced = document.get("issuer")
+    if isinstance(announced, str) and announced != issuer:
+        log.warn(
+            f"the issuer announces itself as {announced!r} but the config says {issuer!r}; "
+            "Quay compares them exactly, so use the announced value"
+        )
+    return Discovery(
+        issuer=announced if isinstance(announced, str) else issuer,
+        token_endpoint=document["token_endpoint"],
+        jwks_uri=str(document.get("jwks_uri") or ""),
+        device_authorization_endpoint=str(document.get("device_authorization_endpoint") or ""),
+    )
+
+
+def request_token(
+    session: httpx.Client,
+    endpoint: str,
+    form: dict[str, str],
+    *,
+    deadline: Deadline,
+    token_type: str,
+    client_auth: tuple[str, str] | None = None,
+) -> str:
+    """POST a grant to the token endpoint and return the token named by token_type."""
+    grant = form.get("grant_type", "?")
+    response = transport.request(
+        session,
+        "POST",
+        endpoint,
+        deadline=deadline,
+        what=f"token request ({grant})",
+        data=form,
+        auth=client_auth,
+        headers={"Accept": "application/json"},
+    )
+    body = transport.json_object(response)
+    if response.status_code != 200:
+        raise _token_error(response.status_code, body, grant, endpoint)
+    if body is None:
+        raise IssuerError(
+            f"the token endpoint {endpoint} answered HTTP 200 without JSON",
+            "check that issuer points at an OIDC provider",
+        )
+    token = body.get(token_type)
+    if not isinstance(token, str) or not token:
+        present = sorted(k for k in ("id_token", "access_token") if body.get(k))
+        fix = (
+            "add openid to scope (id_tokens need it)"
+            if token_type == "id_token"
+            else "set token_type to one the issuer returns"
+        )
+        raise IssuerError(
+            f"the issuer returned no {token_type} for the {grant} grant "
+            f"(it returned: {', '.join(present) or 'nothing usable'})",
+            fix,
+        )
+    return token
+
+
+_ERROR_FIXES = {
+    "invalid_grant": "check the username and password (or the refresh token has expired)",
+    "invalid_client": "check client_id and the client secret",
+    "unauthorized_client": (
+        "enable this grant on the client at the issuer (Keycloak: 'Direct access grants' for "
+        "password, 'Service accounts' on a confidential client for client_credentials)"
+    ),
+    "unsupported_grant_type": "enable this grant for the client at the issuer",
+    "invalid_scope": "check scope in the config",
+    "invalid_request": "check client_id, scope and audience in the config",
+}
+
+
+def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint: str) -> Exception:
+    if body is not None and isinstance(body.get("error"), str):
+        code = body["error"]
+        description = body.get("error_description")
+        detail = f"{code}: {description}" if isinstance(description, str) else code
+        return IssuerError(
+            f"the issuer refused the {grant} grant (HTTP {status}, {detail})",
+            _ERROR_FIXES.get(code, "check the client settings at the issuer"),
+        )
+    return IssuerError(
+        f"the token endpoint {endpoint} answered HTTP {status} to the {grant} grant",
+        "check issuer and client_id in the config, and that the issuer is healthy",
+    )
+
+
+def check_jwt(token: str, source: str, now: float) -> dict[str, Any]:
+    """Claims of the token a source produced; refuses what Quay would refuse with a 500 or 400."""
+    import jwt
+
+    fix = f"check the {source!r} token source"
+    try:
+        header = jwt.get_unverified_header(token)
+        token_claims: dict[str, Any] = jwt.decode(
+            token, options={"verify_signature": False, "verify_aud": False, "verify_exp": False}
+        )
+    except jwt.PyJWTError:
+        raise IssuerError(f"the {source!r} token source did not produce a JWT", fix) from None
+    if not header.get("kid"):
+        raise IssuerError(
+            f"the JWT from the {source!r} source has no kid header, which Quay requires",
+            "configure the issuer to put kid in its tokens",
+        )
+    exp = token_claims.get("exp")
+    if isinstance(exp, (int, float)) and exp <= now:
+        raise IssuerError(
+            f"the JWT from the {source!r} source expired {int(now - exp)}s ago "
+            f"({_claim_summary(token_claims)})",
+            "refresh the token file or variable (projected tokens are rotated by the kubelet)",
+        )
+    if not isinstance(token_claims.get("iss"), str) or not isinstance(token_claims.get("sub"), str):
+        raise IssuerError(f"the JWT from the {source!r} source has no iss or sub claim", fix)
+    return token_claims
+
+
+def _claim_summary(token_claims: dict[str, Any]) -> str:
+    return f"iss={token_claims.get('iss')} sub={token_claims.get('sub')}"

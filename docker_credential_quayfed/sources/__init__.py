@@ -1,0 +1,48 @@
+"""Where the OIDC JWT comes from: one small class per source, chosen by ``source``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from docker_credential_quayfed.config import RegistryConfig
+from docker_credential_quayfed.errors import ConfigError
+from docker_credential_quayfed.transport import Deadline
+
+
+@dataclass
+class SourceContext:
+    """What a source may use: its settings, the HTTP session and the time left."""
+
+    registry: RegistryConfig
+    session: httpx.Client
+    deadline: Deadline
+
+
+class TokenSource:
+    """Base: ``fetch`` returns a JWT for Quay or raises a QuayfedError saying why not."""
+
+    name = ""
+
+    def fetch(self, context: SourceContext) -> str:
+        raise NotImplementedError
+
+
+def for_registry(registry: RegistryConfig) -> TokenSource:
+    from docker_credential_quayfed.sources.ambient import EnvTokenSource, FileTokenSource
+    from docker_credential_quayfed.sources.grants import ClientCredentialsSource, PasswordSource
+
+    known: dict[str, type[TokenSource]] = {
+        PasswordSource.name: PasswordSource,
+        ClientCredentialsSource.name: ClientCredentialsSource,
+        FileTokenSource.name: FileTokenSource,
+        EnvTokenSource.name: EnvTokenSource,
+    }
+    chosen = known.get(registry.source)
+    if chosen is None:
+        raise ConfigError(
+            f"{registry.where('source')} = {registry.source!r} is not a known token source",
+            f"use one of: {', '.join(sorted(known))}",
+        )
+    return chosen()

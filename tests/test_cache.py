@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from docker_credential_quayfed.cache import RobotToken, TokenCache
+from docker_credential_quayfed.errors import CacheError
+from tests.jwt_factory import fake_jwt
+
+REGISTRY = "quay.example.com"
+IDENTITY = "quay.example.com\norg+bot\nissuer"
+
+
+def token(now: float, lifetime: float = 3600) -> RobotToken:
+    jwt = fake_jwt({"iss": "quay", "sub": "org+bot", "iat": now, "exp": now + lifetime})
+    return RobotToken.from_jwt(REGISTRY, "org+bot", jwt, now)
+
+
+def test_round_trip_with_private_modes(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path / "cache")
+    entry = token(1000.0)
+    path = cache.write(IDENTITY, entry)
+    assert cache.read(REGISTRY, IDENTITY) == entry
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
+
+
+def test_existing_open_directory_is_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o755)
+    os.chmod(directory, 0o755)
+    TokenCache(directory).write(IDENTITY, token(1000.0))
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_refresh_due_uses_min_of_margin_and_half_lifetime() -> None:
+    entry = token(1000.0, lifetime=3600)
+    assert not entry.refresh_due(300, 1000.0 + 3600 - 301)
+    assert entry.refresh_due(300, 1000.0 + 3600 - 300)
+    short = token(1000.0, lifetime=60)
+    assert not short.refresh_due(300, 1000.0 + 29)
+    assert short.refresh_due(300, 1000.0 + 30)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{", b"[]", b'{"format": 1}', b'{"format": 99, "token": "x"}', b"\xff\x00garbage"],
+)
+def test_corrupt_file_is_discarded_and_replaced(tmp_path: Path, content: bytes) -> None:
+    cache = TokenCache(tmp_path)
+    path = cache.path_for(REGISTRY, IDENTITY)
+    path.write_bytes(content)
+    assert cache.read(REGISTRY, IDENTITY) is None
+    assert not path.exists()
+    entry = token(5.0)
+    cache.write(IDENTITY, entry)
+    assert cache.read(REGISTRY, IDENTITY) == entry
+
+
+def test_foreign_registry_entry_is_discarded(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path)
+    path = cache.write(IDENTITY, token(5.0))
+    data = json.loads(path.read_text())
+    data["registry"] = "evil.example.com"
+    path.write_text(json.dumps(data))
+    assert cache.read(REGISTRY, IDENTITY) is None
+
+
+def test_symlinked_cache_file_is_never_followed(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path / "cache")
+    cache.write(IDENTITY, token(5.0))
+    target = tmp_path / "elsewhere.json"
+    target.write_text("precious")
+    path = cache.path_for(REGISTRY, IDENTITY)
+    path.unlink()
+    path.symlink_to(target)
+    assert cache.read(REGISTRY, IDENTITY) is None
+    cache.write(IDENTITY, token(6.0))
+    assert target.read_text() == "precious"
+    assert not path.is_symlink()
+
+
+def test_symlinked_cache_directory_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(CacheError, match="symlink"):
+        TokenCache(link).write(IDENTITY, token(5.0))
+
+
+def test_erase_removes_only_that_registry(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path)
+    cache.write(IDENTITY, token(5.0))
+    other = RobotToken("other.example.com", "o+b", fake_jwt({"exp": 10}), 1, 10)
+    cache.write("other", other)
+    assert cache.erase(REGISTRY) == 1
+    assert cache.read(REGISTRY, IDENTITY) is None
+    assert cache.read("other.example.com", "other") == other
+
+
+def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
+    cache = TokenCache(tmp_path)
+    for i in range(5):
+        cache.write(IDENTITY, token(float(i)))
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"]
+
+
+def _hold_lock(directory: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:
+    with TokenCache(Path(directory)).lock(REGISTRY, IDENTITY, timeout=5):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    ready = multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), ready, 2.0))
+    holder.start()
+    try:
+        assert ready.wait(5)
+        with (
+            pytest.raises(CacheError, match="held the lock"),
+            TokenCache(tmp_path).lock(REGISTRY, IDENTITY, timeout=0.3),
+        ):
+            pass
+    finally:
+        holder.join()
+    with TokenCache(tmp_path).lock(REGISTRY, IDENTITY, timeout=1):
+        pass

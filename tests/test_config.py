@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from docker_credential_quayfed import config
+from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
+
+GOOD = """
+[registries."quay.example.com"]
+robot = "quay_federation+rhbk_user"
+issuer = "https://rhbk.example.com/realms/quay"
+client_id = "quay-access"
+source = "password"
+username = "jdoe"
+password_env = "OIDC_PASSWORD"
+
+[registries."127.0.0.1:5000"]
+robot = "org+ci"
+issuer = "https://kube.example.com"
+source = "file"
+token_file = "/var/run/secrets/tokens/quay"
+refresh_margin = 60
+on_failure = "error"
+timeout = 10
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, GOOD))
+    quay = loaded.registry("quay.example.com")
+    assert quay.robot == "quay_federation+rhbk_user"
+    assert quay.scope == "openid"
+    assert quay.token_type == "id_token"
+    assert quay.refresh_margin == 300
+    assert quay.on_failure == "anonymous"
+    assert quay.quay_base_url == "https://quay.example.com"
+    local = loaded.registry("127.0.0.1:5000")
+    assert local.refresh_margin == 60
+    assert local.timeout == 10.0
+    assert local.on_failure == "error"
+
+
+def test_identity_differs_by_user_and_robot(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, GOOD))
+    a = loaded.registry("quay.example.com")
+    b = config.load(write(tmp_path, GOOD.replace('"jdoe"', '"other"'))).registry("quay.example.com")
+    assert a.identity != b.identity
+
+
+def test_unconfigured_registry_is_named(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, GOOD))
+    with pytest.raises(NotConfiguredError, match="other.example.com"):
+        loaded.registry("other.example.com")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("[registries", "[[registries"), "not valid TOML"),
+        (('source = "password"', 'source = "magic"'), "not a known token source"),
+        (('robot = "quay_federation+rhbk_user"\n', ""), "missing robot"),
+        (('username = "jdoe"\n', ""), "missing username"),
+        (("refresh_margin = 60", 'refresh_margin = "60"'), "refresh_margin must be a number"),
+        (("refresh_margin = 60", "refresh_margin = -1"), "refresh_margin must be 0 or more"),
+        (('password_env = "OIDC_PASSWORD"', 'pasword_env = "X"'), "did you mean 'password_env'"),
+        (('password_env = "OIDC_PASSWORD"\n', ""), "no password setting"),
+        (('"quay_federation+rhbk_user"', '"rhbk_user"'), "not a full robot name"),
+        (('"quay.example.com"]', '"https://quay.example.com"]'), "not in the form clients send"),
+        (('on_failure = "error"', 'on_failure = "panic"'), "on_failure"),
+        (('issuer = "https://kube.example.com"', 'issuer = "kube.example.com"'), "not a URL"),
+        (("timeout = 10", "timeout = 600"), "timeout must be"),
+    ],
+)
+def test_broken_files_get_one_line_naming_file_key_and_fix(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    message = caught.value.message
+    assert expected in message
+    assert str(path) in message
+    assert "\n" not in message
+    assert "; " in message  # the fix follows the problem
+
+
+def test_missing_file_says_how_to_create_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no configuration file"):
+        config.load(tmp_path / "absent.toml")
+
+
+def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xff\xfe[registries]")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        config.load(path)
+
+
+def test_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.CONFIG_ENV, str(tmp_path / "c.toml"))
+    monkeypatch.setenv(config.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    assert config.default_config_path() == tmp_path / "c.toml"
+    assert config.default_cache_dir() == tmp_path / "cache"
+
+
+def test_default_paths_use_platform_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(config.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(config.CACHE_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cch"))
+    assert config.default_config_path() == (
+        tmp_path / "cfg" / "docker-credential-quayfed" / "config.toml"
+    )
+    assert config.default_cache_dir() == tmp_path / "cch" / "docker-credential-quayfed"
