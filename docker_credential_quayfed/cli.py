@@ -33,7 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from docker_credential_quayfed.commands import print_help
 
                 return print_help(args[0])
-            return _protocol_action(args[0])
+            try:
+                return _protocol_action(args[0])
+            except QuayfedError as exc:
+                # The protocol has one error shape: the message on stdout, exit 1.
+                say(exc.message)
+                return EXIT_FAILURE
         from docker_credential_quayfed.commands import run
 
         return run(args)
@@ -51,8 +56,13 @@ def raise_usage(message: str) -> None:
 
 
 def say(line: str) -> None:
-    """One line on stdout: the protocol puts error messages there."""
-    sys.stdout.write(log.redact(line) + "\n")
+    """One line on stdout, redacted: the protocol puts error messages there."""
+    answer(log.redact(line))
+
+
+def answer(text: str) -> None:
+    """The protocol's answer on stdout, exactly as given (credentials included)."""
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -97,7 +107,7 @@ def _get(server: str) -> int:
         return _failed_get(registry.on_failure, key, exc.message)
     except Exception as exc:  # a bug must not take the pull down with a traceback
         return _failed_get(registry.on_failure, key, _internal(exc))
-    say(
+    answer(
         protocol.Credentials(
             server_url=key, username=outcome.token.robot, secret=outcome.token.token
         ).to_json()

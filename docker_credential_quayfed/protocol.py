@@ -7,6 +7,7 @@ credentials into the exact stdout clients parse.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from docker_credential_quayfed.errors import UsageError
@@ -15,6 +16,8 @@ ACTIONS = ("get", "store", "erase", "list", "version")
 
 #: clients compare trimmed stdout to exactly this string to mean "no credentials, go anonymous"
 NOT_FOUND = "credentials not found in native keychain"
+
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_][a-z0-9_.-]*)(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,9 @@ def registry_key(server: str) -> str:
             break
     host = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     host = host.rsplit("@", 1)[-1].strip().lower()
-    if not host or any(c.isspace() for c in host):
+    if not _HOST.fullmatch(host):
         raise UsageError(
-            f"no registry server name on stdin (got {server.strip()[:80]!r})",
+            f"no registry host name on stdin (got {server.strip()[:80]!r})",
             "send the registry host, e.g. 'quay.example.com'",
         )
     return host

@@ -57,7 +57,7 @@ def test_identity_differs_by_user_and_robot(tmp_path: Path) -> None:
 
 def test_unconfigured_registry_is_named(tmp_path: Path) -> None:
     loaded = config.load(write(tmp_path, GOOD))
-    with pytest.raises(NotConfiguredError, match="other.example.com"):
+    with pytest.raises(NotConfiguredError, match=r"other\.example\.com"):
         loaded.registry("other.example.com")
 
 
