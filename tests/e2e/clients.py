@@ -1,0 +1,304 @@
+"""Command lines for the real registry clients, run in an isolated sandbox.
+
+A `ClientSandbox` owns everything a client reads or writes: HOME, the docker config
+directory, the containers auth file, storage for podman and buildah, temp dirs and the CA
+directory. Clients inherit the sandbox environment, and so does the credential helper they
+start, which is how the helper gets its config, cache directory and secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLIENTS = ("skopeo", "podman", "buildah", "docker")
+HELPER_NAME = "quayfed"
+DEFAULT_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class ClientRun:
+    """One finished client command."""
+
+    client: str
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def output(self) -> str:
+        return f"{self.stdout}\n{self.stderr}"
+
+    def describe(self) -> str:
+        return (
+            f"$ {' '.join(self.argv)}\nexit {self.returncode} after {self.seconds:.2f}s\n"
+            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+
+
+def client_version(client: str) -> str:
+    """The version string a client reports, e.g. '1.9.3' for skopeo."""
+    argv = {
+        "skopeo": ["skopeo", "--version"],
+        "podman": ["podman", "--version"],
+        "buildah": ["buildah", "--version"],
+        "docker": ["docker", "--version"],
+    }[client]
+    text = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    # "skopeo version 1.9.3", "Docker version 28.2.2, build e6534b4", "buildah version 1.28.2 (...)"
+    words = text.replace(",", " ").split()
+    return words[words.index("version") + 1] if "version" in words else text.strip()
+
+
+@dataclass(frozen=True)
+class RunningClient:
+    client: str
+    argv: tuple[str, ...]
+    process: subprocess.Popen[str]
+    started: float
+
+
+@dataclass
+class ClientSandbox:
+    """An isolated home for the clients; `env` is passed to every client it runs."""
+
+    root: Path
+    ca_certificate: Path
+    helper_bin_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    runs: list[ClientRun] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for directory in (
+            self.home,
+            self.docker_config_dir,
+            self.cert_dir,
+            self.tmp,
+            self.root / "xdg-runtime",
+            self.root / "xdg-config",
+        ):
+            directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.ca_certificate, self.cert_dir / "ca.crt")
+        self.env = {
+            "PATH": f"{self.helper_bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "TMPDIR": str(self.tmp),
+            "DOCKER_CONFIG": str(self.docker_config_dir),
+            "REGISTRY_AUTH_FILE": str(self.auth_file),
+            "XDG_RUNTIME_DIR": str(self.root / "xdg-runtime"),
+            "XDG_CONFIG_HOME": str(self.root / "xdg-config"),
+            **self.env,
+        }
+
+    # Paths
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def docker_config_dir(self) -> Path:
+        return self.root / "docker"
+
+    @property
+    def docker_config(self) -> Path:
+        return self.docker_config_dir / "config.json"
+
+    @property
+    def home_docker_config(self) -> Path:
+        return self.home / ".docker" / "config.json"
+
+    @property
+    def auth_file(self) -> Path:
+        return self.root / "auth.json"
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.root / "certs"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    # Client configuration
+
+    def use_helper_for(self, hosts: Iterable[str], config_file: Path | None = None) -> Path:
+        """Add `credHelpers` entries for `hosts` to a docker-style config file (default:
+        both the docker config and the containers auth file)."""
+        targets = [config_file] if config_file else [self.docker_config, self.auth_file]
+        for target in targets:
+            document = json.loads(target.read_text()) if target.exists() else {}
+            helpers = document.setdefault("credHelpers", {})
+            for host in hosts:
+                helpers[host] = HELPER_NAME
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(document, indent=2))
+        return targets[0]
+
+    def read_config(self, config_file: Path) -> dict[str, object]:
+        document: dict[str, object] = json.loads(config_file.read_text())
+        return document
+
+    def without_auth_file(self) -> None:
+        """Make containers tools fall back to ~/.docker/config.json."""
+        self.env.pop("REGISTRY_AUTH_FILE", None)
+        self.auth_file.unlink(missing_ok=True)
+
+    # Running
+
+    def run(
+        self,
+        client: str,
+        args: Sequence[str],
+        *,
+        stdin: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> ClientRun:
+        argv = (client, *args)
+        env = {**self.env, **(extra_env or {})}
+        started = time.monotonic()
+        completed = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.root,
+            timeout=timeout,
+            check=False,
+        )
+        result = ClientRun(
+            client=client,
+            argv=argv,
+            returncode=completed.returncode,
+            stdout=completed.stdout,
+            stderr=completed.stderr,
+            seconds=time.monotonic() - started,
+        )
+        self.runs.append(result)
+        return result
+
+    def start(self, client: str, args: Sequence[str]) -> RunningClient:
+        """Start a client without waiting for it (for parallel runs); see `wait`."""
+        argv = (client, *args)
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+        )
+        return RunningClient(client, argv, process, time.monotonic())
+
+    def wait(self, running: RunningClient, timeout: float = DEFAULT_TIMEOUT) -> ClientRun:
+        stdout, stderr = running.process.communicate(timeout=timeout)
+        result = ClientRun(
+            client=running.client,
+            argv=running.argv,
+            returncode=running.process.returncode,
+            stdout=stdout,
+            stderr=stderr,
+            seconds=time.monotonic() - running.started,
+        )
+        self.runs.append(result)
+        return result
+
+    # skopeo
+
+    def _tls_args(self, tls_verify: bool) -> list[str]:
+        return [f"--cert-dir={self.cert_dir}"] if tls_verify else ["--tls-verify=false"]
+
+    def skopeo_inspect(self, ref: str, *, tls_verify: bool = True) -> ClientRun:
+        return self.run("skopeo", ["inspect", *self._tls_args(tls_verify), f"docker://{ref}"])
+
+    def skopeo_copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        src_tls_verify: bool = True,
+        dest_tls_verify: bool = True,
+    ) -> ClientRun:
+        source_args = (
+            [f"--src-cert-dir={self.cert_dir}"] if src_tls_verify else ["--src-tls-verify=false"]
+        )
+        dest_args = (
+            [f"--dest-cert-dir={self.cert_dir}"] if dest_tls_verify else ["--dest-tls-verify=false"]
+        )
+        return self.run("skopeo", ["copy", *source_args, *dest_args, source, destination])
+
+    # podman and buildah (root, no runtime, vfs storage in the sandbox)
+
+    def storage_args(self, client: str) -> list[str]:
+        base = self.root / f"{client}-storage"
+        args = [
+            f"--root={base / 'root'}",
+            f"--runroot={base / 'run'}",
+            "--storage-driver=vfs",
+        ]
+        if client == "podman":
+            (base / "tmp").mkdir(parents=True, exist_ok=True)
+            args += [
+                "--cgroup-manager=cgroupfs",
+                "--events-backend=file",
+                f"--tmpdir={base / 'tmp'}",
+            ]
+        return args
+
+    def podman(self, *args: str, stdin: str | None = None) -> ClientRun:
+        return self.run("podman", [*self.storage_args("podman"), *args], stdin=stdin)
+
+    def podman_pull_args(self, ref: str, *, tls_verify: bool = True) -> list[str]:
+        return [*self.storage_args("podman"), "pull", *self._tls_args(tls_verify), ref]
+
+    def podman_pull(self, ref: str, *, tls_verify: bool = True) -> ClientRun:
+        return self.run("podman", self.podman_pull_args(ref, tls_verify=tls_verify))
+
+    def podman_push(self, image: str, ref: str, *, tls_verify: bool = True) -> ClientRun:
+        return self.podman("push", *self._tls_args(tls_verify), image, f"docker://{ref}")
+
+    def podman_login(self, host: str, username: str | None, password: str | None) -> ClientRun:
+        credentials = ["--username", username, "--password-stdin"] if username else []
+        return self.podman("login", *self._tls_args(True), *credentials, host, stdin=password)
+
+    def podman_logout(self, host: str) -> ClientRun:
+        return self.podman("logout", host)
+
+    def buildah(self, *args: str) -> ClientRun:
+        return self.run("buildah", [*self.storage_args("buildah"), *args])
+
+    def buildah_pull(self, ref: str, *, tls_verify: bool = True) -> ClientRun:
+        return self.buildah("pull", "--policy", "always", *self._tls_args(tls_verify), ref)
+
+    def buildah_push(self, image: str, ref: str) -> ClientRun:
+        return self.buildah("push", *self._tls_args(True), image, f"docker://{ref}")
+
+    # docker CLI (no engine: only commands that talk to registries directly)
+
+    def docker_manifest_inspect(self, ref: str, *, insecure: bool = False) -> ClientRun:
+        return self.run(
+            "docker", ["manifest", "inspect", *(["--insecure"] if insecure else []), ref]
+        )
+
+    def docker_login(self, host: str, username: str, password: str) -> ClientRun:
+        return self.run(
+            "docker", ["login", "--username", username, "--password-stdin", host], stdin=password
+        )
+
+    def docker_logout(self, host: str) -> ClientRun:
+        return self.run("docker", ["logout", host])
