@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from docker_credential_quayfed import claims, log
-from docker_credential_quayfed.cache import RobotToken, TokenCache
+from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import QuayError, QuayfedError
 
@@ -77,7 +77,7 @@ def mint(registry: RegistryConfig, clock: Callable[[], float] = time.time) -> Ro
             session, registry.quay_base_url, registry.robot, oidc_token, deadline=deadline
         )
     try:
-        minted = RobotToken.from_jwt(registry.key, registry.robot, robot, clock())
+        minted = robot_token_from_jwt(registry.key, registry.robot, robot, clock())
     except ValueError as exc:
         raise QuayError(
             f"Quay's robot token for {registry.robot} is unusable ({exc})",

@@ -10,55 +10,30 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import os
-import re
 import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from docker_credential_quayfed import claims, log
+from docker_credential_quayfed import claims, hot, log
 from docker_credential_quayfed.errors import CacheError
+from docker_credential_quayfed.hot import RobotToken
 
-FORMAT = 1
-_UNSAFE = re.compile(r"[^a-z0-9.-]")
+__all__ = ["RobotToken", "TokenCache", "robot_token_from_jwt"]
 
 
-@dataclass(frozen=True)
-class RobotToken:
-    """A Quay robot token with the times read from its own claims."""
-
-    registry: str
-    robot: str
-    token: str
-    issued_at: float
-    expires_at: float
-
-    @classmethod
-    def from_jwt(cls, registry: str, robot: str, token: str, now: float) -> RobotToken:
-        """Raises claims.NotAJWT, or ValueError when the token carries no ``exp``."""
-        token_claims = claims.unverified_claims(token)
-        expires_at = claims.numeric_claim(token_claims, "exp")
-        if expires_at is None:
-            raise ValueError("the token has no exp claim")
-        issued_at = claims.numeric_claim(token_claims, "iat")
-        if issued_at is None or issued_at > expires_at:
-            issued_at = min(now, expires_at)
-        return cls(registry, robot, token, issued_at, expires_at)
-
-    @property
-    def lifetime(self) -> float:
-        return max(self.expires_at - self.issued_at, 0.0)
-
-    def refresh_due(self, refresh_margin: float, now: float) -> bool:
-        """True once no more than min(refresh_margin, lifetime/2) of the token remains."""
-        return self.expires_at - now <= min(refresh_margin, self.lifetime / 2)
-
-    def valid(self, now: float, skew: float = 5.0) -> bool:
-        return self.expires_at - now > skew
+def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> RobotToken:
+    """The token with its times; raises claims.NotAJWT, or ValueError when it has no ``exp``."""
+    token_claims = claims.unverified_claims(token)
+    expires_at = claims.numeric_claim(token_claims, "exp")
+    if expires_at is None:
+        raise ValueError("the token has no exp claim")
+    issued_at = claims.numeric_claim(token_claims, "iat")
+    if issued_at is None or issued_at > expires_at:
+        issued_at = min(now, expires_at)
+    return RobotToken(registry, robot, token, issued_at, expires_at)
 
 
 class TokenCache:
@@ -69,17 +44,13 @@ class TokenCache:
 
     # -- paths -----------------------------------------------------------------------------
     def path_for(self, registry: str, identity: str) -> Path:
-        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
-        return self.directory / f"{_UNSAFE.sub('_', registry)}-{digest}.json"
-
-    def _prefix(self, registry: str) -> str:
-        return f"{_UNSAFE.sub('_', registry)}-"
+        return self.directory / hot.token_file_name(registry, identity_digest(identity))
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, registry: str, identity: str) -> RobotToken | None:
         path = self.path_for(registry, identity)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -101,7 +72,10 @@ class TokenCache:
         finally:
             if fd >= 0:
                 os.close(fd)
-        entry = _decode_entry(raw, registry)
+        try:
+            entry = hot.decode_token(raw.decode("ascii"), registry)
+        except UnicodeDecodeError:
+            entry = None
         if entry is None:
             log.debug(f"cache file {path} is corrupt or foreign; discarding it")
             self._discard(path)
@@ -109,19 +83,31 @@ class TokenCache:
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, identity: str, entry: RobotToken) -> Path:
-        directory = self._ensure_directory()
         path = self.path_for(entry.registry, identity)
-        body = json.dumps(
-            {
-                "format": FORMAT,
-                "registry": entry.registry,
-                "robot": entry.robot,
-                "token": entry.token,
-                "issued_at": entry.issued_at,
-                "expires_at": entry.expires_at,
-            }
-        ).encode("utf-8")
-        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        self._write_private(path, hot.encode_token(entry))
+        return path
+
+    def write_snapshot(
+        self, config_file: str, stamp: str, entries: dict[str, tuple[str, float, str]]
+    ) -> None:
+        """Record which cache file serves each registry key while config.toml keeps ``stamp``.
+
+        ``entries`` maps a registry key to (identity, refresh_margin, robot).
+        """
+        snapshot = {
+            key: hot.SnapshotEntry(identity_digest(identity), margin, robot)
+            for key, (identity, margin, robot) in entries.items()
+        }
+        text = hot.encode_snapshot(config_file, stamp, snapshot)
+        path = self.directory / hot.SNAPSHOT_NAME
+        if hot.read_private(str(path)) != text:
+            self._write_private(path, text)
+
+    def _write_private(self, path: Path, text: str) -> None:
+        """Temp file in the same directory, 0600, fsync, rename over ``path``, fsync the dir."""
+        directory = self._ensure_directory()
+        body = text.encode("ascii")
+        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as handle:
@@ -134,7 +120,6 @@ class TokenCache:
                 os.unlink(temp_name)
             raise
         _fsync_directory(directory)
-        return path
 
     def erase(self, registry: str) -> int:
         """Drop every cached token for ``registry``; returns how many files went."""
@@ -143,9 +128,9 @@ class TokenCache:
             names = os.listdir(self.directory)
         except OSError:
             return 0
-        prefix = self._prefix(registry)
+        prefix = hot.token_file_name(registry, "")[: -len(".token")]
         for name in names:
-            if name.startswith(prefix) and name.endswith(".json"):
+            if name.startswith(prefix) and name.endswith(".token"):
                 self._discard(self.directory / name)
                 removed += 1
         return removed
@@ -155,7 +140,7 @@ class TokenCache:
         """Hold an exclusive lock for this key; raises CacheError after ``timeout`` seconds."""
         self._ensure_directory()
         lock_path = self.path_for(registry, identity).with_suffix(".lock")
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(lock_path, flags, 0o600)
         except OSError as exc:
@@ -213,24 +198,8 @@ class TokenCache:
             os.unlink(path)
 
 
-def _decode_entry(raw: bytes, registry: str) -> RobotToken | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(value, dict) or value.get("format") != FORMAT:
-        return None
-    token, robot = value.get("token"), value.get("robot")
-    issued_at, expires_at = value.get("issued_at"), value.get("expires_at")
-    if (
-        value.get("registry") != registry
-        or not isinstance(token, str)
-        or not isinstance(robot, str)
-        or not all(isinstance(t, (int, float)) for t in (issued_at, expires_at))
-    ):
-        return None
-    assert isinstance(issued_at, (int, float)) and isinstance(expires_at, (int, float))
-    return RobotToken(registry, robot, token, float(issued_at), float(expires_at))
+def identity_digest(identity: str) -> str:
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
-from docker_credential_quayfed import __version__, log, protocol
+from docker_credential_quayfed import __version__, hot, log, protocol
 from docker_credential_quayfed.errors import ConfigError, QuayfedError
+
+TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 
 PROGRAM = "docker-credential-quayfed"
 
@@ -21,6 +22,12 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _STDIN_LIMIT = 1 << 16
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from docker_credential_quayfed import config as config_module
+    from docker_credential_quayfed.cache import TokenCache
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +93,11 @@ def _protocol_action(action: str) -> int:
 
 def _get(server: str) -> int:
     key = protocol.registry_key(server)
+    if not hot.debug_requested():
+        found = hot.cached_answer(key)
+        if found is not None:
+            answer(protocol.Credentials(key, *found).to_json())
+            return EXIT_OK
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache
 
@@ -101,8 +113,10 @@ def _get(server: str) -> int:
         log.debug(f"{key} is not configured; answering 'not found'")
         say(protocol.NOT_FOUND)
         return EXIT_FAILURE
+    cache = TokenCache(config.default_cache_dir())
     try:
-        outcome = broker.robot_token(registry, TokenCache(config.default_cache_dir()))
+        outcome = broker.robot_token(registry, cache)
+        _remember(settings, cache)
     except QuayfedError as exc:
         return _failed_get(registry.on_failure, key, exc.message)
     except Exception as exc:  # a bug must not take the pull down with a traceback
@@ -113,6 +127,21 @@ def _get(server: str) -> int:
         ).to_json()
     )
     return EXIT_OK
+
+
+def _remember(settings: config_module.Config, cache: TokenCache) -> None:
+    """Let the next `get` find its token without parsing the TOML (best effort)."""
+    try:
+        cache.write_snapshot(
+            str(settings.path),
+            settings.stamp,
+            {
+                k: (r.identity, float(r.refresh_margin), r.robot)
+                for k, r in settings.registries.items()
+            },
+        )
+    except (OSError, QuayfedError) as exc:
+        log.debug(f"could not write the config snapshot: {exc}")
 
 
 def _failed_get(on_failure: str, key: str, message: str) -> int:
@@ -135,12 +164,13 @@ def _store(payload: str) -> int:
     import time
 
     from docker_credential_quayfed import config
-    from docker_credential_quayfed.cache import RobotToken, TokenCache
+    from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
     from docker_credential_quayfed.claims import NotAJWT
     from docker_credential_quayfed.errors import UsageError
 
     credentials = protocol.parse_store(payload)
-    registry = config.load().registry(credentials.server_url)
+    settings = config.load()
+    registry = settings.registry(credentials.server_url)
     if credentials.username != registry.robot:
         raise UsageError(
             f"refusing to store credentials for user {credentials.username!r} on "
@@ -153,7 +183,7 @@ def _store(payload: str) -> int:
     )
     now = time.time()
     try:
-        entry = RobotToken.from_jwt(registry.key, registry.robot, credentials.secret, now)
+        entry = robot_token_from_jwt(registry.key, registry.robot, credentials.secret, now)
     except (NotAJWT, ValueError):
         raise UsageError(
             refusal, "use a robot token from Quay's federation exchange, or a credential store"
@@ -163,7 +193,9 @@ def _store(payload: str) -> int:
             f"refusing to store an expired robot token for {registry.key}",
             "mint a fresh one with 'docker-credential-quayfed token " + registry.key + "'",
         )
-    TokenCache(config.default_cache_dir()).write(registry.identity, entry)
+    cache = TokenCache(config.default_cache_dir())
+    cache.write(registry.identity, entry)
+    _remember(settings, cache)
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from docker_credential_quayfed import hot, paths
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
 from docker_credential_quayfed.protocol import registry_key
 
@@ -20,9 +21,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.9/3.10
     import tomli as tomllib
 
-APP_NAME = "docker-credential-quayfed"
-CONFIG_ENV = "DOCKER_CREDENTIAL_QUAYFED_CONFIG"
-CACHE_DIR_ENV = "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"
+APP_NAME = paths.APP_NAME
+CONFIG_ENV = paths.CONFIG_ENV
+CACHE_DIR_ENV = paths.CACHE_DIR_ENV
 
 SOURCES = ("password", "client_credentials", "file", "env")
 TOKEN_TYPES = ("id_token", "access_token")
@@ -86,6 +87,8 @@ class RegistryConfig:
 class Config:
     path: Path
     registries: dict[str, RegistryConfig]
+    #: the file's identity (device, inode, size, mtime) when it was read
+    stamp: str = ""
 
     def registry(self, key: str) -> RegistryConfig:
         found = self.registries.get(key)
@@ -110,27 +113,18 @@ def _quote(key: str) -> str:
 
 
 def default_config_path() -> Path:
-    explicit = os.environ.get(CONFIG_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+    return Path(paths.config_file())
 
 
 def default_cache_dir() -> Path:
-    explicit = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir(APP_NAME, appauthor=False))
+    return Path(paths.cache_dir())
 
 
 def load(path: Path | None = None) -> Config:
     """Read and validate the configuration file."""
     path = path or default_config_path()
     try:
+        stamp = hot.fingerprint(os.stat(path))
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
@@ -145,10 +139,10 @@ def load(path: Path | None = None) -> Config:
         raise ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax there") from None
-    return parse(document, path)
+    return parse(document, path, stamp)
 
 
-def parse(document: dict[str, Any], path: Path) -> Config:
+def parse(document: dict[str, Any], path: Path, stamp: str = "") -> Config:
     unknown_top = sorted(set(document) - {"registries"})
     if unknown_top:
         raise ConfigError(
@@ -171,7 +165,7 @@ def parse(document: dict[str, Any], path: Path) -> Config:
                 f"{path}: registry {key} is configured twice", "keep one table for it"
             )
         registries[key] = _registry(key, table, path)
-    return Config(path=path, registries=registries)
+    return Config(path=path, registries=registries, stamp=stamp)
 
 
 def _normalised_key(written: str, path: Path) -> str:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 DEBUG_ENV = "DOCKER_CREDENTIAL_QUAYFED_DEBUG"
 PROGRAM = "docker-credential-quayfed"
 
-# A JWT (three base64url parts) or a long opaque secret-looking run never reaches stderr.
-_TOKENISH = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+# A JWT (base64url JSON header "eyJ..." and further dot-separated parts) never reaches output.
+_TOKENISH = r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*"
 
 _said: set[str] = set()
 
 
 def redact(text: str) -> str:
-    return _TOKENISH.sub("<redacted>", text)
+    if "eyJ" not in text:
+        return text
+    import re
+
+    return re.sub(_TOKENISH, "<redacted>", text)
 
 
 def debug_enabled() -> bool:

@@ -1,14 +1,11 @@
-"""The docker-credential-helpers wire format (standard library only).
+"""The docker-credential-helpers wire format.
 
 Knows nothing of OIDC or Quay: it turns stdin into a registry key or a credential, and
-credentials into the exact stdout clients parse.
+credentials into the exact stdout clients parse. It imports nothing beyond what the
+interpreter has loaded at startup, because every `get` goes through it.
 """
 
 from __future__ import annotations
-
-import json
-import re
-from dataclasses import dataclass
 
 from docker_credential_quayfed.errors import UsageError
 
@@ -17,19 +14,57 @@ ACTIONS = ("get", "store", "erase", "list", "version")
 #: clients compare trimmed stdout to exactly this string to mean "no credentials, go anonymous"
 NOT_FOUND = "credentials not found in native keychain"
 
-_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_][a-z0-9_.-]*)(:[0-9]{1,5})?")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_IPV6_CHARS = frozenset("0123456789abcdef:.")
 
 
-@dataclass(frozen=True)
 class Credentials:
-    server_url: str
-    username: str
-    secret: str
+    __slots__ = ("secret", "server_url", "username")
+
+    def __init__(self, server_url: str, username: str, secret: str) -> None:
+        self.server_url = server_url
+        self.username = username
+        self.secret = secret
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Credentials) and (
+            (self.server_url, self.username, self.secret)
+            == (other.server_url, other.username, other.secret)
+        )
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.server_url!r}, {self.username!r}, <secret>)"
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"ServerURL": self.server_url, "Username": self.username, "Secret": self.secret}
+        return (
+            f'{{"ServerURL": {json_string(self.server_url)}, '
+            f'"Username": {json_string(self.username)}, "Secret": {json_string(self.secret)}}}'
         )
+
+
+def json_string(text: str) -> str:
+    """A JSON string literal, byte-for-byte what ``json.dumps`` writes (ensure_ascii)."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
 def registry_key(server: str) -> str:
@@ -42,7 +77,7 @@ def registry_key(server: str) -> str:
             break
     host = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     host = host.rsplit("@", 1)[-1].strip().lower()
-    if not _HOST.fullmatch(host):
+    if not _is_host(host):
         raise UsageError(
             f"no registry host name on stdin (got {server.strip()[:80]!r})",
             "send the registry host, e.g. 'quay.example.com'",
@@ -50,8 +85,33 @@ def registry_key(server: str) -> str:
     return host
 
 
+def _is_host(host: str) -> bool:
+    name, port = host, ""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 2:
+            return False
+        name, rest = host[1:end], host[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return False
+        port = rest[1:]
+        if not set(name) <= _IPV6_CHARS:
+            return False
+    else:
+        if host.count(":") > 1:
+            return False
+        name, _, port = host.partition(":")
+        if ":" in host and not port:
+            return False
+        if not name or name[0] in ".-" or not set(name) <= _HOST_CHARS:
+            return False
+    return not port or (port.isdigit() and port.isascii() and len(port) <= 5)
+
+
 def parse_store(payload: str) -> Credentials:
     """The JSON ``store`` receives: ``{"ServerURL", "Username", "Secret"}``."""
+    import json
+
     try:
         value = json.loads(payload)
     except ValueError as exc:
@@ -75,4 +135,5 @@ def parse_store(payload: str) -> Credentials:
 
 
 def encode_list(entries: dict[str, str]) -> str:
-    return json.dumps(dict(sorted(entries.items())))
+    body = ", ".join(f"{json_string(k)}: {json_string(v)}" for k, v in sorted(entries.items()))
+    return "{" + body + "}"

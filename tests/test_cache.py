@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import stat
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed.cache import RobotToken, TokenCache
+from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.errors import CacheError
 from tests.jwt_factory import fake_jwt
 
@@ -19,7 +18,7 @@ IDENTITY = "quay.example.com\norg+bot\nissuer"
 
 def token(now: float, lifetime: float = 3600) -> RobotToken:
     jwt = fake_jwt({"iss": "quay", "sub": "org+bot", "iat": now, "exp": now + lifetime})
-    return RobotToken.from_jwt(REGISTRY, "org+bot", jwt, now)
+    return robot_token_from_jwt(REGISTRY, "org+bot", jwt, now)
 
 
 def test_round_trip_with_private_modes(tmp_path: Path) -> None:
@@ -50,7 +49,15 @@ def test_refresh_due_uses_min_of_margin_and_half_lifetime() -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"{", b"[]", b'{"format": 1}', b'{"format": 99, "token": "x"}', b"\xff\x00garbage"],
+    [
+        b"",
+        b"{",
+        b"quayfed-token 1\n",
+        b"quayfed-token 1\nregistry quay.example.com\nrobot r\n"
+        b"issued_at x\nexpires_at 1\ntoken t\n",
+        b"quayfed-token 9\nregistry quay.example.com\n",
+        b"\xff\x00garbage",
+    ],
 )
 def test_corrupt_file_is_discarded_and_replaced(tmp_path: Path, content: bytes) -> None:
     cache = TokenCache(tmp_path)
@@ -66,10 +73,9 @@ def test_corrupt_file_is_discarded_and_replaced(tmp_path: Path, content: bytes) 
 def test_foreign_registry_entry_is_discarded(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
     path = cache.write(IDENTITY, token(5.0))
-    data = json.loads(path.read_text())
-    data["registry"] = "evil.example.com"
-    path.write_text(json.dumps(data))
+    path.write_text(path.read_text().replace(REGISTRY, "evil.example.com"))
     assert cache.read(REGISTRY, IDENTITY) is None
+    assert not path.exists()
 
 
 def test_symlinked_cache_file_is_never_followed(tmp_path: Path) -> None:
@@ -109,7 +115,7 @@ def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
     for i in range(5):
         cache.write(IDENTITY, token(float(i)))
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".token"]
 
 
 def _hold_lock(directory: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:
@@ -133,3 +139,40 @@ def test_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
         holder.join()
     with TokenCache(tmp_path).lock(REGISTRY, IDENTITY, timeout=1):
         pass
+
+
+def test_snapshot_lets_the_fast_path_find_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from docker_credential_quayfed import hot
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("# registries\n")
+    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
+    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
+    cache = TokenCache(tmp_path / "cache")
+    entry = token(time.time())
+    cache.write(IDENTITY, entry)
+    stamp = hot.fingerprint(config_file.stat())
+    cache.write_snapshot(str(config_file), stamp, {REGISTRY: (IDENTITY, 300.0, "org+bot")})
+    assert hot.cached_answer(REGISTRY) == ("org+bot", entry.token)
+    assert hot.cached_answer("other.example.com") is None
+    # Any edit of config.toml invalidates the snapshot until the full path rewrites it.
+    config_file.write_text("# registries, edited\n")
+    assert hot.cached_answer(REGISTRY) is None
+
+
+def test_fast_path_refuses_a_token_due_for_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from docker_credential_quayfed import hot
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("")
+    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
+    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
+    cache = TokenCache(tmp_path / "cache")
+    cache.write(IDENTITY, token(time.time() - 3500))
+    stamp = hot.fingerprint(config_file.stat())
+    cache.write_snapshot(str(config_file), stamp, {REGISTRY: (IDENTITY, 300.0, "org+bot")})
+    assert hot.cached_answer(REGISTRY) is None

@@ -112,7 +112,7 @@ def test_store_then_get_serves_from_cache_without_network(helper_env: dict[str, 
     assert json.loads(result.stdout) == {"ServerURL": HOST, "Username": "org+bot", "Secret": secret}
     assert secret not in result.stderr
     cache_dir = Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
-    files = list(cache_dir.glob("*.json"))
+    files = list(cache_dir.glob("*.token"))
     assert len(files) == 1
     assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
@@ -124,8 +124,10 @@ def test_cache_hit_imports_neither_httpx_nor_jwt(helper_env: dict[str, str]) -> 
     result = run_helper("get", HOST, env=env)
     assert result.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
-    assert "docker_credential_quayfed.cache" in imported
-    assert not {m for m in imported if m.split(".")[0] in ("httpx", "jwt", "httpcore")}
+    assert "docker_credential_quayfed.hot" in imported
+    assert json.loads(result.stdout)["Username"] == "org+bot"
+    heavy = {"httpx", "jwt", "httpcore", "tomllib", "tomli", "platformdirs", "json", "typing"}
+    assert not {m for m in imported if m.split(".")[0] in heavy}
 
 
 @pytest.mark.parametrize(
@@ -143,7 +145,7 @@ def test_store_refuses_secrets_without_a_future_expiry(
     assert result.returncode == 1
     assert reason in result.stdout
     assert secret not in result.stdout + result.stderr
-    assert not list(Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]).glob("*.json"))
+    assert not list(Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]).glob("*.token"))
 
 
 def test_store_refuses_another_username(helper_env: dict[str, str]) -> None:
@@ -163,7 +165,7 @@ def test_erase_drops_the_cached_token(helper_env: dict[str, str]) -> None:
     assert store(helper_env, robot_jwt()).returncode == 0
     result = run_helper("erase", HOST, env=helper_env)
     assert result.returncode == 0
-    assert not list(Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]).glob("*.json"))
+    assert not list(Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]).glob("*.token"))
     assert run_helper("erase", "never.example", env=helper_env).returncode == 0
 
 
