@@ -12,12 +12,11 @@ import fcntl
 import hashlib
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from docker_credential_quayfed import claims, hot, log
+from docker_credential_quayfed import claims, files, hot, log
 from docker_credential_quayfed.errors import CacheError
 from docker_credential_quayfed.hot import RobotToken
 
@@ -104,22 +103,8 @@ class TokenCache:
             self._write_private(path, text)
 
     def _write_private(self, path: Path, text: str) -> None:
-        """Temp file in the same directory, 0600, fsync, rename over ``path``, fsync the dir."""
-        directory = self._ensure_directory()
-        body = text.encode("ascii")
-        fd, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
-        _fsync_directory(directory)
+        self._ensure_directory()
+        files.atomic_write(path, text.encode("ascii"), 0o600)
 
     def erase(self, registry: str) -> int:
         """Drop every cached token for ``registry``; returns how many files went."""
@@ -200,16 +185,3 @@ class TokenCache:
 
 def identity_digest(identity: str) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -48,7 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_FAILURE
         from docker_credential_quayfed.commands import run
 
-        return run(args)
+        try:
+            return run(args)
+        except QuayfedError as exc:
+            log.error(exc.message)
+            return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except QuayfedError as exc:

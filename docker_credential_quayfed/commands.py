@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from docker_credential_quayfed import __version__
 
@@ -74,7 +76,199 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.set_defaults(handler=_run_demo)
+    _add_configure(commands)
+    _add_token(commands)
     return parser
+
+
+_SETTING_FLAGS = (
+    ("robot", "full robot name, e.g. quay_federation+rhbk_user"),
+    ("issuer", "OIDC issuer URL, e.g. https://rhbk.example.com/realms/quay"),
+    ("source", "password | client_credentials | file | env"),
+    ("client-id", "OIDC client id"),
+    ("username", "user for the password grant"),
+    ("password-env", "variable holding the password"),
+    ("password-file", "file holding the password (mode 0600)"),
+    ("password-command", "command printing the password"),
+    ("client-secret-env", "variable holding the client secret"),
+    ("client-secret-file", "file holding the client secret"),
+    ("client-secret-command", "command printing the client secret"),
+    ("token-file", "file holding a JWT (e.g. a projected service-account token)"),
+    ("token-env", "variable holding a JWT (e.g. a GitLab id_tokens variable)"),
+    ("scope", "scope to request (default openid)"),
+    ("token-type", "id_token (default) or access_token"),
+    ("audience", "audience to ask the issuer for"),
+    ("quay-url", "Quay URL when it is not https://HOST"),
+    ("ca-bundle", "CA bundle for the issuer and Quay"),
+    ("refresh-margin", "seconds before expiry to refresh (default 300)"),
+    ("on-failure", "anonymous (default) or error"),
+)
+_NUMERIC = {"refresh-margin": int}
+
+
+def _client_choice(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--docker",
+        dest="clients",
+        action="store_const",
+        const="docker",
+        help="only docker's config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json)",
+    )
+    which.add_argument(
+        "--podman",
+        dest="clients",
+        action="store_const",
+        const="podman",
+        help="only the containers auth.json (podman, skopeo, buildah)",
+    )
+    which.add_argument(
+        "--all",
+        dest="clients",
+        action="store_const",
+        const="all",
+        help="both (the default)",
+    )
+    parser.set_defaults(clients="all")
+
+
+def _add_configure(commands: Any) -> None:
+    configure = commands.add_parser(
+        "configure",
+        help="Write HOST's settings to the config and wire credHelpers in the clients' files.",
+        description=(
+            "Write or update HOST's table in the configuration (only the settings given "
+            'change), then add "HOST": "quayfed" to credHelpers in docker\'s config.json '
+            "and/or the containers auth.json ($REGISTRY_AUTH_FILE, else "
+            "$XDG_RUNTIME_DIR/containers/auth.json, else $XDG_CONFIG_HOME/containers/auth.json). "
+            "Idempotent and atomic; keeps every other key and the file's mode; leaves a .bak."
+        ),
+        epilog=(
+            "examples:\n"
+            "  docker-credential-quayfed configure quay.example.com \\\n"
+            "      --robot quay_federation+rhbk_user \\\n"
+            "      --issuer https://rhbk.example.com/realms/quay --client-id quay-access \\\n"
+            "      --source password --username jdoe --password-env OIDC_PASSWORD\n"
+            "  docker-credential-quayfed configure quay.example.com --podman\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure.add_argument("host", metavar="HOST", help="registry host[:port] as clients send it")
+    for flag, text in _SETTING_FLAGS:
+        configure.add_argument(
+            f"--{flag}", dest=flag.replace("-", "_"), type=_NUMERIC.get(flag, str), help=text
+        )
+    _client_choice(configure)
+    configure.set_defaults(handler=_run_configure)
+
+    unconfigure = commands.add_parser(
+        "unconfigure",
+        help="Remove HOST from the config and the clients' credHelpers; drop its cached token.",
+        description=(
+            "Undo 'configure': remove HOST's table from the configuration and its credHelpers "
+            "entry (when it names quayfed) from the chosen client files, and erase its cached "
+            "robot token."
+        ),
+        epilog="example:\n  docker-credential-quayfed unconfigure quay.example.com",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    unconfigure.add_argument("host", metavar="HOST")
+    _client_choice(unconfigure)
+    unconfigure.set_defaults(handler=_run_unconfigure)
+
+
+def _report(label: str, change: Any) -> None:
+    print(f"{label} {change.path}: {change.what}")
+
+
+def _run_configure(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed import configure as edit
+    from docker_credential_quayfed import log, paths
+    from docker_credential_quayfed.protocol import registry_key
+
+    host = registry_key(args.host)
+    settings = {
+        flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _ in _SETTING_FLAGS
+    }
+    config_path = Path(paths.config_file())
+    _report("config", edit.upsert_registry(config_path, host, settings))
+    for path in edit.client_files(args.clients):
+        _report("credHelpers", edit.set_cred_helper(path, host))
+    if edit.on_path() is None:
+        log.warn(
+            "docker-credential-quayfed is not on PATH, so clients cannot run it; "
+            "install it (pipx install docker-credential-quayfed) or add its directory to PATH"
+        )
+    return 0
+
+
+def _run_unconfigure(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed import configure as edit
+    from docker_credential_quayfed import paths
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.protocol import registry_key
+
+    host = registry_key(args.host)
+    _report("config", edit.remove_registry(Path(paths.config_file()), host))
+    for path in edit.client_files(args.clients):
+        _report("credHelpers", edit.remove_cred_helper(path, host))
+    removed = TokenCache(Path(paths.cache_dir())).erase(host)
+    print(f"cache: {removed} cached token(s) erased")
+    return 0
+
+
+def _add_token(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="Print HOST's robot token (for tools that cannot use credential helpers).",
+        description=(
+            "Print a valid robot token for HOST (from the cache, or freshly minted). With "
+            "--json print the username, token and expiry instead."
+        ),
+        epilog=(
+            "examples:\n"
+            "  docker-credential-quayfed token quay.example.com | \\\n"
+            "      podman login -u quay_federation+rhbk_user --password-stdin quay.example.com\n"
+            "  docker-credential-quayfed token --json quay.example.com\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token.add_argument("host", metavar="HOST")
+    token.add_argument("--json", action="store_true", help="print JSON with username and expiry")
+    token.add_argument("--refresh", action="store_true", help="mint a new token even if cached")
+    token.set_defaults(handler=_run_token)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from docker_credential_quayfed import broker, config
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.protocol import registry_key
+
+    host = registry_key(args.host)
+    registry = config.load().registry(host)
+    outcome = broker.robot_token(
+        registry, TokenCache(config.default_cache_dir()), force=args.refresh
+    )
+    token = outcome.token
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "registry": host,
+                    "username": token.robot,
+                    "token": token.token,
+                    "expires_at": int(token.expires_at),
+                    "expires_in": int(token.expires_at - time.time()),
+                    "source": outcome.how,
+                }
+            )
+        )
+    else:
+        print(token.token)
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:

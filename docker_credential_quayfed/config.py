@@ -134,9 +134,15 @@ def load(path: Path | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check its permissions") from None
     try:
-        document = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8 TOML") from None
+    return parse_text(text, path, stamp)
+
+
+def parse_text(text: str, path: Path, stamp: str = "") -> Config:
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax there") from None
     return parse(document, path, stamp)

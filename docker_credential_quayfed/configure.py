@@ -1,0 +1,213 @@
+"""Editing our config.toml and the clients' credHelpers (docker config.json, containers auth.json).
+
+Every edit is atomic, keeps the file's other content and mode, leaves a ``.bak`` of the old
+file, and refuses a file it cannot parse rather than overwriting it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from docker_credential_quayfed import config, files
+from docker_credential_quayfed.errors import ConfigError
+
+HELPER_NAME = "quayfed"
+EXECUTABLE = "docker-credential-quayfed"
+
+
+@dataclass(frozen=True)
+class Change:
+    path: Path
+    what: str  # "created", "updated", "unchanged", "removed", "absent"
+
+
+# -- client files ----------------------------------------------------------------------------
+def docker_config_path() -> Path:
+    base = os.environ.get("DOCKER_CONFIG", "").strip()
+    return (Path(base) if base else Path.home() / ".docker") / "config.json"
+
+
+def containers_auth_path() -> Path:
+    """Where podman, skopeo and buildah look first: REGISTRY_AUTH_FILE, then XDG dirs."""
+    explicit = os.environ.get("REGISTRY_AUTH_FILE", "").strip()
+    if explicit:
+        return Path(explicit)
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "containers" / "auth.json"
+    config_home = os.environ.get("XDG_CONFIG_HOME", "").strip() or str(Path.home() / ".config")
+    return Path(config_home) / "containers" / "auth.json"
+
+
+def client_files(targets: str) -> list[Path]:
+    chosen = []
+    if targets in ("docker", "all"):
+        chosen.append(docker_config_path())
+    if targets in ("podman", "all"):
+        chosen.append(containers_auth_path())
+    return chosen
+
+
+def read_json_file(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when absent; ConfigError when it cannot be parsed."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "check its permissions") from None
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{path} is not valid JSON, so it was left untouched", "fix or remove it, then retry"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} is not a JSON object; left untouched", "fix or remove it")
+    return value
+
+
+def set_cred_helper(path: Path, host: str) -> Change:
+    document = read_json_file(path)
+    created = document is None
+    document = document or {}
+    helpers = document.get("credHelpers")
+    if helpers is None:
+        helpers = {}
+    if not isinstance(helpers, dict):
+        raise ConfigError(f"{path}: credHelpers is not an object; left untouched", "fix it")
+    if helpers.get(host) == HELPER_NAME:
+        return Change(path, "unchanged")
+    helpers[host] = HELPER_NAME
+    document["credHelpers"] = helpers
+    _write_json(path, document)
+    return Change(path, "created" if created else "updated")
+
+
+def remove_cred_helper(path: Path, host: str) -> Change:
+    document = read_json_file(path)
+    if document is None:
+        return Change(path, "absent")
+    helpers = document.get("credHelpers")
+    if not isinstance(helpers, dict) or helpers.get(host) != HELPER_NAME:
+        return Change(path, "unchanged")
+    del helpers[host]
+    if not helpers:
+        del document["credHelpers"]
+    _write_json(path, document)
+    return Change(path, "removed")
+
+
+def cred_helper_wired(path: Path, host: str) -> bool | None:
+    """True/False for a readable file, None when the file does not exist."""
+    document = read_json_file(path)
+    if document is None:
+        return None
+    helpers = document.get("credHelpers")
+    return isinstance(helpers, dict) and helpers.get(host) == HELPER_NAME
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    _write_keeping_mode(path, (json.dumps(document, indent="\t") + "\n").encode())
+
+
+def _write_keeping_mode(path: Path, data: bytes) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+        os.chmod(path.with_name(path.name + ".bak"), mode & 0o600 | 0o400)
+    except FileNotFoundError:
+        mode = 0o600
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files.atomic_write(path, data, mode)
+
+
+# -- our config.toml ---------------------------------------------------------------------------
+def _toml_value(value: object) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def _header(host: str) -> str:
+    return f"[registries.{json.dumps(host)}]"
+
+
+def _table_span(lines: list[str], host: str) -> tuple[int, int] | None:
+    """Line range of ``host``'s table: its header up to the next table header."""
+    wanted = {_header(host), f"[registries.'{host}']"}
+    if all(c.isalnum() or c in "-_" for c in host):
+        wanted.add(f"[registries.{host}]")
+    start = None
+    for number, line in enumerate(lines):
+        text = line.strip()
+        if start is None:
+            if text in wanted:
+                start = number
+        elif text.startswith("["):
+            end = number
+            while end > start + 1 and not lines[end - 1].strip():
+                end -= 1
+            return start, end
+    return None if start is None else (start, len(lines))
+
+
+def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Change:
+    """Write ``settings`` into host's table (keys not given stay as they are); validate first."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        existed = True
+    except FileNotFoundError:
+        text, existed = "", False
+    current = config.parse_text(text, path) if existed else config.Config(path, {})
+    table: dict[str, object] = {}
+    old = current.registries.get(host)
+    lines = text.splitlines()
+    span = _table_span(lines, host)
+    if old is not None and span is not None:
+        for line in lines[span[0] + 1 : span[1]]:
+            name, sep, _ = line.partition("=")
+            name = name.strip()
+            if sep and name and not name.startswith("#"):
+                table[name] = getattr(old, name)
+    table.update({k: v for k, v in settings.items() if v is not None})
+    block = [_header(host), *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    if span is not None:
+        new_lines = lines[: span[0]] + block + lines[span[1] :]
+    else:
+        new_lines = [*lines, *([""] if lines and lines[-1].strip() else []), *block]
+    new_text = "\n".join(new_lines) + "\n"
+    if new_text == text:
+        return Change(path, "unchanged")
+    config.parse_text(new_text, path)  # refuse to write a config that would not load
+    _write_keeping_mode(path, new_text.encode("utf-8"))
+    return Change(path, "updated" if existed else "created")
+
+
+def remove_registry(path: Path, host: str) -> Change:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Change(path, "absent")
+    config.parse_text(text, path)
+    lines = text.splitlines()
+    span = _table_span(lines, host)
+    if span is None:
+        return Change(path, "unchanged")
+    new_lines = lines[: span[0]] + lines[span[1] :]
+    while new_lines and not new_lines[-1].strip():
+        new_lines.pop()
+    _write_keeping_mode(path, ("\n".join(new_lines) + "\n").encode("utf-8"))
+    return Change(path, "removed")
+
+
+def on_path() -> str | None:
+    return shutil.which(EXECUTABLE)

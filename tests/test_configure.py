@@ -1,0 +1,138 @@
+"""configure / unconfigure through the installed executable, on files in a temp home."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from docker_credential_quayfed import config
+from tests.helper_process import Result, run_helper
+
+HOST = "quay.example.com"
+ARGS = (
+    HOST,
+    "--robot", "quay_federation+rhbk_user",
+    "--issuer", "https://rhbk.example.com/realms/quay",
+    "--client-id", "quay-access",
+    "--source", "password",
+    "--username", "jdoe",
+    "--password-env", "OIDC_PASSWORD",
+)  # fmt: skip
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    return {
+        "HOME": str(tmp_path),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "REGISTRY_AUTH_FILE": str(tmp_path / "containers" / "auth.json"),
+        "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(tmp_path / "quayfed" / "config.toml"),
+        "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def configure(env: dict[str, str], *args: str) -> Result:
+    return run_helper("configure", env=env, extra_args=args)
+
+
+def test_configure_writes_config_and_both_client_files(home: dict[str, str]) -> None:
+    result = configure(home, *ARGS)
+    assert result.returncode == 0, result
+    loaded = config.load(Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]))
+    registry = loaded.registry(HOST)
+    assert registry.robot == "quay_federation+rhbk_user"
+    assert registry.password_env == "OIDC_PASSWORD"
+    for name in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE"):
+        path = Path(home[name]) / "config.json" if name == "DOCKER_CONFIG" else Path(home[name])
+        assert json.loads(path.read_text())["credHelpers"] == {HOST: "quayfed"}
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "created" in result.stdout
+
+
+def test_configure_is_idempotent_and_keeps_other_keys_and_mode(home: dict[str, str]) -> None:
+    docker = Path(home["DOCKER_CONFIG"]) / "config.json"
+    docker.parent.mkdir()
+    original = {
+        "auths": {"other.example.com": {"auth": "dXNlcjpwYXNz"}},
+        "credHelpers": {"gcr.io": "gcloud"},
+        "psFormat": "table {{.ID}}",
+    }
+    docker.write_text(json.dumps(original))
+    os.chmod(docker, 0o640)
+    assert configure(home, *ARGS).returncode == 0
+    again = configure(home, *ARGS)
+    assert again.returncode == 0
+    assert "unchanged" in again.stdout and "updated" not in again.stdout
+    written = json.loads(docker.read_text())
+    assert written["auths"] == original["auths"]
+    assert written["psFormat"] == original["psFormat"]
+    assert written["credHelpers"] == {"gcr.io": "gcloud", HOST: "quayfed"}
+    assert stat.S_IMODE(docker.stat().st_mode) == 0o640
+    assert json.loads(docker.with_name("config.json.bak").read_text()) == original
+
+
+def test_configure_updates_only_the_given_keys_and_keeps_comments(home: dict[str, str]) -> None:
+    path = Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
+    path.parent.mkdir()
+    path.write_text(
+        '# our registries\n[registries."other.example.com"]\nrobot = "a+b"\n'
+        'issuer = "https://i.example.com"\nsource = "env"\ntoken_env = "T"\n'
+    )
+    assert configure(home, *ARGS).returncode == 0
+    assert configure(home, HOST, "--refresh-margin", "120", "--podman").returncode == 0
+    text = path.read_text()
+    assert text.startswith("# our registries\n")
+    loaded = config.load(path)
+    assert loaded.registry("other.example.com").token_env == "T"
+    assert loaded.registry(HOST).refresh_margin == 120
+    assert loaded.registry(HOST).username == "jdoe"
+
+
+def test_configure_refuses_an_unparsable_client_file(home: dict[str, str]) -> None:
+    docker = Path(home["DOCKER_CONFIG"]) / "config.json"
+    docker.parent.mkdir()
+    docker.write_text("{not json")
+    result = configure(home, *ARGS, "--docker")
+    assert result.returncode == 1
+    assert "not valid JSON" in result.stderr
+    assert docker.read_text() == "{not json"
+    assert "Traceback" not in result.stderr
+
+
+def test_configure_refuses_settings_that_would_not_load(home: dict[str, str]) -> None:
+    result = configure(home, HOST, "--robot", "org+bot", "--issuer", "https://i.example")
+    assert result.returncode == 1
+    assert "missing source" in result.stderr
+    assert not Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).exists()
+
+
+def test_configure_warns_when_helper_is_not_on_path(home: dict[str, str]) -> None:
+    result = configure({**home, "PATH": "/usr/bin:/bin"}, *ARGS)
+    assert result.returncode == 0
+    assert "not on PATH" in result.stderr
+
+
+def test_unconfigure_undoes_configure(home: dict[str, str]) -> None:
+    assert configure(home, *ARGS).returncode == 0
+    result = run_helper("unconfigure", env=home, extra_args=(HOST,))
+    assert result.returncode == 0, result
+    assert HOST not in config.load(Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])).registries
+    docker = json.loads((Path(home["DOCKER_CONFIG"]) / "config.json").read_text())
+    assert "credHelpers" not in docker
+    auth = json.loads(Path(home["REGISTRY_AUTH_FILE"]).read_text())
+    assert HOST not in auth.get("credHelpers", {})
+
+
+def test_default_auth_file_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from docker_credential_quayfed import configure as edit
+
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert edit.containers_auth_path() == tmp_path / "cfg" / "containers" / "auth.json"
+    (tmp_path / "run").mkdir()
+    assert edit.containers_auth_path() == tmp_path / "run" / "containers" / "auth.json"
