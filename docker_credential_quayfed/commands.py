@@ -78,7 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
     _add_configure(commands)
     _add_token(commands)
+    from docker_credential_quayfed import federation
+
+    federation.add_parser(commands)
+    doctor = commands.add_parser(
+        "doctor",
+        help="Check every step for HOST (or every configured host), timed, with verdicts.",
+        description=(
+            "Run each step of the flow and print one line per step with its timing and a "
+            "verdict: config, helper on PATH, credHelpers wiring in each client file, OIDC "
+            "discovery, JWKS, a minted token (its iss, sub, aud and exp: exactly what Quay's "
+            "federation dialog needs), the Quay exchange, the robot token's expiry, and a /v2/ "
+            "login at the registry. A failing step says what to do next. Exit code 0 only "
+            "when nothing failed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  docker-credential-quayfed doctor quay.example.com\n"
+            "  docker-credential-quayfed doctor --json\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("hosts", metavar="HOST", nargs="*", help="registry host(s) to check")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(handler=_run_doctor)
     return parser
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed import doctor
+    from docker_credential_quayfed.protocol import registry_key
+
+    return doctor.run([registry_key(h) for h in args.hosts], args.json)
 
 
 _SETTING_FLAGS = (

@@ -109,3 +109,75 @@ def _claims_or_empty(token: str) -> dict[str, Any]:
         return claims.unverified_claims(token)
     except claims.NotAJWT:
         return {}
+
+
+# -- the federation admin API (Bearer OAuth token with org:admin) ----------------------------
+def federation_api_url(quay_url: str, robot: str, user_form: bool) -> str:
+    namespace, _, short = robot.partition("+")
+    if not namespace or not short:
+        raise QuayError(f"{robot!r} is not a robot name", "write it as 'namespace+shortname'")
+    base = quay_url.rstrip("/")
+    if user_form:
+        return f"{base}/api/v1/user/robots/{short}/federation"
+    return f"{base}/api/v1/organization/{namespace}/robots/{short}/federation"
+
+
+def federation_call(
+    session: httpx.Client,
+    method: str,
+    url: str,
+    oauth_token: str,
+    *,
+    deadline: Deadline,
+    entries: list[dict[str, str]] | None = None,
+) -> list[dict[str, str]]:
+    """GET/POST/DELETE the robot's federation list; returns the list Quay answers (DELETE: [])."""
+    response = transport.request(
+        session,
+        method,
+        url,
+        deadline=deadline,
+        what=f"Quay federation API ({method})",
+        headers={"Authorization": f"Bearer {oauth_token}"},
+        json=entries if method == "POST" else None,
+        retry_statuses=frozenset({429, 502, 503, 504}),
+    )
+    status = response.status_code
+    if method == "DELETE" and status in (200, 204):
+        return []
+    body: Any
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if status == 200 and isinstance(body, list):
+        return [
+            {"issuer": str(e.get("issuer", "")), "subject": str(e.get("subject", ""))}
+            for e in body
+            if isinstance(e, dict)
+        ]
+    message = ""
+    if isinstance(body, dict):
+        found = body.get("message") or body.get("error_message") or body.get("error")
+        message = str(found) if found else ""
+    detail = f" ({message})" if message else ""
+    if status == 401:
+        raise QuayError(
+            f"Quay refused the OAuth token for {url} (HTTP 401){detail}",
+            "create an OAuth application token with 'Administer Organization' in Quay and pass "
+            "it with --token-env or --token-file (robot tokens are not accepted by the API)",
+        )
+    if status == 403:
+        raise QuayError(
+            f"the OAuth token may not administer this robot (HTTP 403){detail}",
+            "use a token of an organization admin with the org:admin scope",
+        )
+    if status == 404:
+        raise QuayError(
+            f"{url} answered HTTP 404{detail}",
+            "check the robot name and quay_url; the /user/ form needs Quay 3.17.2 or newer",
+        )
+    raise QuayError(
+        f"Quay answered HTTP {status} to {method} {url}{detail}",
+        "check the entries (issuer must start with https://, no duplicates) and Quay's logs",
+    )

@@ -1,0 +1,378 @@
+"""`doctor [HOST]`: run each step of the flow, timed, with a verdict and the next thing to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from docker_credential_quayfed import claims, config, configure, oidc, paths, quay, transport
+from docker_credential_quayfed.config import RegistryConfig
+from docker_credential_quayfed.errors import QuayfedError
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+
+
+@dataclass
+class Step:
+    name: str
+    verdict: str
+    detail: str
+    seconds: float
+    fix: str = ""
+
+
+@dataclass
+class Report:
+    host: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(step.verdict != FAIL for step in self.steps)
+
+
+class _StepFailed(Exception):
+    def __init__(self, detail: str, fix: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fix = fix
+
+
+def _timed(report: Report, name: str, action: Callable[[], tuple[str, str]]) -> bool:
+    """Run one step; ``action`` returns (verdict, detail) or raises. True if not failed."""
+    started = time.monotonic()
+    try:
+        verdict, detail = action()
+        fix = ""
+    except _StepFailed as exc:
+        verdict, detail, fix = FAIL, exc.detail, exc.fix
+    except QuayfedError as exc:
+        verdict, detail, fix = FAIL, exc.problem, exc.fix
+    report.steps.append(Step(name, verdict, detail, time.monotonic() - started, fix))
+    return verdict != FAIL
+
+
+def _skip(report: Report, *names: str) -> None:
+    for name in names:
+        report.steps.append(Step(name, SKIP, "skipped: an earlier step failed", 0.0))
+
+
+class _Checker:
+    """The state carried from one step to the next for one registry."""
+
+    def __init__(self, registry: RegistryConfig, session: httpx.Client) -> None:
+        self.registry = registry
+        self.session = session
+        self.deadline = transport.Deadline(max(registry.timeout, 30.0))
+        self.discovery: oidc.Discovery | None = None
+        self.jwks: dict[str, Any] = {}
+        self.oidc_token = ""
+        self.robot_token = ""
+
+    def discover(self) -> tuple[str, str]:
+        self.discovery = oidc.discover(self.session, self.registry.issuer, self.deadline)
+        found = self.discovery
+        if found.issuer != self.registry.issuer:
+            return WARN, (
+                f"the issuer calls itself {found.issuer!r}, the config says "
+                f"{self.registry.issuer!r}; Quay compares exactly"
+            )
+        return OK, f"issuer {found.issuer}, token endpoint {found.token_endpoint}"
+
+    def fetch_jwks(self) -> tuple[str, str]:
+        assert self.discovery is not None
+        if not self.discovery.jwks_uri:
+            raise _StepFailed("the discovery document has no jwks_uri", "Quay needs one")
+        response = transport.request(
+            self.session, "GET", self.discovery.jwks_uri, deadline=self.deadline, what="JWKS"
+        )
+        body = transport.json_object(response)
+        keys = body.get("keys") if body else None
+        if response.status_code != 200 or not isinstance(keys, list):
+            raise _StepFailed(
+                f"{self.discovery.jwks_uri} answered HTTP {response.status_code} without keys",
+                "check the issuer's JWKS endpoint",
+            )
+        self.jwks = {"keys": keys}
+        rsa = [k.get("kid", "?") for k in keys if isinstance(k, dict) and k.get("kty") == "RSA"]
+        if not rsa:
+            return WARN, f"{len(keys)} key(s), none RSA: Quay accepts only RSA keys"
+        return OK, f"{len(keys)} key(s); RSA kids: {', '.join(map(str, rsa))}"
+
+    def mint(self) -> tuple[str, str]:
+        from docker_credential_quayfed.sources import SourceContext, for_registry
+
+        source = for_registry(self.registry)
+        self.oidc_token = source.fetch(SourceContext(self.registry, self.session, self.deadline))
+        minted = oidc.check_jwt(self.oidc_token, self.registry.source, time.time())
+        header = claims.split(self.oidc_token)[0]
+        detail = (
+            f"iss={minted.get('iss')} sub={minted.get('sub')} aud={minted.get('aud')} "
+            f"exp={minted.get('exp')} kid={header.get('kid')} alg={header.get('alg')} "
+            "(paste iss and sub into the robot's federation in Quay)"
+        )
+        if self.jwks:
+            kids = {k.get("kid") for k in self.jwks["keys"] if isinstance(k, dict)}
+            if header.get("kid") not in kids:
+                raise _StepFailed(
+                    f"the token's kid {header.get('kid')!r} is not in the issuer's JWKS ({detail})",
+                    "Quay would answer 500; check that the issuer publishes its signing key",
+                )
+        if header.get("alg") not in ("RS256", "RS384"):
+            raise _StepFailed(
+                f"the token is signed with {header.get('alg')} ({detail})",
+                "Quay accepts RS256 and RS384 only; change the issuer's signing algorithm",
+            )
+        if minted.get("iss") != self.registry.issuer:
+            return WARN, detail + "; note iss differs from the configured issuer"
+        return OK, detail
+
+    def exchange(self) -> tuple[str, str]:
+        self.robot_token = quay.exchange(
+            self.session,
+            self.registry.quay_base_url,
+            self.registry.robot,
+            self.oidc_token,
+            deadline=self.deadline,
+        )
+        return OK, f"{self.registry.quay_base_url} issued a robot token for {self.registry.robot}"
+
+    def robot_expiry(self) -> tuple[str, str]:
+        robot_claims = claims.unverified_claims(self.robot_token)
+        exp = claims.numeric_claim(robot_claims, "exp") or 0.0
+        iat = claims.numeric_claim(robot_claims, "iat") or time.time()
+        remaining = int(exp - time.time())
+        detail = (
+            f"sub={robot_claims.get('sub')} expires in {remaining}s (lifetime {int(exp - iat)}s); "
+            f"served from cache until {min(self.registry.refresh_margin, (exp - iat) / 2):.0f}s "
+            "before expiry"
+        )
+        if remaining <= 0:
+            raise _StepFailed(detail, "check this machine's clock against Quay's")
+        return OK, detail
+
+    def registry_login(self) -> tuple[str, str]:
+        base = f"https://{self.registry.key}"
+        first = transport.request(
+            self.session, "GET", f"{base}/v2/", deadline=self.deadline, what="registry /v2/"
+        )
+        if first.status_code == 200:
+            return OK, f"{base}/v2/ answered 200 without credentials"
+        challenge = first.headers.get("www-authenticate", "")
+        credentials = (self.registry.robot, self.robot_token)
+        if first.status_code == 401 and challenge.lower().startswith("bearer"):
+            params = _challenge_params(challenge)
+            realm = params.pop("realm", "")
+            if not realm:
+                raise _StepFailed(f"{base}/v2/ sent a Bearer challenge without realm")
+            answer = transport.request(
+                self.session,
+                "GET",
+                realm,
+                deadline=self.deadline,
+                what="registry token",
+                params={k: v for k, v in params.items() if k == "service"},
+                auth=credentials,
+            )
+            body = transport.json_object(answer)
+            bearer = body and (body.get("token") or body.get("access_token"))
+            if answer.status_code != 200 or not isinstance(bearer, str):
+                raise _StepFailed(
+                    f"the registry's token service {realm} answered HTTP {answer.status_code}",
+                    "the robot token was refused: check the robot's permissions in Quay",
+                )
+            final = transport.request(
+                self.session,
+                "GET",
+                f"{base}/v2/",
+                deadline=self.deadline,
+                what="registry /v2/ with token",
+                headers={"Authorization": f"Bearer {bearer}"},
+            )
+        else:
+            final = transport.request(
+                self.session,
+                "GET",
+                f"{base}/v2/",
+                deadline=self.deadline,
+                what="registry /v2/ with basic auth",
+                auth=credentials,
+            )
+        if final.status_code != 200:
+            raise _StepFailed(
+                f"{base}/v2/ answered HTTP {final.status_code} with the robot's credentials",
+                "check that the registry is this Quay and the robot exists there",
+            )
+        return OK, f"{base}/v2/ accepted {self.registry.robot}"
+
+
+def _challenge_params(challenge: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for part in challenge.split(" ", 1)[-1].split(","):
+        name, _, value = part.strip().partition("=")
+        if name:
+            params[name.strip().lower()] = value.strip().strip('"')
+    return params
+
+
+def _local_checks(report: Report, host: str) -> RegistryConfig | None:
+    loaded: list[config.Config] = []
+
+    def load() -> tuple[str, str]:
+        settings = config.load()
+        loaded.append(settings)
+        settings.registry(host)
+        return (
+            OK,
+            f"{settings.path} is valid; {host} uses source {settings.registries[host].source}",
+        )
+
+    config_ok = _timed(report, "config", load)
+
+    def on_path() -> tuple[str, str]:
+        found = configure.on_path()
+        if found is None:
+            raise _StepFailed(
+                "docker-credential-quayfed is not on PATH, so clients cannot run it",
+                "install it with pipx, or add its directory to PATH",
+            )
+        return OK, found
+
+    _timed(report, "helper on PATH", on_path)
+    _wiring(report, host)
+    if not config_ok:
+        return None
+    return loaded[0].registries[host]
+
+
+def _wiring(report: Report, host: str) -> None:
+    candidates = [
+        ("docker config.json", configure.docker_config_path()),
+        ("containers auth.json", configure.containers_auth_path()),
+    ]
+    home_docker = Path.home() / ".docker" / "config.json"
+    if home_docker != candidates[0][1]:
+        candidates.append(("~/.docker/config.json (read by podman)", home_docker))
+    wired = 0
+    started = time.monotonic()
+    for label, path in candidates:
+        try:
+            state = configure.cred_helper_wired(path, host)
+        except QuayfedError as exc:
+            report.steps.append(Step(f"credHelpers: {label}", WARN, exc.problem, 0.0, exc.fix))
+            continue
+        if state:
+            wired += 1
+            verdict, detail, fix = OK, f"{path}: {host} -> quayfed", ""
+        else:
+            verdict = WARN
+            detail = f"{path}: {'no such file' if state is None else f'{host} is not wired'}"
+            fix = f"run: docker-credential-quayfed configure {host}"
+        report.steps.append(
+            Step(f"credHelpers: {label}", verdict, detail, time.monotonic() - started, fix)
+        )
+    if not wired:
+        report.steps.append(
+            Step(
+                "credHelpers",
+                FAIL,
+                f"no client file sends {host} to this helper (podman logout --all removes "
+                "credHelpers)",
+                0.0,
+                f"run: docker-credential-quayfed configure {host}",
+            )
+        )
+
+
+def diagnose(host: str) -> Report:
+    report = Report(host)
+    registry = _local_checks(report, host)
+    remote = ("discovery", "JWKS", "token minted", "Quay exchange", "robot token", "registry /v2/")
+    if registry is None:
+        _skip(report, *remote)
+        return report
+    with transport.client(registry.ca_bundle) as session:
+        checker = _Checker(registry, session)
+        steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+            ("discovery", checker.discover),
+            ("JWKS", checker.fetch_jwks),
+            ("token minted", checker.mint),
+            ("Quay exchange", checker.exchange),
+            ("robot token", checker.robot_expiry),
+            ("registry /v2/", checker.registry_login),
+        ]
+        for index, (name, action) in enumerate(steps):
+            if not _timed(report, name, action):
+                _skip(report, *(n for n, _ in steps[index + 1 :]))
+                break
+    return report
+
+
+def _colour(verdict: str, text: str) -> str:
+    if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+        return text
+    code = {OK: "32", WARN: "33", FAIL: "31", SKIP: "2"}[verdict]
+    return f"\033[{code}m{text}\033[0m"
+
+
+def render(reports: list[Report]) -> str:
+    lines = []
+    for report in reports:
+        lines.append(f"{report.host}:")
+        for step in report.steps:
+            tag = _colour(step.verdict, f"[{step.verdict:^4}]")
+            lines.append(f"  {tag} {step.name:<38} {step.seconds * 1000:7.0f} ms  {step.detail}")
+            if step.fix and step.verdict in (FAIL, WARN):
+                lines.append(f"         {'':<38}             -> {step.fix}")
+        verdict = "all checks passed" if report.passed else "FAILED"
+        lines.append(f"  {verdict}")
+    return "\n".join(lines)
+
+
+def run(hosts: list[str], as_json: bool) -> int:
+    if not hosts:
+        try:
+            hosts = sorted(config.load().registries)
+        except QuayfedError as exc:
+            report = Report("(no host)")
+            report.steps.append(Step("config", FAIL, exc.problem, 0.0, exc.fix))
+            reports = [report]
+            hosts = []
+        else:
+            reports = []
+        if not hosts and not reports:
+            report = Report("(no host)")
+            report.steps.append(
+                Step(
+                    "config",
+                    FAIL,
+                    f"{paths.config_file()} configures no registry",
+                    0.0,
+                    "run: docker-credential-quayfed configure HOST ...",
+                )
+            )
+            reports = [report]
+    else:
+        reports = []
+    reports += [diagnose(host) for host in hosts]
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {"host": r.host, "passed": r.passed, "steps": [asdict(s) for s in r.steps]}
+                    for r in reports
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print(render(reports))
+    return 0 if all(r.passed for r in reports) else 1

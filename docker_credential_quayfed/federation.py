@@ -1,0 +1,177 @@
+"""`federation show|set|add|remove ROBOT`: the robot's trusted issuers and subjects in Quay."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from docker_credential_quayfed import config, quay, secrets, transport
+from docker_credential_quayfed.errors import ConfigError, UsageError
+
+DEFAULT_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
+
+
+def add_parser(commands: Any) -> None:
+    federation = commands.add_parser(
+        "federation",
+        help="Show or change which OIDC issuer/subject pairs a Quay robot trusts.",
+        description=(
+            "Manage a robot's federation list through Quay's API "
+            "(/api/v1/organization/ORG/robots/NAME/federation, or /api/v1/user/... with "
+            "--user). Needs a Quay OAuth token with org:admin, read from $QUAY_OAUTH_TOKEN "
+            "(or --token-env VAR / --token-file FILE); robot tokens are not accepted there."
+        ),
+        epilog=(
+            "examples:\n"
+            "  export QUAY_OAUTH_TOKEN=...   # an OAuth application token with org:admin\n"
+            "  docker-credential-quayfed federation show quay_federation+rhbk_user "
+            "--quay-url https://quay.example.com\n"
+            "  docker-credential-quayfed federation add quay_federation+rhbk_user "
+            "--from-config quay.example.com\n"
+            "  docker-credential-quayfed federation add quay_federation+rhbk_user "
+            "--issuer https://rhbk.example.com/realms/quay --subject 3c1e...\n"
+            "  docker-credential-quayfed federation remove quay_federation+rhbk_user --all\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = federation.add_subparsers(dest="federation_action", metavar="ACTION", required=True)
+    descriptions = {
+        "show": "Print the robot's federation entries.",
+        "set": "Replace the whole list with the --issuer/--subject pairs given.",
+        "add": "Add one issuer/subject pair (or the one the configured source mints).",
+        "remove": "Remove one issuer/subject pair (or, with --all, every entry).",
+    }
+    for name, text in descriptions.items():
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("robot", metavar="ORG+ROBOT", help="full robot name")
+        action.add_argument("--quay-url", help="Quay URL (default: from the config)")
+        action.add_argument("--host", help="take quay_url and ca_bundle from this configured host")
+        action.add_argument("--user", action="store_true", help="a user's robot (Quay 3.17.2+)")
+        action.add_argument(
+            "--token-env", default=DEFAULT_TOKEN_ENV, help="variable with the Quay OAuth token"
+        )
+        action.add_argument("--token-file", help="file with the Quay OAuth token")
+        action.add_argument("--ca-bundle", help="CA bundle for Quay")
+        action.add_argument("--json", action="store_true", help="print the list as JSON")
+        if name in ("set", "add", "remove"):
+            action.add_argument("--issuer", action="append", default=[], help="issuer URL")
+            action.add_argument("--subject", action="append", default=[], help="subject (sub)")
+        if name == "add":
+            action.add_argument(
+                "--from-config",
+                metavar="HOST",
+                help="mint a JWT with HOST's configured source and add its iss and sub",
+            )
+        if name == "remove":
+            action.add_argument("--all", action="store_true", help="remove every entry")
+        action.set_defaults(handler=run)
+
+
+def _pairs(args: argparse.Namespace) -> list[dict[str, str]]:
+    if len(args.issuer) != len(args.subject):
+        raise UsageError(
+            "--issuer and --subject must come in pairs", "give one --subject per --issuer"
+        )
+    return [{"issuer": i, "subject": s} for i, s in zip(args.issuer, args.subject)]
+
+
+def _settings_for(args: argparse.Namespace) -> tuple[str, str]:
+    """(quay_url, ca_bundle) from the flags, else from the config."""
+    if args.quay_url:
+        return args.quay_url, args.ca_bundle or ""
+    try:
+        loaded = config.load()
+    except ConfigError as exc:
+        raise UsageError(f"no --quay-url given and {exc.problem}", "pass --quay-url") from None
+    if args.host:
+        registry = loaded.registry(args.host)
+    else:
+        matches = [r for r in loaded.registries.values() if r.robot == args.robot]
+        if len(matches) != 1:
+            raise UsageError(
+                f"cannot tell which Quay serves {args.robot} from the config",
+                "pass --quay-url URL or --host HOST",
+            )
+        registry = matches[0]
+    return registry.quay_base_url, args.ca_bundle or registry.ca_bundle
+
+
+def _oauth_token(args: argparse.Namespace) -> str:
+    if args.token_file:
+        return secrets.read_secret_file("Quay OAuth token", args.token_file, where="--token-file")
+    value = os.environ.get(args.token_env, "").strip()
+    if not value:
+        raise UsageError(
+            f"no Quay OAuth token: ${args.token_env} is empty",
+            f"export {args.token_env}=<token with org:admin> or pass --token-file",
+        )
+    return value
+
+
+def _minted_pair(host: str) -> dict[str, str]:
+    from docker_credential_quayfed import claims
+    from docker_credential_quayfed.sources import SourceContext, for_registry
+
+    registry = config.load().registry(host)
+    deadline = transport.Deadline(registry.timeout)
+    with transport.client(registry.ca_bundle) as session:
+        token = for_registry(registry).fetch(SourceContext(registry, session, deadline))
+    minted = claims.unverified_claims(token)
+    return {"issuer": str(minted.get("iss", "")), "subject": str(minted.get("sub", ""))}
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.federation_action
+    quay_url, ca_bundle = _settings_for(args)
+    url = quay.federation_api_url(quay_url, args.robot, args.user)
+    token = _oauth_token(args)
+    deadline = transport.Deadline(30.0)
+    with transport.client(ca_bundle) as session:
+
+        def call(method: str, body: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+            return quay.federation_call(
+                session, method, url, token, deadline=deadline, entries=body
+            )
+
+        if action == "show":
+            entries = call("GET")
+        elif action == "set":
+            entries = call("POST", _pairs(args))
+        elif action == "add":
+            wanted = _pairs(args)
+            if args.from_config:
+                wanted.append(_minted_pair(args.from_config))
+            if not wanted:
+                raise UsageError("nothing to add", "give --issuer and --subject, or --from-config")
+            current = call("GET")
+            missing = [pair for pair in wanted if pair not in current]
+            entries = call("POST", current + missing) if missing else current
+        else:
+            if args.all:
+                entries = call("DELETE")
+            else:
+                unwanted = _pairs(args)
+                if not unwanted:
+                    raise UsageError("nothing to remove", "give --issuer and --subject, or --all")
+                current = call("GET")
+                kept = [pair for pair in current if pair not in unwanted]
+                if kept == current:
+                    entries = current
+                elif kept:
+                    entries = call("POST", kept)
+                else:
+                    entries = call("DELETE")
+    _print(entries, args)
+    return 0
+
+
+def _print(entries: list[dict[str, str]], args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(entries))
+        return
+    if not entries:
+        print(f"{args.robot}: no federation entries")
+    for entry in entries:
+        print(f"{args.robot}: issuer={entry['issuer']} subject={entry['subject']}")
