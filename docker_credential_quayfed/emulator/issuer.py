@@ -1,0 +1,323 @@
+"""Small OIDC issuers for the ``demo`` command and for tests.
+
+:class:`KeycloakIssuer` imitates one Keycloak realm (issuer ``{base}/realms/{realm}``): discovery,
+JWKS, and a token endpoint with the password and client_credentials grants, Keycloak's error
+bodies and UUID subjects. :class:`KubernetesIssuer` imitates an API server's service-account
+issuer: discovery and JWKS, plus :meth:`KubernetesIssuer.mint` for projected-token files.
+The interop tests use the third-party nanoidp instead (``tests/support/oidc_provider.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .keys import SigningKey, generate_rsa_key, jwks
+from .server import Request, Response, RunningServer, serve_wsgi
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .tls import TestPKI
+
+
+@dataclass(frozen=True)
+class IssuerUser:
+    """A realm user; ``sub`` is a UUID, as in Keycloak."""
+
+    username: str
+    password: str
+    sub: str = field(default_factory=lambda: str(uuid.uuid4()))
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuerClient:
+    """A realm client. ``secret=None`` makes it public; ``service_account`` enables
+    client_credentials (confidential clients only); ``direct_access`` enables the password grant.
+    """
+
+    client_id: str
+    secret: str | None = None
+    direct_access: bool = True
+    service_account: bool = False
+    service_account_sub: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def public(self) -> bool:
+        return self.secret is None
+
+
+_INVALID_CLIENT = "Invalid client or Invalid client credentials"
+
+
+def _oauth_error(status: int, error: str, description: str) -> Response:
+    return Response.json(status, {"error": error, "error_description": description})
+
+
+class _ServedIssuer:
+    """What both issuers share: a base URL known once served, a key, and serving."""
+
+    def __init__(self, key: SigningKey | None, base_url: str | None) -> None:
+        self.key = key or generate_rsa_key()
+        self.base_url = base_url
+        self._server: RunningServer | None = None
+
+    def start(
+        self, *, pki: TestPKI | None, host: str = "127.0.0.1", port: int = 0
+    ) -> RunningServer:
+        """Serve in a background thread and take the server's URL as the base URL."""
+        server = serve_wsgi(self, host=host, port=port, pki=pki)  # type: ignore[arg-type]
+        self._server = server
+        self.base_url = server.url
+        return server
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _base(self) -> str:
+        if self.base_url is None:
+            raise RuntimeError("the issuer has no base URL yet: start() it or pass base_url")
+        return self.base_url.rstrip("/")
+
+
+class KeycloakIssuer(_ServedIssuer):
+    """A WSGI app imitating one Keycloak realm.
+
+    :param users: realm users (password grant).
+    :param clients: realm clients.
+    :param realm: realm name; the issuer is ``{base_url}/realms/{realm}``.
+    :param token_lifetime: seconds tokens live (Keycloak's default: 300).
+    """
+
+    def __init__(
+        self,
+        *,
+        users: Iterable[IssuerUser] = (),
+        clients: Iterable[IssuerClient] = (),
+        realm: str = "quay",
+        token_lifetime: int = 300,
+        key: SigningKey | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        super().__init__(key, base_url)
+        self.realm = realm
+        self.token_lifetime = token_lifetime
+        self._lock = threading.Lock()
+        self.users = {user.username: user for user in users}
+        self.clients = {client.client_id: client for client in clients}
+        self.token_requests = 0
+
+    @property
+    def issuer(self) -> str:
+        return f"{self._base()}/realms/{self.realm}"
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer}/protocol/openid-connect/token"
+
+    def discovery(self) -> dict[str, Any]:
+        issuer = self.issuer
+        return {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/protocol/openid-connect/auth",
+            "token_endpoint": f"{issuer}/protocol/openid-connect/token",
+            "jwks_uri": f"{issuer}/protocol/openid-connect/certs",
+            "grant_types_supported": ["password", "client_credentials", "refresh_token"],
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": ["openid", "profile", "email"],
+        }
+
+    def mint(
+        self,
+        sub: str,
+        *,
+        audience: str | list[str] = "account",
+        azp: str | None = None,
+        lifetime: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A token signed by this realm's key for any ``sub``/``aud`` (tests)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": audience,
+            "iat": now,
+            "exp": now + (self.token_lifetime if lifetime is None else lifetime),
+            "jti": str(uuid.uuid4()),
+            "typ": "Bearer",
+        }
+        if azp is not None:
+            claims["azp"] = azp
+        claims.update(extra or {})
+        return self.key.sign(claims)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        request = Request(environ)
+        prefix = f"/realms/{self.realm}"
+        path = request.path
+        if path == f"{prefix}/.well-known/openid-configuration" and request.method == "GET":
+            response = Response.json(200, self.discovery())
+        elif path == f"{prefix}/protocol/openid-connect/certs" and request.method == "GET":
+            response = Response.json(200, jwks([self.key]))
+        elif path == f"{prefix}/protocol/openid-connect/token":
+            if request.method != "POST":
+                response = Response.json(405, {"error": "RESTEASY003650: No resource method found"})
+            else:
+                response = self._token(request)
+        else:
+            response = Response.json(404, {"error": "Unable to find matching target resource"})
+        return response(start_response)
+
+    def _client_credentials(
+        self, request: Request, form: Mapping[str, str]
+    ) -> tuple[str | None, str | None]:
+        header = request.header("Authorization") or ""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None, None
+            client_id, _, secret = decoded.partition(":")
+            return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
+        return form.get("client_id"), form.get("client_secret")
+
+    def _token(self, request: Request) -> Response:
+        with self._lock:
+            self.token_requests += 1
+        form = request.form()
+        client_id, secret = self._client_credentials(request, form)
+        client = self.clients.get(client_id or "")
+        if client is None:
+            return _oauth_error(
+                401, "invalid_client", "Invalid client or Invalid client credentials"
+            )
+        if not client.public and not (
+            secret and secrets.compare_digest(secret, client.secret or "")
+        ):
+            return _oauth_error(
+                401, "invalid_client", "Invalid client or Invalid client credentials"
+            )
+        grant_type = form.get("grant_type")
+        audience = form.get("audience") or None
+        scope = form.get("scope", "")
+        if grant_type == "password":
+            if not client.direct_access:
+                return _oauth_error(
+                    400, "unauthorized_client", "Client not allowed for direct access grants"
+                )
+            user = self.users.get(form.get("username", ""))
+            password = form.get("password", "")
+            if user is None or not secrets.compare_digest(password, user.password):
+                return _oauth_error(401, "invalid_grant", "Invalid user credentials")
+            return self._token_response(client, user.sub, user.username, scope, audience, True)
+        if grant_type == "client_credentials":
+            if client.public or not client.service_account:
+                return _oauth_error(
+                    401, "unauthorized_client", "Client not enabled to retrieve service account"
+                )
+            username = f"service-account-{client.client_id}"
+            return self._token_response(
+                client, client.service_account_sub, username, scope, audience, False
+            )
+        return _oauth_error(400, "unsupported_grant_type", "Unsupported grant_type")
+
+    def _token_response(
+        self,
+        client: IssuerClient,
+        sub: str,
+        username: str,
+        scope: str,
+        audience: str | None,
+        user_grant: bool,
+    ) -> Response:
+        extra = {"preferred_username": username, "scope": scope or "profile email"}
+        aud = audience or client.client_id
+        access = self.mint(sub, audience=aud, azp=client.client_id, extra=extra)
+        body: dict[str, Any] = {
+            "access_token": access,
+            "expires_in": self.token_lifetime,
+            "refresh_expires_in": 0,
+            "token_type": "Bearer",
+            "not-before-policy": 0,
+            "scope": extra["scope"],
+        }
+        if user_grant and "openid" in scope.split():
+            body["id_token"] = self.mint(
+                sub, audience=aud, azp=client.client_id, extra={**extra, "typ": "ID"}
+            )
+        return Response.json(200, body, headers=[("Cache-Control", "no-store")])
+
+
+class KubernetesIssuer(_ServedIssuer):
+    """A WSGI app imitating a Kubernetes service-account issuer (issuer = the base URL).
+
+    Serves ``/.well-known/openid-configuration`` and ``/openid/v1/jwks``; :meth:`mint` signs
+    projected service-account tokens.
+    """
+
+    def __init__(self, *, key: SigningKey | None = None, base_url: str | None = None) -> None:
+        super().__init__(key, base_url)
+
+    @property
+    def issuer(self) -> str:
+        return self._base()
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": f"{self.issuer}/openid/v1/jwks",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def mint(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        audience: str | list[str] = "quay",
+        lifetime: int = 3600,
+        issued_at: int | None = None,
+    ) -> str:
+        """A projected service-account token, ``sub`` = ``system:serviceaccount:NS:NAME``."""
+        now = int(time.time()) if issued_at is None else issued_at
+        claims = {
+            "iss": self.issuer,
+            "sub": f"system:serviceaccount:{namespace}:{name}",
+            "aud": [audience] if isinstance(audience, str) else audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": {"name": name, "uid": str(uuid.uuid4())},
+            },
+        }
+        return self.key.sign(claims)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        request = Request(environ)
+        if request.path == "/.well-known/openid-configuration":
+            response = Response.json(200, self.discovery())
+        elif request.path == "/openid/v1/jwks":
+            response = Response.json(200, jwks([self.key]))
+        else:
+            response = Response.json(404, {"kind": "Status", "status": "Failure", "code": 404})
+        return response(start_response)
