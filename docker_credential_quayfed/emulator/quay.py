@@ -15,6 +15,7 @@ import datetime
 import fnmatch
 import json
 import secrets
+import ssl
 import threading
 import time
 import urllib.parse
@@ -200,6 +201,7 @@ class QuayEmulator:
         instance_key: SigningKey | None = None,
     ) -> None:
         self.ca_bundle = str(ca_bundle) if ca_bundle is not None else None
+        self._tls = ssl.create_default_context(cafile=self.ca_bundle)
         self.server_hostname = server_hostname
         self.registry_issuer = registry_issuer
         self.allow_http_issuers = allow_http_issuers
@@ -219,6 +221,7 @@ class QuayEmulator:
         self._down = False
         self.counters = Counters()
         self.url: str | None = None
+        self.registry_token_cert_path: Path | None = None
         self._server: RunningServer | None = None
 
     # --- serving ----------------------------------------------------------------------------
@@ -415,9 +418,11 @@ class QuayEmulator:
         return self._registry_cert.public_bytes(serialization.Encoding.PEM)
 
     def write_registry_token_cert(self, path: str | Path) -> Path:
-        """Write :attr:`registry_token_cert_pem` to ``path`` and return it."""
+        """Write :attr:`registry_token_cert_pem` to ``path``; remembered in
+        :attr:`registry_token_cert_path`."""
         target = Path(path)
         target.write_bytes(self.registry_token_cert_pem)
+        self.registry_token_cert_path = target
         return target
 
     # --- WSGI ---------------------------------------------------------------------------------
@@ -610,11 +615,8 @@ class QuayEmulator:
         return username
 
     def _fetch_json(self, url: str) -> Any:
-        verify: str | bool = self.ca_bundle if self.ca_bundle else True
-        if url.startswith("http://"):
-            verify = False
         response = httpx.get(
-            url, verify=verify, timeout=self.discovery_timeout, follow_redirects=True
+            url, verify=self._tls, timeout=self.discovery_timeout, follow_redirects=True
         )
         if response.status_code // 100 != 2:
             raise _Html500(f"{url}: HTTP {response.status_code}")
