@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import ssl
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -46,10 +47,19 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that hang up early are normal in tests; stay quiet.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, BrokenPipeError)):
+        if isinstance(sys.exc_info()[1], _HANGUPS):
             return
         super().handle_error(request, client_address)
+
+
+_HANGUPS = (ConnectionError, TimeoutError, ssl.SSLError)
+
+
+class _ServerHandler(ServerHandler):
+    def log_exception(self, exc_info: Any) -> None:
+        # A client that hangs up mid-answer (a test's timeout) is not an error of the server.
+        if not isinstance(exc_info[1], _HANGUPS):
+            super().log_exception(exc_info)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -58,6 +68,31 @@ class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.log_requests:
             super().log_message(format, *args)
+
+    def handle(self) -> None:
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        # Read the whole body first: answering early (401, 403) and closing with unread bytes
+        # would make the TLS stack reset the connection before the client reads the answer.
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        body = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
+        handler = _ServerHandler(
+            body,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=True,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]
+        app = self.server.get_app()  # type: ignore[attr-defined]
+        handler.run(app)
 
 
 class _LoggingHandler(_QuietHandler):

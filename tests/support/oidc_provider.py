@@ -27,7 +27,6 @@ nanoidp supports one application per process, so :func:`start_nanoidp` may be ca
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -411,9 +410,3 @@ def start_nanoidp(directory: Path, pki: TestPKI) -> NanoidpServers:
     kube_front.target = KubernetesLayout(app, kube_server.url)
     kube = KubeIssuer(issuer=kube_server.url, ca_cert=pki.ca_cert)
     return NanoidpServers(provider, kube, [realm_server, kube_server])
-
-
-def basic_auth_header(username: str, password: str) -> str:
-    """``Basic base64(username:password)`` for hand-built requests."""
-    raw = f"{username}:{password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
