@@ -1,0 +1,209 @@
+"""Build dist/docker-credential-quayfed: one executable file that needs only python3 >= 3.9.
+
+The file is a zipapp (PEP 441): a ``#!/usr/bin/env python3`` line followed by a zip that
+holds the package and its pure-Python dependencies (httpx, httpcore, h11, anyio, idna,
+certifi, pyjwt, platformdirs, and for Python 3.9/3.10 tomli, exceptiongroup and
+typing_extensions). Dependencies are resolved by pip running under the oldest supported
+Python, so that every environment marker for 3.9 is honoured; the newer Pythons need a
+subset of that set. Only wheels are accepted, and a compiled file anywhere fails the build.
+
+The archive is reproducible: entries are sorted and carry one fixed timestamp
+(SOURCE_DATE_EPOCH when set). certifi finds its cacert.pem through importlib.resources,
+which copies it to a private (0600) temporary file when it is read from a zip.
+
+    python packaging/build_zipapp.py [--output PATH] [--resolve-with PYTHON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "docker_credential_quayfed"
+DEFAULT_OUTPUT = ROOT / "dist" / "docker-credential-quayfed"
+SHEBANG = b"#!/usr/bin/env python3\n"
+OLDEST_PYTHON = (3, 9)
+COMPILED_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
+# Written into the archive; kept to syntax that any python3 can parse, to explain an old one.
+MAIN = f'''\
+"""docker-credential-quayfed as one file: the package and its dependencies are inside."""
+import sys
+
+if sys.version_info < {OLDEST_PYTHON!r}:
+    sys.stderr.write("docker-credential-quayfed needs Python 3.9 or newer\\n")
+    sys.exit(1)
+
+from docker_credential_quayfed.cli import main
+
+sys.exit(main())
+'''
+
+
+class BuildError(Exception):
+    """A step of the build failed; the message says which and what to do."""
+
+
+def project_dependencies(pyproject: Path) -> list[str]:
+    with pyproject.open("rb") as stream:
+        project = tomllib.load(stream)["project"]
+    return [str(requirement) for requirement in project["dependencies"]]
+
+
+def find_oldest_python() -> str:
+    """An interpreter of the oldest supported version: this one, python3.9, or pyenv's."""
+    if sys.version_info[:2] == OLDEST_PYTHON:
+        return sys.executable
+    name = "python{}.{}".format(*OLDEST_PYTHON)
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    pattern = os.path.join(root, "versions", "{}.{}.*".format(*OLDEST_PYTHON), "bin", "python")
+    candidates = [shutil.which(name), *sorted(glob.glob(pattern), reverse=True)]
+    for candidate in candidates:
+        # A pyenv shim is on PATH even when it refuses to run the version it names.
+        if candidate and _python_version(candidate) == OLDEST_PYTHON:
+            return candidate
+    raise BuildError(
+        f"no working {name} found (on PATH or under {root}/versions): dependencies are "
+        "resolved with the oldest supported Python so that its environment markers apply; "
+        "pass --resolve-with PATH/TO/python3.9"
+    )
+
+
+def _python_version(python: str) -> tuple[int, ...] | None:
+    try:
+        result = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return tuple(int(part) for part in result.stdout.split())
+
+
+def install_dependencies(python: str, requirements: Sequence[str], target: Path) -> None:
+    command = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--no-compile",
+        "--only-binary=:all:",
+        "--target",
+        str(target),
+        *requirements,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"pip failed ({' '.join(command)}):\n{result.stderr.strip()}")
+    # Console scripts and caches are of no use inside the archive.
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    for cache in list(target.rglob("__pycache__")):
+        shutil.rmtree(cache)
+
+
+def copy_package(source: Path, target: Path) -> None:
+    shutil.copytree(
+        source, target / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+
+
+def compiled_files(tree: Path) -> list[Path]:
+    return sorted(p for p in tree.rglob("*") if p.is_file() and p.suffix in COMPILED_SUFFIXES)
+
+
+def archive_entries(tree: Path) -> Iterator[tuple[str, Path]]:
+    for path in sorted(tree.rglob("*")):
+        if path.is_file():
+            yield path.relative_to(tree).as_posix(), path
+
+
+def fixed_timestamp() -> tuple[int, int, int, int, int, int]:
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "315532800"))  # zip's floor: 1980-01-01
+    stamp = time.gmtime(max(epoch, 315532800))
+    return (stamp[0], stamp[1], stamp[2], stamp[3], stamp[4], stamp[5])
+
+
+def write_archive(tree: Path, output: Path) -> int:
+    """Shebang + zip, written beside ``output`` and renamed over it; returns the entry count."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    date_time = fixed_timestamp()
+    count = 0
+    with partial.open("wb") as stream:
+        stream.write(SHEBANG)
+        with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, path in archive_entries(tree):
+                info = zipfile.ZipInfo(name, date_time)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                archive.writestr(info, path.read_bytes())
+                count += 1
+    os.chmod(partial, 0o755)
+    os.replace(partial, output)
+    return count
+
+
+def build(output: Path, resolve_with: str | None) -> int:
+    python = resolve_with or find_oldest_python()
+    requirements = project_dependencies(ROOT / "pyproject.toml")
+    with tempfile.TemporaryDirectory(prefix="quayfed-zipapp-") as scratch:
+        tree = Path(scratch) / "app"
+        tree.mkdir()
+        install_dependencies(python, requirements, tree)
+        copy_package(ROOT / PACKAGE, tree)
+        (tree / "__main__.py").write_text(MAIN, encoding="utf-8")
+        compiled = compiled_files(tree)
+        if compiled:
+            names = ", ".join(str(p.relative_to(tree)) for p in compiled)
+            raise BuildError(f"compiled files would make the zipapp platform-bound: {names}")
+        return write_archive(tree, output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="%(default)s")
+    parser.add_argument(
+        "--resolve-with",
+        metavar="PYTHON",
+        help="the Python 3.9 that runs pip (default: this one, python3.9, or pyenv's 3.9)",
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        count = build(args.output, args.resolve_with)
+    except BuildError as exc:
+        sys.stderr.write(f"build_zipapp: {exc}\n")
+        return 1
+    size = args.output.stat().st_size
+    print(
+        f"built {args.output} ({count} files, {size // 1024} KiB) "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
