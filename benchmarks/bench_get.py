@@ -187,12 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--helper", default="", help="helper executable (default: installed)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--no-cold", action="store_true", help="measure the cache hit only")
     args = parser.parse_args(argv)
     helper = helper_argv(args.helper)
     print(f"python {sys.version.split()[0]}, helper {' '.join(helper)}, {args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="quayfed-bench-") as temp:
         figures = {"cache_hit": cache_hit(helper, args.rounds, Path(temp) / "hit")}
-        cold_figures = cold(helper, max(args.rounds // 2, 3), Path(temp) / "cold")
+        cold_figures = (
+            None if args.no_cold else cold(helper, max(args.rounds // 2, 3), Path(temp) / "cold")
+        )
         if cold_figures is not None:
             figures["cold"] = cold_figures
     if args.json:
