@@ -14,6 +14,9 @@ from docker_credential_quayfed.errors import QuayError, QuayfedError
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
 CACHED, MINTED, STALE = "cached", "minted", "stale"
 
+#: while a still-valid token is at hand, a refresh may not hold the pull up for longer
+STALE_REFRESH_BUDGET = 8.0
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -46,8 +49,10 @@ def robot_token(
         ):
             log.debug(f"another process refreshed {registry.key} while we waited")
             return Outcome(cached, CACHED)
+        fallback = cached if cached is not None and cached.valid(clock()) else None
+        budget = min(registry.timeout, STALE_REFRESH_BUDGET) if fallback else registry.timeout
         try:
-            fresh = mint(registry, clock)
+            fresh = mint(registry, clock, budget=budget)
         except QuayfedError as exc:
             if cached is not None and cached.valid(clock()):
                 remaining = int(cached.expires_at - clock())
@@ -61,12 +66,14 @@ def robot_token(
         return Outcome(fresh, MINTED)
 
 
-def mint(registry: RegistryConfig, clock: Callable[[], float] = time.time) -> RobotToken:
+def mint(
+    registry: RegistryConfig, clock: Callable[[], float] = time.time, budget: float = 0.0
+) -> RobotToken:
     """Get a JWT from the configured source and exchange it at Quay (network; imports httpx)."""
     from docker_credential_quayfed import oidc, quay, transport
     from docker_credential_quayfed.sources import SourceContext, for_registry
 
-    deadline = transport.Deadline(registry.timeout)
+    deadline = transport.Deadline(budget or registry.timeout)
     source = for_registry(registry)
     with transport.client(registry.ca_bundle) as session:
         context = SourceContext(registry=registry, session=session, deadline=deadline)

@@ -32,7 +32,19 @@ class Deadline:
 
 
 def client(ca_bundle: str = "") -> httpx.Client:
-    verify: Any = ca_bundle if ca_bundle else True
+    verify: Any = True
+    if ca_bundle:
+        import ssl
+
+        try:
+            verify = ssl.create_default_context(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            from docker_credential_quayfed.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot load the CA bundle {ca_bundle}: {getattr(exc, 'strerror', None) or exc}",
+                "set ca_bundle to a readable PEM file",
+            ) from None
     return httpx.Client(
         verify=verify,
         headers={"User-Agent": USER_AGENT},
