@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class ClientSandbox:
     helper_bin_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     runs: list[ClientRun] = field(default_factory=list)
+    runroot: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for directory in (
@@ -91,6 +93,8 @@ class ClientSandbox:
         ):
             directory.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.ca_certificate, self.cert_dir / "ca.crt")
+        # podman refuses a runroot longer than 50 characters, so it cannot live in tmp_path.
+        self.runroot = Path(tempfile.mkdtemp(prefix="qfe2e-", dir="/tmp"))
         self.env = {
             "PATH": f"{self.helper_bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.home),
@@ -102,6 +106,9 @@ class ClientSandbox:
             "XDG_CONFIG_HOME": str(self.root / "xdg-config"),
             **self.env,
         }
+
+    def close(self) -> None:
+        shutil.rmtree(self.runroot, ignore_errors=True)
 
     # Paths
 
@@ -152,9 +159,10 @@ class ClientSandbox:
         document: dict[str, object] = json.loads(config_file.read_text())
         return document
 
-    def without_auth_file(self) -> None:
-        """Make containers tools fall back to ~/.docker/config.json."""
+    def use_home_docker_config(self) -> None:
+        """Leave only ~/.docker/config.json for clients: no auth file, no DOCKER_CONFIG."""
         self.env.pop("REGISTRY_AUTH_FILE", None)
+        self.env.pop("DOCKER_CONFIG", None)
         self.auth_file.unlink(missing_ok=True)
 
     # Running
@@ -248,7 +256,7 @@ class ClientSandbox:
         base = self.root / f"{client}-storage"
         args = [
             f"--root={base / 'root'}",
-            f"--runroot={base / 'run'}",
+            f"--runroot={self.runroot / client}",
             "--storage-driver=vfs",
         ]
         if client == "podman":
@@ -259,6 +267,22 @@ class ClientSandbox:
                 f"--tmpdir={base / 'tmp'}",
             ]
         return args
+
+    def pull(self, client: str, ref: str) -> ClientRun:
+        """podman pull, or buildah pull --policy always."""
+        return self.podman_pull(ref) if client == "podman" else self.buildah_pull(ref)
+
+    def push(self, client: str, image: str, ref: str) -> ClientRun:
+        return self.podman_push(image, ref) if client == "podman" else self.buildah_push(image, ref)
+
+    def local_images(self, client: str) -> list[str]:
+        """`repo:tag` of every image in podman's or buildah's storage."""
+        name = "{{.Repository}}" if client == "podman" else "{{.Name}}"
+        listed = self.run(
+            client, [*self.storage_args(client), "images", "--format", f"{name}:{{{{.Tag}}}}"]
+        )
+        assert listed.ok, listed.describe()
+        return listed.stdout.split()
 
     def podman(self, *args: str, stdin: str | None = None) -> ClientRun:
         return self.run("podman", [*self.storage_args("podman"), *args], stdin=stdin)

@@ -143,3 +143,12 @@ class DistributionRegistry:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def tag_digest(self, repository_and_tag: str) -> str | None:
+        """The manifest digest `repo:tag` points at, read from the storage directory."""
+        repository, tag = repository_and_tag.rsplit(":", 1)
+        link = (
+            self.storage / "docker/registry/v2/repositories" / repository
+            / "_manifests/tags" / tag / "current/link"
+        )  # fmt: skip
+        return link.read_text().strip() if link.exists() else None

@@ -30,7 +30,10 @@ class WorksWith:
 
     records: dict[str, ClientRecord] = field(default_factory=dict)
 
-    def verified(self, client: str, what: str, config_file: str) -> None:
+    def verified(self, client: str, what: str, config_file: str = "") -> None:
+        """Record a verified behaviour; `config_file` defaults to what the suite gives each
+        client: docker's config.json for docker, the containers auth.json for the others."""
+        config_file = config_file or ("docker" if client == "docker" else "auth.json")
         record = self.records.setdefault(client, ClientRecord())
         if not record.version:
             record.version = client_version(client)

@@ -1,0 +1,167 @@
+"""Fixtures for the end-to-end suite: real registries, real clients, the installed helper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docker_credential_quayfed.emulator.quay import QuayEmulator
+from docker_credential_quayfed.emulator.tls import TestPKI
+from tests.e2e.clients import CLIENTS, ClientSandbox
+from tests.e2e.deployment import (
+    E2E,
+    HELPER_EXECUTABLE,
+    OTHER_IMAGE,
+    PRIVATE_REPO,
+    PRIVATE_TAGS,
+    PUBLIC_IMAGE,
+    ROBOT,
+    Deployment,
+    seed,
+)
+from tests.e2e.registry import DistributionRegistry, ServerTLS, TokenAuth
+from tests.e2e.works_with import WorksWith
+from tests.support.oidc_provider import KubeIssuer, OIDCProvider
+
+QUAY_TOKEN_LIFETIME = 3600
+USERNAME = "jdoe"
+SERVICE_ACCOUNT = ("ci", "builder")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_binary(name: str) -> None:
+    """In CI a missing binary fails the test; locally it skips it."""
+    if shutil.which(name) is None:
+        message = f"{name} is not installed (apt-get install {name})"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def helper_bin_dir() -> Path:
+    """The directory of the INSTALLED helper (`pip install .` in this interpreter's venv)."""
+    beside = Path(sys.executable).parent / HELPER_EXECUTABLE
+    found = str(beside) if beside.exists() else shutil.which(HELPER_EXECUTABLE)
+    if found is None:
+        pytest.fail(f"{HELPER_EXECUTABLE} is not installed; run 'pip install -e .'")
+    return Path(found).parent
+
+
+@pytest.fixture(scope="session")
+def works_with() -> Iterator[WorksWith]:
+    table = WorksWith()
+    yield table
+    table.write_if_requested()
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+    test_pki: TestPKI,
+    oidc_provider: OIDCProvider,
+    kube_issuer: KubeIssuer,
+    helper_bin_dir: Path,
+) -> Iterator[Deployment]:
+    """The third-party OIDC provider (nanoidp) and the Kubernetes-like issuer from
+    tests/conftest.py; this suite's own Quay emulator (its robot must outlive each test,
+    and the registry's token realm points at it) and two registries."""
+    for binary in ("docker-registry", *CLIENTS):
+        require_binary(binary)
+    root = tmp_path_factory.mktemp("e2e-servers")
+
+    token_file = kube_issuer.write_token(
+        root / "serviceaccount-token", namespace=SERVICE_ACCOUNT[0], name=SERVICE_ACCOUNT[1]
+    )
+    password = oidc_provider.users[USERNAME]
+
+    quay = QuayEmulator(ca_bundle=test_pki.ca_cert, token_lifetime=QUAY_TOKEN_LIFETIME)
+    quay.add_robot(
+        ROBOT,
+        federation=[
+            # nanoidp's sub is the username, and the client_id for client_credentials.
+            (oidc_provider.issuer, USERNAME),
+            (oidc_provider.issuer, oidc_provider.confidential_client),
+            (kube_issuer.issuer, "system:serviceaccount:{}:{}".format(*SERVICE_ACCOUNT)),
+        ],
+        permissions={"quay_federation/*": ["pull", "push"]},
+    )
+    quay.start(pki=test_pki)
+
+    registry = DistributionRegistry(
+        root / "registry", ServerTLS(test_pki.server_cert, test_pki.server_key)
+    )
+    other = DistributionRegistry(root / "other", tls=None)
+    seeder = ClientSandbox(root / "seeder", test_pki.ca_cert, helper_bin_dir)
+    try:
+        registry.start()
+        other.start()
+        seed(
+            seeder,
+            registry,
+            {
+                **{f"{PRIVATE_REPO}:{tag}": f"private image {tag}\n" for tag in PRIVATE_TAGS},
+                PUBLIC_IMAGE: "public image\n",
+            },
+        )
+        seed(seeder, other, {OTHER_IMAGE: "image on another registry\n"})
+        # Now behave like Quay's registry: every request needs a token from Quay's /v2/auth.
+        registry.stop()
+        registry.start(
+            TokenAuth(
+                realm=f"{quay.url}/v2/auth",
+                service=registry.host,
+                issuer=quay.registry_issuer,
+                rootcertbundle=quay.write_registry_token_cert(root / "registry-token-signer.pem"),
+            )
+        )
+        seeder.close()
+        yield Deployment(
+            quay=quay,
+            registry=registry,
+            other=other,
+            ca_cert=test_pki.ca_cert,
+            sources={
+                "password": {
+                    "issuer": oidc_provider.issuer,
+                    "client_id": oidc_provider.public_client,
+                    "username": USERNAME,
+                    "password_env": "OIDC_PASSWORD",
+                },
+                "client_credentials": {
+                    "issuer": oidc_provider.issuer,
+                    "client_id": oidc_provider.confidential_client,
+                    "client_secret_env": "OIDC_CLIENT_SECRET",
+                    "token_type": "access_token",
+                },
+                "file": {"issuer": kube_issuer.issuer, "token_file": str(token_file)},
+            },
+            secret_env={
+                "OIDC_PASSWORD": password,
+                "OIDC_CLIENT_SECRET": oidc_provider.confidential_secret,
+            },
+        )
+    finally:
+        registry.stop()
+        other.stop()
+        quay.close()
+
+
+@pytest.fixture
+def e2e(deployment: Deployment, tmp_path: Path, helper_bin_dir: Path) -> Iterator[E2E]:
+    """A fresh sandbox and a cold helper cache; checks no client printed a secret."""
+    deployment.quay.reset()
+    deployment.quay.set_token_lifetime(QUAY_TOKEN_LIFETIME)
+    sandbox = ClientSandbox(tmp_path / "clients", deployment.ca_cert, helper_bin_dir)
+    view = E2E(deployment, sandbox, tmp_path / "helper")
+    yield view
+    sandbox.close()
+    view.check_no_secrets()
