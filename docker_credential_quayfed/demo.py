@@ -29,7 +29,9 @@ PASSWORD_ENV = "QUAYFED_DEMO_PASSWORD"
 class DemoServers:
     """An OIDC issuer in Keycloak's layout and a Quay emulator, both on loopback over TLS."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, federate: bool = True, ports: tuple[int, int] = (0, 0)
+    ) -> None:
         try:
             from docker_credential_quayfed.emulator.issuer import (
                 IssuerClient,
@@ -50,11 +52,14 @@ class DemoServers:
         self.user = IssuerUser(USERNAME, self.password)
         self.issuer = KeycloakIssuer(users=[self.user], clients=[IssuerClient(CLIENT_ID)])
         self.quay = QuayEmulator(ca_bundle=self.pki.ca_cert)
+        self.federate = federate
+        self.ports = ports
 
     def __enter__(self) -> DemoServers:
-        self.issuer.start(pki=self.pki)
-        self.quay.start(pki=self.pki)
-        self.quay.add_robot(ROBOT, federation=[(self.issuer.issuer, self.user.sub)])
+        self.issuer.start(pki=self.pki, port=self.ports[0])
+        self.quay.start(pki=self.pki, port=self.ports[1])
+        entries = [(self.issuer.issuer, self.user.sub)] if self.federate else []
+        self.quay.add_robot(ROBOT, federation=entries, permissions={"quay_federation/*": {"pull"}})
         return self
 
     def __exit__(

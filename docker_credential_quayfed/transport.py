@@ -17,7 +17,9 @@ USER_AGENT = f"docker-credential-quayfed/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
-MAX_ATTEMPTS = 4
+MAX_ATTEMPTS = 3
+# A refused or failed connection is retried once: a server that is down must not slow pulls.
+MAX_CONNECT_ATTEMPTS = 2
 
 
 @dataclass
@@ -97,7 +99,7 @@ def request(
             wait = _retry_after(response) or _backoff(attempt)
             failure = f"{what} at {url} answered HTTP {response.status_code}"
         else:
-            if attempt >= MAX_ATTEMPTS:
+            if attempt >= MAX_CONNECT_ATTEMPTS:
                 raise NetworkError(failure, _network_fix(url))
             wait = _backoff(attempt)
         if deadline.remaining() - wait <= 1.0:
@@ -109,7 +111,7 @@ def request(
 
 
 def _backoff(attempt: int) -> float:
-    return float(min(0.5 * 2 ** (attempt - 1), 4.0) * (0.75 + random.random() / 2))
+    return float(min(0.25 * 2 ** (attempt - 1), 2.0) * (0.75 + random.random() / 2))
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -117,11 +119,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     if not value:
         return None
     if value.isdigit():
-        return min(float(value), 10.0)
+        return min(float(value), 5.0)
     parsed = email.utils.parsedate_tz(value)
     if parsed is None:
         return None
-    return max(0.0, min(email.utils.mktime_tz(parsed) - time.time(), 10.0))
+    return max(0.0, min(email.utils.mktime_tz(parsed) - time.time(), 5.0))
 
 
 def _reason(exc: Exception) -> str:

@@ -453,6 +453,8 @@ class QuayEmulator:
             if request.method != "GET":
                 return self._method_not_allowed()
             return self._registry_auth(request)
+        if path in ("/v2", "/v2/"):
+            return self._registry_base(request)
         if path.startswith("/api/v1/"):
             return self._admin_api(request)
         return Response.html(
@@ -801,6 +803,40 @@ class QuayEmulator:
                 "expires_in": lifetime,
                 "issued_at": issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
+        )
+
+    def _registry_base(self, request: Request) -> Response:
+        """``/v2/`` as Quay's registry answers it: a Bearer challenge naming ``/v2/auth``."""
+        header = request.header("Authorization") or ""
+        version = ("Docker-Distribution-API-Version", "registry/2.0")
+        if header.lower().startswith("bearer "):
+            try:
+                jwt.decode(
+                    header[7:].strip(),
+                    self._registry_key.private_key.public_key(),
+                    algorithms=["RS256"],
+                    options={"verify_aud": False},
+                )
+            except jwt.InvalidTokenError:
+                pass
+            else:
+                return Response.json(200, {}, headers=[version])
+        with self._lock:
+            service = self.server_hostname or request.host_url.split("://", 1)[-1]
+        base = self.url or request.host_url
+        challenge = f'Bearer realm="{base}{REGISTRY_AUTH_PATH}",service="{service}"'
+        return Response.json(
+            401,
+            {
+                "errors": [
+                    {
+                        "code": "UNAUTHORIZED",
+                        "message": "access to the requested resource is not authorized",
+                        "detail": [],
+                    }
+                ]
+            },
+            headers=[version, ("WWW-Authenticate", challenge)],
         )
 
     @staticmethod
