@@ -164,8 +164,9 @@ def federation_call(
     if status == 401:
         raise QuayError(
             f"Quay refused the OAuth token for {url} (HTTP 401){detail}",
-            "create an OAuth application token with 'Administer Organization' in Quay and pass "
-            "it with --token-env or --token-file (robot tokens are not accepted by the API)",
+            "create an OAuth application token with the org:admin scope ('Administer "
+            "Organization') and pass it with --token-env or --token-file (robot tokens are not "
+            "accepted by the API)",
         )
     if status == 403:
         raise QuayError(

@@ -1,0 +1,170 @@
+"""doctor and federation through the installed executable, against nanoidp and the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from docker_credential_quayfed.emulator.quay import QuayEmulator
+from tests.helper_process import Result, helper_command, run_helper
+from tests.support.oidc_provider import OIDCProvider
+
+ROBOT = "quay_federation+rhbk_user"
+ADMIN_TOKEN = "oauth-admin-token-7c2e"
+
+
+@pytest.fixture
+def env(quay: QuayEmulator, oidc_provider: OIDCProvider, tmp_path: Path) -> dict[str, str]:
+    """A configured, wired helper for the emulator's registry key."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[registries.{json.dumps(quay.host)}]\n"
+        f'robot = "{ROBOT}"\n'
+        f'issuer = "{oidc_provider.issuer}"\n'
+        'source = "password"\n'
+        f'client_id = "{oidc_provider.public_client}"\n'
+        'username = "jdoe"\n'
+        'password_env = "QUAYFED_OPS_PASSWORD"\n'
+        f'quay_url = "{quay.url}"\n'
+        f'ca_bundle = "{oidc_provider.ca_cert}"\n'
+    )
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    (docker / "config.json").write_text(json.dumps({"credHelpers": {quay.host: "quayfed"}}))
+    helper_dir = str(Path(helper_command()[0]).parent)
+    return {
+        "HOME": str(tmp_path),
+        "PATH": f"{helper_dir}:{os.environ.get('PATH', '')}",
+        "DOCKER_CONFIG": str(docker),
+        "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+        "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config),
+        "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(tmp_path / "cache"),
+        "QUAYFED_OPS_PASSWORD": oidc_provider.users["jdoe"],
+        "QUAY_OAUTH_TOKEN": ADMIN_TOKEN,
+        "NO_COLOR": "1",
+    }
+
+
+def doctor(env: dict[str, str], *args: str) -> Result:
+    return run_helper("doctor", env=env, extra_args=args, timeout=90)
+
+
+def steps_of(result: Result) -> dict[str, dict[str, str]]:
+    [report] = json.loads(result.stdout)
+    return {step["name"]: step for step in report["steps"]}
+
+
+def test_doctor_passes_every_step_and_prints_what_quay_needs(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    quay.add_robot(ROBOT, federation=[(oidc_provider.issuer, "jdoe")])
+    result = doctor(env, quay.host)
+    assert result.returncode == 0, result
+    assert f"iss={oidc_provider.issuer} sub=jdoe" in result.stdout
+    assert "all checks passed" in result.stdout
+    for name in ("config", "discovery", "JWKS", "token minted", "Quay exchange", "registry /v2/"):
+        assert any(
+            line.strip().startswith("[ ok ]") and name in line
+            for line in result.stdout.splitlines()
+        ), name
+    assert "\033[" not in result.stdout  # NO_COLOR
+    assert env["QUAYFED_OPS_PASSWORD"] not in result.stdout + result.stderr
+    assert "eyJ" not in result.stdout + result.stderr
+
+
+def test_doctor_json_names_the_failing_step_and_skips_the_rest(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    quay.add_robot(ROBOT, federation=[(oidc_provider.issuer, "someone-else")])
+    result = doctor(env, quay.host, "--json")
+    assert result.returncode == 1
+    steps = steps_of(result)
+    assert steps["token minted"]["verdict"] == "ok"
+    assert "sub=jdoe" in steps["token minted"]["detail"]
+    exchange = steps["Quay exchange"]
+    assert exchange["verdict"] == "fail"
+    assert "Token does not match robot" in exchange["detail"]
+    assert "subject 'jdoe'" in exchange["fix"]
+    assert steps["registry /v2/"]["verdict"] == "skip"
+
+
+def test_doctor_notices_lost_cred_helpers(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    quay.add_robot(ROBOT, federation=[(oidc_provider.issuer, "jdoe")])
+    # What `podman logout --all` leaves behind: no credHelpers section at all.
+    (Path(env["DOCKER_CONFIG"]) / "config.json").write_text('{"auths": {}}')
+    Path(env["REGISTRY_AUTH_FILE"]).write_text('{"auths": {}}')
+    result = doctor(env, quay.host, "--json")
+    assert result.returncode == 1
+    steps = steps_of(result)
+    assert steps["credHelpers"]["verdict"] == "fail"
+    assert f"configure {quay.host}" in steps["credHelpers"]["fix"]
+
+
+def test_doctor_with_a_broken_config_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[registries\n")
+    result = doctor({"DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config), "NO_COLOR": "1"})
+    assert result.returncode == 1
+    assert "not valid TOML" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def federation(env: dict[str, str], quay: QuayEmulator, *args: str) -> Result:
+    return run_helper("federation", env=env, extra_args=args, timeout=60)
+
+
+def test_federation_show_add_remove_set(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    quay.add_robot(ROBOT)
+    quay.add_admin_token(ADMIN_TOKEN, ["quay_federation"])
+    flags = ("--quay-url", str(quay.url), "--ca-bundle", str(oidc_provider.ca_cert))
+    shown = federation(env, quay, "show", ROBOT, *flags)
+    assert shown.returncode == 0, shown
+    assert "no federation entries" in shown.stdout
+
+    added = federation(env, quay, "add", ROBOT, "--from-config", quay.host, "--host", quay.host)
+    assert added.returncode == 0, added
+    assert quay.get_federation(ROBOT) == [{"issuer": oidc_provider.issuer, "subject": "jdoe"}]
+    # The robot now works end to end with what `add --from-config` put there.
+    got = run_helper("get", quay.host, env=env)
+    assert got.returncode == 0 and json.loads(got.stdout)["Username"] == ROBOT
+
+    extra = ("--issuer", "https://ci.example.com", "--subject", "job")
+    assert federation(env, quay, "add", ROBOT, *extra, *flags).returncode == 0
+    listed = federation(env, quay, "show", ROBOT, "--json", *flags)
+    assert len(json.loads(listed.stdout)) == 2
+    assert federation(env, quay, "remove", ROBOT, *extra, *flags).returncode == 0
+    assert quay.get_federation(ROBOT) == [{"issuer": oidc_provider.issuer, "subject": "jdoe"}]
+    replaced = federation(env, quay, "set", ROBOT, *extra, *flags)
+    assert replaced.returncode == 0
+    assert quay.get_federation(ROBOT) == [{"issuer": "https://ci.example.com", "subject": "job"}]
+    assert federation(env, quay, "remove", ROBOT, "--all", *flags).returncode == 0
+    assert quay.get_federation(ROBOT) == []
+
+
+def test_federation_errors_are_one_actionable_line(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    quay.add_robot(ROBOT)
+    quay.add_admin_token("other-org-token", ["another_org"])
+    flags = ("--quay-url", str(quay.url), "--ca-bundle", str(oidc_provider.ca_cert))
+    unauthorised = federation(env, quay, "show", ROBOT, *flags)
+    assert unauthorised.returncode == 1
+    assert "HTTP 401" in unauthorised.stderr and "org:admin" in unauthorised.stderr
+    forbidden = federation(
+        {**env, "QUAY_OAUTH_TOKEN": "other-org-token"}, quay, "show", ROBOT, *flags
+    )
+    assert forbidden.returncode == 1 and "HTTP 403" in forbidden.stderr
+    missing = federation({**env, "QUAY_OAUTH_TOKEN": ""}, quay, "show", ROBOT, *flags)
+    assert missing.returncode != 0 and "QUAY_OAUTH_TOKEN" in missing.stderr
+    bad = federation(env, quay, "set", ROBOT, "--issuer", "https://x", *flags)
+    assert bad.returncode != 0 and "pairs" in bad.stderr
+    for result in (unauthorised, forbidden, missing, bad):
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert ADMIN_TOKEN not in result.stderr
