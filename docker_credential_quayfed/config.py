@@ -5,7 +5,6 @@ Every error names the file, the key and the fix.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -196,6 +195,8 @@ def _registry(key: str, table: dict[str, Any], path: Path) -> RegistryConfig:
     for name, value in table.items():
         expected = _FIELD_TYPES.get(name)
         if expected is None:
+            import difflib
+
             close = difflib.get_close_matches(name, list(_FIELD_TYPES), n=1)
             hint = f"did you mean {close[0]!r}?" if close else "remove it (see the README)"
             raise ConfigError(f"{where} has unknown key {name!r}", hint)

@@ -6,9 +6,7 @@ The secret itself never goes into argv, a log line or an error message.
 from __future__ import annotations
 
 import os
-import shlex
 import stat
-import subprocess
 
 from docker_credential_quayfed import log
 from docker_credential_quayfed.errors import SecretError
@@ -59,6 +57,9 @@ def read_secret_file(what: str, file: str, *, where: str, check_mode: bool = Tru
 
 
 def _run(what: str, command: str, *, where: str) -> str:
+    import shlex
+    import subprocess
+
     try:
         argv = shlex.split(command)
     except ValueError:
