@@ -47,8 +47,17 @@ def require_binary(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def helper_bin_dir() -> Path:
-    """The directory of the INSTALLED helper (`pip install .` in this interpreter's venv)."""
+def helper_bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of the helper the clients run: the one named by $QUAYFED_E2E_HELPER
+    (e.g. the single-file zipapp), else the INSTALLED one (`pip install .` in this venv)."""
+    chosen = os.environ.get("QUAYFED_E2E_HELPER", "").strip()
+    if chosen:
+        target = Path(chosen).resolve()
+        if not os.access(target, os.X_OK):
+            pytest.fail(f"QUAYFED_E2E_HELPER={chosen} is not an executable file")
+        directory = tmp_path_factory.mktemp("helper-bin")
+        (directory / HELPER_EXECUTABLE).symlink_to(target)
+        return directory
     beside = Path(sys.executable).parent / HELPER_EXECUTABLE
     found = str(beside) if beside.exists() else shutil.which(HELPER_EXECUTABLE)
     if found is None:
