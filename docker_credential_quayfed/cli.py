@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The protocol has one error shape: the message on stdout, exit 1.
                 say(exc.message)
                 return EXIT_FAILURE
+            except Exception as exc:  # a bug or an OS error: one line, never a traceback
+                say(_unexpected(exc))
+                return EXIT_FAILURE
         from docker_credential_quayfed.commands import run
 
         try:
@@ -53,11 +56,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except QuayfedError as exc:
             log.error(exc.message)
             return exc.exit_code
+        except Exception as exc:
+            log.error(_unexpected(exc))
+            return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except QuayfedError as exc:
         say(exc.message)
         return exc.exit_code
+
+
+def _unexpected(exc: Exception) -> str:
+    if hot.debug_requested():
+        import traceback
+
+        traceback.print_exc()  # asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}; check the file system and permissions"
+    return _internal(exc)
 
 
 def raise_usage(message: str) -> None:

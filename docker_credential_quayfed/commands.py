@@ -51,6 +51,16 @@ PROTOCOL_HELP = {
     "list": "Print the configured registries and their robots as JSON.",
     "version": "Print the name and version.",
 }
+PROTOCOL_EXAMPLES = {
+    "get": "echo quay.example.com | docker-credential-quayfed get",
+    "store": (
+        'echo \'{"ServerURL": "quay.example.com", "Username": "org+robot", '
+        '"Secret": "<robot token>"}\' | docker-credential-quayfed store'
+    ),
+    "erase": "echo quay.example.com | docker-credential-quayfed erase",
+    "list": "docker-credential-quayfed list",
+    "version": "docker-credential-quayfed version",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in PROTOCOL_HELP.items():
-        commands.add_parser(name, help=text, description=text)
+        commands.add_parser(
+            name,
+            help=text,
+            description=text + " Called by docker, podman, skopeo and buildah.",
+            epilog=f"example:\n  {PROTOCOL_EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     demo = commands.add_parser(
         "demo",
         help="Run the whole flow against an embedded issuer and Quay on loopback.",

@@ -226,3 +226,13 @@ def test_help_and_usage_errors() -> None:
     unknown = run_helper("frobnicate")
     assert unknown.returncode == 2
     assert_no_traceback(unknown)
+
+
+def test_unusable_cache_dir_is_one_line(helper_env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {**helper_env, "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(blocker / "cache")}
+    result = store(env, robot_jwt())
+    assert result.returncode == 1
+    assert "cache directory" in result.stdout
+    assert_no_traceback(result)

@@ -168,3 +168,18 @@ def test_federation_errors_are_one_actionable_line(
     for result in (unauthorised, forbidden, missing, bad):
         assert len(result.stderr.strip().splitlines()) == 1
         assert ADMIN_TOKEN not in result.stderr
+
+
+def test_federation_user_form(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    quay.add_robot("jdoe+bot")
+    quay.add_admin_token("user-token", [], username="jdoe")
+    flags = ("--quay-url", str(quay.url), "--ca-bundle", str(oidc_provider.ca_cert), "--user")
+    user_env = {**env, "QUAY_OAUTH_TOKEN": "user-token"}
+    pair = ("--issuer", "https://ci.example.com", "--subject", "job")
+    added = federation(user_env, quay, "add", "jdoe+bot", *pair, *flags)
+    assert added.returncode == 0, added
+    assert quay.get_federation("jdoe+bot") == [
+        {"issuer": "https://ci.example.com", "subject": "job"}
+    ]
