@@ -4,6 +4,7 @@ issuer and the Quay emulator, all over TLS.
 - ``test_pki`` (session): :class:`~docker_credential_quayfed.emulator.tls.TestPKI`; give
   ``test_pki.ca_cert`` to anything that must trust the servers below.
 - ``oidc_provider`` (session): :class:`tests.support.oidc_provider.OIDCProvider`, nanoidp in
+  its own server process (run by ``$QUAYFED_NANOIDP_PYTHON``, else this interpreter) in
   Keycloak's layout (``.issuer``, ``.token_endpoint``, ``.users``, ``.public_client``,
   ``.confidential_client``/``.confidential_secret``, ``.password_token()``,
   ``.client_credentials_token()``, ``.mint()``).
@@ -38,9 +39,12 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
 def _nanoidp(
     tmp_path_factory: pytest.TempPathFactory, test_pki: TestPKI
 ) -> Iterator[NanoidpServers]:
+    """nanoidp's server process (stopped at the end of the session) and its two layouts."""
     servers = start_nanoidp(tmp_path_factory.mktemp("oidc"), test_pki)
-    yield servers
-    servers.close()
+    try:
+        yield servers
+    finally:
+        servers.close()
 
 
 @pytest.fixture(scope="session")

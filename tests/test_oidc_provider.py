@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import ssl
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import httpx
 import jwt
 
+from docker_credential_quayfed.emulator.tls import TestPKI
 from tests.support import trusting
-from tests.support.oidc_provider import KubeIssuer, OIDCProvider
+from tests.support.oidc_provider import (
+    CONFIDENTIAL_SECRET,
+    USERS,
+    KubeIssuer,
+    NanoidpServers,
+    OIDCProvider,
+    nanoidp_python,
+    start_nanoidp,
+)
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _verify(
@@ -134,3 +152,89 @@ def test_kube_issuer_discovery_and_token(kube_issuer: KubeIssuer) -> None:
     claims = _verify(token, document.json()["jwks_uri"], ca, kube_issuer.issuer, "quay.test")
     assert claims["sub"] == "system:serviceaccount:ci:builder"
     assert claims["aud"] == ["quay.test"]
+
+
+# --- the server process ------------------------------------------------------------------------
+
+
+def _assert_no_secrets(text: str) -> None:
+    for secret in (CONFIDENTIAL_SECRET, *USERS.values(), "PRIVATE KEY"):
+        assert secret not in text
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether ``pid`` (not necessarily a child) has exited, or becomes a zombie, in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        except OSError:
+            stat = ""
+        if stat and stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_provider_runs_in_a_separate_process(_nanoidp: NanoidpServers) -> None:
+    """Run by $QUAYFED_NANOIDP_PYTHON (else this interpreter); never imported here."""
+    process = _nanoidp.process
+    assert process.pid != os.getpid()
+    assert process.poll() is None
+    assert "nanoidp" not in sys.modules
+    executable = Path(f"/proc/{process.pid}/exe")
+    if executable.exists():
+        assert executable.resolve() == Path(nanoidp_python()).resolve()
+
+
+def test_server_process_stops_on_sigterm_and_keeps_secrets_out_of_its_log(
+    tmp_path: Path, test_pki: TestPKI
+) -> None:
+    started = time.monotonic()
+    servers = start_nanoidp(tmp_path, test_pki)
+    try:
+        assert time.monotonic() - started < 15
+        issued = jwt.get_unverified_header(servers.provider.client_credentials_token())["kid"]
+        assert jwt.get_unverified_header(servers.provider.mint())["kid"] == issued
+        assert jwt.get_unverified_header(servers.kube.mint())["kid"] == issued
+    finally:
+        servers.close()
+    assert servers.process.returncode == 0
+    servers.close()  # idempotent
+    _assert_no_secrets(servers.log_path.read_text())
+
+
+def test_server_process_exits_when_its_parent_dies(tmp_path: Path, test_pki: TestPKI) -> None:
+    parent_script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from pathlib import Path
+        from docker_credential_quayfed.emulator.tls import TestPKI
+        from tests.support.oidc_provider import start_nanoidp
+        pki = TestPKI(Path({str(test_pki.ca_cert)!r}), Path({str(test_pki.server_cert)!r}),
+                      Path({str(test_pki.server_key)!r}))
+        servers = start_nanoidp(Path({str(tmp_path)!r}), pki)
+        print(json.dumps({{"pid": servers.process.pid}}), flush=True)
+        time.sleep(120)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_script], cwd=_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line, "the parent did not start nanoidp"
+        server_pid = json.loads(line)["pid"]
+        assert not _gone(server_pid, 0.2)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+    if not _gone(server_pid, 10):
+        os.kill(server_pid, signal.SIGKILL)
+        raise AssertionError("nanoidp's server process outlived its parent")

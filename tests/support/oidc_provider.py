@@ -20,32 +20,48 @@ access token is the ``resource`` parameter (RFC 8707) or the configured default 
 
 A second server presents the same nanoidp as a Kubernetes service-account issuer
 (``/.well-known/openid-configuration`` and ``/openid/v1/jwks`` at its own base URL); its tokens
-are signed by nanoidp's key (``CryptoService.create_jwt``), with the Kubernetes claims.
+are signed with nanoidp's key, with the Kubernetes claims.
 
-nanoidp supports one application per process, so :func:`start_nanoidp` may be called once.
+nanoidp runs in a server process of its own: it needs Python >= 3.10 while the suite also runs
+on 3.9, and it keeps its configuration in process-wide state. :func:`start_nanoidp` runs
+``python -m tests.support.oidc_provider serve --dir D --ca-cert CA --server-cert CRT
+--server-key KEY`` in the project root, with ``$QUAYFED_NANOIDP_PYTHON`` as ``python`` (CI points
+it at an interpreter that has nanoidp), else ``sys.executable``. That process serves both layouts
+over TLS with the given PKI, prints one JSON line (base URLs, the configuration directory, the
+kid and the *path* of nanoidp's private key; never a secret) and runs until SIGTERM or SIGINT,
+until its standard input reaches end of file or until its parent is gone. Its stderr goes to
+``D/nanoidp-server.log``. The test process signs the tokens of :meth:`OIDCProvider.mint` and
+:meth:`KubeIssuer.mint` itself with that private key (pyjwt), under the kid nanoidp publishes,
+once it has checked that nanoidp's JWKS holds that kid with that key.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 import httpx
+import jwt
 
 from docker_credential_quayfed.emulator.server import RunningServer, serve_wsgi
+from docker_credential_quayfed.emulator.tls import TestPKI
 from tests.support import trusting
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from docker_credential_quayfed.emulator.tls import TestPKI
 
 REALM = "quay"
 DEFAULT_AUDIENCE = "quay"
@@ -185,14 +201,54 @@ class KubernetesLayout:
         )
 
 
-def _sign(sub: str, issuer: str, audience: str | list[str], claims: Mapping[str, Any]) -> str:
-    """Sign with nanoidp's current key; ``claims`` override any standard claim."""
-    from nanoidp.services.crypto import get_crypto_service
+@dataclass(frozen=True)
+class SigningKey:
+    """nanoidp's active signing key, read from its keys directory, and the kid it publishes."""
 
-    token: str = get_crypto_service().create_jwt(
-        sub=sub, issuer=issuer, audience=audience, extra=dict(claims)
-    )
-    return token
+    kid: str
+    private_pem: bytes = field(repr=False)
+
+    @classmethod
+    def load(cls, private_key: Path, kid: str) -> SigningKey:
+        return cls(kid=kid, private_pem=Path(private_key).read_bytes())
+
+    def check_published(self, jwks: Mapping[str, Any]) -> None:
+        """Raise unless ``jwks`` holds this kid with this key's public half."""
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        mine = load_pem_private_key(self.private_pem, password=None).public_key()
+        for entry in jwks.get("keys", []):
+            if entry.get("kid") == self.kid:
+                published = jwt.PyJWK(dict(entry)).key
+                if published.public_numbers() != mine.public_numbers():  # type: ignore[union-attr]
+                    raise RuntimeError(f"nanoidp publishes another key under kid {self.kid}")
+                return
+        raise RuntimeError(f"nanoidp's JWKS does not list its signing kid {self.kid}")
+
+    def sign(
+        self, sub: str, issuer: str, audience: str | list[str], claims: Mapping[str, Any]
+    ) -> str:
+        """What nanoidp's ``CryptoService.create_jwt`` makes: jti, iss, sub, aud, iat, nbf and
+        exp (one hour), overridden by ``claims``; header alg RS256, typ JWT, nanoidp's kid."""
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "jti": str(uuid.uuid4()),
+            "iss": issuer,
+            "sub": sub,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            **claims,
+        }
+        headers = {"kid": self.kid, "alg": "RS256", "typ": "JWT"}
+        return jwt.encode(payload, self.private_pem, algorithm="RS256", headers=headers)
+
+
+def _require_key(key: SigningKey | None) -> SigningKey:
+    if key is None:
+        raise RuntimeError("no signing key: start the provider with start_nanoidp()")
+    return key
 
 
 @dataclass
@@ -213,6 +269,7 @@ class OIDCProvider:
     confidential_client: str = CONFIDENTIAL_CLIENT
     confidential_secret: str = CONFIDENTIAL_SECRET
     default_audience: str = DEFAULT_AUDIENCE
+    signing_key: SigningKey | None = field(default=None, repr=False, compare=False)
 
     @property
     def issuer(self) -> str:
@@ -279,7 +336,7 @@ class OIDCProvider:
         ``iat``, ``iss``) override the defaults (iat/nbf = now, exp = now + 300)."""
         now = int(time.time())
         merged: dict[str, Any] = {"iat": now, "nbf": now, "exp": now + 300, **claims}
-        return _sign(sub, self.issuer, audience, merged)
+        return _require_key(self.signing_key).sign(sub, self.issuer, audience, merged)
 
 
 @dataclass
@@ -292,6 +349,7 @@ class KubeIssuer:
 
     issuer: str
     ca_cert: Path
+    signing_key: SigningKey | None = field(default=None, repr=False, compare=False)
 
     def mint(
         self,
@@ -315,7 +373,8 @@ class KubeIssuer:
             },
             **claims,
         }
-        return _sign(f"system:serviceaccount:{namespace}:{name}", self.issuer, audience, merged)
+        subject = f"system:serviceaccount:{namespace}:{name}"
+        return _require_key(self.signing_key).sign(subject, self.issuer, audience, merged)
 
     def write_token(self, path: Path, **kwargs: Any) -> Path:
         """Write a fresh token to ``path`` like the kubelet's projected volume (0600)."""
@@ -350,20 +409,12 @@ logging:
   verbose_logging: false
 """
 
-_started = threading.Lock()
-
-
-@dataclass
-class NanoidpServers:
-    """The running provider and Kubernetes issuer, and their servers (close() stops both)."""
-
-    provider: OIDCProvider
-    kube: KubeIssuer
-    servers: list[RunningServer]
-
-    def close(self) -> None:
-        for server in self.servers:
-            server.close()
+_MODULE = "tests.support.oidc_provider"
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PYTHON_ENV = "QUAYFED_NANOIDP_PYTHON"
+"""The interpreter that runs nanoidp (it needs Python >= 3.10); ``sys.executable`` if unset."""
+_READY_KEYS = ("realm_url", "kube_url", "config_dir", "private_key", "kid")
+_served = threading.Lock()
 
 
 def _write_config(config_dir: Path, port: int, issuer: str) -> None:
@@ -389,24 +440,234 @@ def _write_config(config_dir: Path, port: int, issuer: str) -> None:
     (config_dir / "users.yaml").write_text("\n".join(lines) + "\n")
 
 
-def start_nanoidp(directory: Path, pki: TestPKI) -> NanoidpServers:
+# --- in the server process ----------------------------------------------------------------------
+
+
+@dataclass
+class _Served:
+    realm_server: RunningServer
+    kube_server: RunningServer
+    config_dir: Path
+    private_key: Path
+    kid: str
+
+    def close(self) -> None:
+        for server in (self.realm_server, self.kube_server):
+            server.close()
+
+
+def _serve_in_process(directory: Path, pki: TestPKI) -> _Served:
     """Configure nanoidp in ``directory`` and serve it over TLS (realm and Kubernetes issuer).
 
     Only once per process: nanoidp keeps its configuration in process-wide state.
     """
-    if not _started.acquire(blocking=False):
-        raise RuntimeError("nanoidp runs once per process; reuse the first provider")
+    if not _served.acquire(blocking=False):
+        raise RuntimeError("nanoidp runs once per process")
     from nanoidp.app import create_app
+    from nanoidp.services.crypto import get_crypto_service
 
     realm_front, kube_front = _Deferred(), _Deferred()
     realm_server = serve_wsgi(realm_front, pki=pki)
     kube_server = serve_wsgi(kube_front, pki=pki)
     config_dir = directory / "nanoidp"
-    provider = OIDCProvider(base_url=realm_server.url, ca_cert=pki.ca_cert, config_dir=config_dir)
-    _write_config(config_dir, realm_server.port, provider.issuer)
+    issuer = f"{realm_server.url}/realms/{REALM}"
+    _write_config(config_dir, realm_server.port, issuer)
     app = create_app(str(config_dir))
     logging.getLogger("nanoidp").setLevel(logging.ERROR)  # audit lines would name users
-    realm_front.target = KeycloakLayout(app, provider.issuer)
+    crypto = get_crypto_service()
+    private_key = Path(crypto.keys_dir) / "rsa_private.pem"
+    if not private_key.is_file():
+        raise RuntimeError(f"nanoidp's private key is not at {private_key}")
+    realm_front.target = KeycloakLayout(app, issuer)
     kube_front.target = KubernetesLayout(app, kube_server.url)
-    kube = KubeIssuer(issuer=kube_server.url, ca_cert=pki.ca_cert)
-    return NanoidpServers(provider, kube, [realm_server, kube_server])
+    return _Served(realm_server, kube_server, config_dir, private_key, str(crypto.kid))
+
+
+def _watch_parent(stop: threading.Event) -> None:
+    """Set ``stop`` when standard input reaches end of file (the parent closed it or died)."""
+
+    def read_to_eof() -> None:
+        # The raw descriptor: a daemon thread blocked in a buffered read would abort the
+        # interpreter's shutdown ("could not acquire lock for <stdin>").
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        stop.set()
+
+    threading.Thread(target=read_to_eof, name="stdin-eof", daemon=True).start()
+
+
+def _serve_command(arguments: argparse.Namespace) -> int:
+    # Anything nanoidp, Flask or a library prints goes to stderr: stdout carries one line.
+    ready = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    parent = os.getppid()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    pki = TestPKI(
+        ca_cert=Path(arguments.ca_cert),
+        server_cert=Path(arguments.server_cert),
+        server_key=Path(arguments.server_key),
+    )
+    served = _serve_in_process(Path(arguments.dir), pki)
+    try:
+        line = {
+            "realm_url": served.realm_server.url,
+            "kube_url": served.kube_server.url,
+            "config_dir": str(served.config_dir),
+            "private_key": str(served.private_key),
+            "kid": served.kid,
+        }
+        ready.write(json.dumps(line) + "\n")
+        ready.close()
+        _watch_parent(stop)
+        while not stop.wait(0.25):
+            if os.getppid() != parent:
+                break
+    finally:
+        served.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve nanoidp in Keycloak's and Kubernetes' layouts over TLS, print one JSON "
+        "line, run until SIGTERM, end of standard input or the parent's exit",
+    )
+    serve.add_argument("--dir", required=True, help="working directory (config, keys, log)")
+    serve.add_argument("--ca-cert", required=True)
+    serve.add_argument("--server-cert", required=True)
+    serve.add_argument("--server-key", required=True)
+    return _serve_command(parser.parse_args(argv))
+
+
+# --- in the test process ------------------------------------------------------------------------
+
+
+@dataclass
+class NanoidpServers:
+    """The provider and Kubernetes issuer, served by ``process`` (close() stops it)."""
+
+    provider: OIDCProvider
+    kube: KubeIssuer
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def close(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; idempotent."""
+        _stop(self.process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def nanoidp_python() -> str:
+    """The interpreter that runs nanoidp: ``$QUAYFED_NANOIDP_PYTHON``, else ``sys.executable``."""
+    return os.environ.get(PYTHON_ENV) or sys.executable
+
+
+def _read_line(stream: IO[bytes], timeout: float) -> bytes:
+    """The first line of ``stream`` (b"" at end of file), or TimeoutError."""
+    lines: queue.Queue[bytes] = queue.Queue(maxsize=1)
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no answer within {timeout} s") from None
+
+
+def _log_tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def start_nanoidp(
+    directory: Path, pki: TestPKI, *, python: str | None = None, timeout: float = 30.0
+) -> NanoidpServers:
+    """Serve nanoidp from ``directory`` over TLS (realm and Kubernetes issuer) in a server
+    process run by ``python`` (default :func:`nanoidp_python`); see the module's docstring."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "nanoidp-server.log"
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(_PROJECT_ROOT), environment.get("PYTHONPATH")])
+    )
+    command = [
+        python or nanoidp_python(),
+        "-m",
+        _MODULE,
+        "serve",
+        "--dir",
+        str(directory),
+        "--ca-cert",
+        str(pki.ca_cert),
+        "--server-cert",
+        str(pki.server_cert),
+        "--server-key",
+        str(pki.server_key),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=_PROJECT_ROOT,
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    assert process.stdout is not None
+    try:
+        try:
+            line = _read_line(process.stdout, timeout)
+        finally:
+            process.stdout.close()
+        if not line:
+            process.wait(timeout=5)
+            raise RuntimeError(f"nanoidp's server process exited {process.returncode}")
+        ready = json.loads(line)
+        missing = set(_READY_KEYS) - set(ready)
+        if missing:
+            raise RuntimeError(f"nanoidp's server process did not say {sorted(missing)}")
+        key = SigningKey.load(Path(ready["private_key"]), ready["kid"])
+        provider = OIDCProvider(
+            base_url=ready["realm_url"],
+            ca_cert=pki.ca_cert,
+            config_dir=Path(ready["config_dir"]),
+            signing_key=key,
+        )
+        answer = httpx.get(provider.jwks_uri, verify=trusting(pki.ca_cert), timeout=10)
+        answer.raise_for_status()
+        key.check_published(answer.json())
+    except BaseException as error:
+        _stop(process)
+        if isinstance(error, Exception):
+            raise RuntimeError(
+                f"nanoidp did not start ({' '.join(command)}): {error}\n"
+                f"--- {log_path} ---\n{_log_tail(log_path)}"
+            ) from error
+        raise
+    kube = KubeIssuer(issuer=ready["kube_url"], ca_cert=pki.ca_cert, signing_key=key)
+    return NanoidpServers(provider, kube, process, log_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
