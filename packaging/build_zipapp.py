@@ -8,8 +8,13 @@ Python, so that every environment marker for 3.9 is honoured; the newer Pythons 
 subset of that set. Only wheels are accepted, and a compiled file anywhere fails the build.
 
 The archive is reproducible: entries are sorted and carry one fixed timestamp
-(SOURCE_DATE_EPOCH when set). certifi finds its cacert.pem through importlib.resources,
-which copies it to a private (0600) temporary file when it is read from a zip.
+(SOURCE_DATE_EPOCH when set). Its ``__main__`` carries a build id, a hash of the rest of the
+archive. On the first run it unpacks the payload into
+``$XDG_CACHE_HOME/docker-credential-quayfed/zipapp-<build id>`` and byte-compiles it there
+for the running interpreter (``zipapp_unpack.py``, stored as ``_quayfed_unpack``); later runs
+import the package from that directory, as fast as from a wheel. When no such directory can
+be used, the zipapp runs from the archive: certifi then finds its cacert.pem through
+importlib.resources, which copies it to a private (0600) temporary file.
 
     python packaging/build_zipapp.py [--output PATH] [--resolve-with PYTHON]
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import os
 import shutil
 import stat
@@ -40,19 +46,104 @@ DEFAULT_OUTPUT = ROOT / "dist" / "docker-credential-quayfed"
 SHEBANG = b"#!/usr/bin/env python3\n"
 OLDEST_PYTHON = (3, 9)
 COMPILED_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
-# Written into the archive; kept to syntax that any python3 can parse, to explain an old one.
-MAIN = f'''\
-"""docker-credential-quayfed as one file: the package and its dependencies are inside."""
+UNPACK_SOURCE = Path(__file__).resolve().parent / "zipapp_unpack.py"
+UNPACK_MODULE = "_quayfed_unpack"
+# Written into the archive with the build id. Kept to syntax that any python3 can parse (to
+# explain an old one), and to imports of os and sys alone: after the first run, this is all
+# that runs before the package itself is imported from the unpacked, compiled directory.
+MAIN_TEMPLATE = """\
+\"\"\"docker-credential-quayfed as one file: the package and its dependencies are inside.
+
+The first run unpacks them to $XDG_CACHE_HOME/docker-credential-quayfed/zipapp-BUILD_ID
+(~/.cache when unset) and compiles them there for the running Python (see _quayfed_unpack);
+later runs import from that directory. Without a usable one, everything runs from the zip.
+\"\"\"
+import os
 import sys
 
-if sys.version_info < {OLDEST_PYTHON!r}:
+if sys.version_info < {oldest!r}:
     sys.stderr.write("docker-credential-quayfed needs Python 3.9 or newer\\n")
     sys.exit(1)
 
-from docker_credential_quayfed.cli import main
+BUILD_ID = "{build_id}"
+
+
+def _private_directory(path):
+    # A directory, not a symlink, of this user, closed to everyone else.
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return info.st_mode & 0o170077 == 0o040000 and info.st_uid == os.getuid()
+
+
+def _unpacked():
+    # The payload unpacked and compiled for this interpreter, or None: run from the zip.
+    tag = sys.implementation.cache_tag
+    if tag is None or not hasattr(os, "getuid"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
+    if not os.path.isabs(base):
+        return None
+    parent = os.path.join(base, "docker-credential-quayfed")
+    root = os.path.join(parent, "zipapp-" + BUILD_ID)
+    marker = ".compiled-%s-opt%d" % (tag, sys.flags.optimize)
+    if (
+        _private_directory(parent)
+        and _private_directory(root)
+        and os.path.exists(os.path.join(root, marker))
+        and os.path.exists(os.path.join(root, ".complete"))
+    ):
+        return root
+    try:
+        from {unpack_module} import prepare
+
+        if prepare(os.path.dirname(__file__), root, marker):
+            return root
+    except Exception:
+        pass
+    return None
+
+
+_root = _unpacked()
+if _root is None:
+    from docker_credential_quayfed.cli import main
+else:
+    sys.path.insert(0, _root)
+    try:
+        from docker_credential_quayfed.cli import main
+    except ImportError:
+        # A damaged copy (files deleted under it): the next run extracts it again; this one
+        # runs from the zip.
+        try:
+            os.unlink(os.path.join(_root, ".complete"))
+        except OSError:
+            pass
+        sys.path.remove(_root)
+        for _name in list(sys.modules):
+            if _name.partition(".")[0] == "docker_credential_quayfed":
+                del sys.modules[_name]
+        from docker_credential_quayfed.cli import main
 
 sys.exit(main())
-'''
+"""
+
+
+def main_source(build_id: str) -> str:
+    return MAIN_TEMPLATE.format(
+        oldest=OLDEST_PYTHON, build_id=build_id, unpack_module=UNPACK_MODULE
+    )
+
+
+def payload_id(tree: Path) -> str:
+    """A hash of every archive entry's name and content (``__main__.py`` aside)."""
+    digest = hashlib.sha256()
+    for name, path in archive_entries(tree):
+        if name != "__main__.py":
+            data = path.read_bytes()
+            digest.update(f"{name}\0{len(data)}\0".encode())
+            digest.update(data)
+    return digest.hexdigest()[:16]
 
 
 class BuildError(Exception):
@@ -157,7 +248,10 @@ def write_archive(tree: Path, output: Path) -> int:
         with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, path in archive_entries(tree):
                 info = zipfile.ZipInfo(name, date_time)
-                info.compress_type = zipfile.ZIP_DEFLATED
+                # __main__ stored as it is: reading it then needs no zlib, whose import alone
+                # costs a cache hit a few milliseconds.
+                stored = name == "__main__.py"
+                info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
                 info.external_attr = (stat.S_IFREG | 0o644) << 16
                 archive.writestr(info, path.read_bytes())
                 count += 1
@@ -174,11 +268,12 @@ def build(output: Path, resolve_with: str | None) -> int:
         tree.mkdir()
         install_dependencies(python, requirements, tree)
         copy_package(ROOT / PACKAGE, tree)
-        (tree / "__main__.py").write_text(MAIN, encoding="utf-8")
+        shutil.copyfile(UNPACK_SOURCE, tree / f"{UNPACK_MODULE}.py")
         compiled = compiled_files(tree)
         if compiled:
             names = ", ".join(str(p.relative_to(tree)) for p in compiled)
             raise BuildError(f"compiled files would make the zipapp platform-bound: {names}")
+        (tree / "__main__.py").write_text(main_source(payload_id(tree)), encoding="utf-8")
         return write_archive(tree, output)
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Packaging checks, called by .ci/run with a venv holding the [dev] extra active:
 # sdist + wheel + twine check; the wheel installed by pipx and by uv in fresh isolated
-# dirs; the zipapp built and smoke-checked on Python 3.9, 3.11 and 3.13; the man page
-# current and rendering; the RPM spec parsed, linted, built as a source RPM and (with
-# stand-in macros) as a binary RPM; the container entrypoint under shellcheck and run;
-# the Containerfile under hadolint. Fails on the first error; ends with what was verified.
+# dirs; the zipapp built and smoke-checked on Python 3.9, 3.11 and 3.13 (unpacked into a
+# shared cache, and from the archive); the man page current and rendering; the RPM spec
+# parsed, linted, built as a source RPM and (with stand-in macros) as a binary RPM; the
+# container entrypoint under shellcheck and run; the Containerfile under hadolint. Fails on
+# the first error; ends with what was verified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 DEBIAN_FRONTEND=noninteractive
@@ -87,7 +88,7 @@ for minor in 3.9 3.11 3.13; do
 done
 python packaging/build_zipapp.py --resolve-with "${oldest}"
 python packaging/smoke.py zipapp dist/docker-credential-quayfed "${pythons[@]}"
-ok "zipapp dist/docker-credential-quayfed: version, --help, cache-hit get, vendored imports and CA bundle on 3.9, 3.11, 3.13 (python -I -S)"
+ok "zipapp dist/docker-credential-quayfed on 3.9, 3.11, 3.13 (python -I -S) sharing one cache: first run unpacks and compiles (0700, markers), later runs import the pycs and no zipfile/hashlib/compileall; version, --help, cache-hit get, vendored imports and CA bundle both unpacked and from the zip"
 
 step "man page"
 apt_tools man:man-db groff:groff-base

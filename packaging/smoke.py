@@ -4,9 +4,16 @@
     python packaging/smoke.py command PATH/TO/docker-credential-quayfed
 
 Each run checks `version`, `--help` and a cache hit: `store` of a robot token (an unsigned
-JWT with exp) and then `get`, in a private temporary config and cache, with no network. For
-a zipapp it also imports every vendored dependency from inside the archive and loads
-certifi's cacert.pem into an SSL context, on each Python given. Exits 1 on the first failure.
+JWT with exp) and then `get`, in a private temporary config and cache, with no network.
+
+For a zipapp, on each Python given, all sharing one temporary XDG_CACHE_HOME: the first run
+unpacks and compiles the payload (zipapp-<build id>, 0700, `.complete`, a
+`.compiled-<cache tag>-opt0` marker per Python); a later run imports the package from that
+directory's `__pycache__` and imports nothing of the unpacking (zipfile, hashlib, compileall,
+...: `python -X importtime`); the vendored dependencies import from the unpacked directory
+with certifi's cacert.pem a real file there. With an unusable cache directory the same checks
+pass running from inside the archive, where the dependencies import and the CA bundle loads
+too. Exits 1 on the first failure.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ import argparse
 import base64
 import json
 import os
+import re
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REGISTRY = "q.example"
@@ -45,8 +55,14 @@ assert context.cert_store_stats()["x509_ca"] > 50, context.cert_store_stats()
 httpx.Client().close()
 for module in (httpx, jwt, certifi):
     assert module.__file__.startswith(sys.argv[1]), module.__file__
-print("dependencies import from the archive; CA bundle loads from", path)
+print("dependencies import from", sys.argv[1], "and the CA bundle loads from", path)
 """
+APP = "docker-credential-quayfed"
+# What a run with the payload unpacked must not import: the first run's machinery.
+UNPACK_ONLY_MODULES = frozenset(
+    {"zipfile", "hashlib", "compileall", "py_compile", "tempfile", "shutil", "fcntl"}
+    | {"_quayfed_unpack"}
+)
 
 
 class SmokeError(Exception):
@@ -65,19 +81,33 @@ def fake_jwt(lifetime: float = 3600.0) -> str:
     return f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(claims)}.c2ln"
 
 
-def run(argv: Sequence[str], env: dict[str, str], stdin: str = "") -> str:
+def run_full(
+    argv: Sequence[str], env: Mapping[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        list(argv), input=stdin, capture_output=True, text=True, env=env, check=False, timeout=60
+        list(argv),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        check=False,
+        timeout=120,
     )
     if result.returncode != 0:
         raise SmokeError(
             f"{' '.join(argv)} exited {result.returncode}\n"
             f"stdout: {result.stdout.strip()}\nstderr: {result.stderr.strip()}"
         )
-    return result.stdout
+    return result
 
 
-def check_helper(helper: Sequence[str], expected_version: str) -> list[str]:
+def run(argv: Sequence[str], env: Mapping[str, str], stdin: str = "") -> str:
+    return run_full(argv, env, stdin).stdout
+
+
+def check_helper(
+    helper: Sequence[str], expected_version: str, extra_env: Mapping[str, str] | None = None
+) -> list[str]:
     """`version`, `--help`, store + cache-hit get; returns what was verified."""
     with tempfile.TemporaryDirectory(prefix="quayfed-smoke-") as scratch:
         config = Path(scratch) / "config.toml"
@@ -86,6 +116,7 @@ def check_helper(helper: Sequence[str], expected_version: str) -> list[str]:
             **os.environ,
             "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config),
             "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(Path(scratch) / "cache"),
+            **(extra_env or {}),
         }
         env.pop("DOCKER_CREDENTIAL_QUAYFED_DEBUG", None)
         env.pop("QUAYFED_SMOKE_UNUSED_TOKEN", None)
@@ -105,8 +136,89 @@ def check_helper(helper: Sequence[str], expected_version: str) -> list[str]:
 
 
 def check_zipapp_imports(python: str, zipapp: Path) -> str:
+    """The vendored dependencies and the CA bundle, from inside the archive (the fallback)."""
     command = [python, "-I", "-S", "-c", IMPORT_CHECK, str(zipapp.resolve())]
     return run(command, dict(os.environ)).strip()
+
+
+def build_id(zipapp: Path) -> str:
+    with zipfile.ZipFile(zipapp) as archive:
+        main = archive.read("__main__.py").decode("utf-8")
+    match = re.search(r'^BUILD_ID = "([0-9a-f]+)"$', main, re.M)
+    if match is None:
+        raise SmokeError(f"{zipapp}: no BUILD_ID in __main__.py")
+    return match.group(1)
+
+
+def unpacked_root(zipapp: Path, cache_home: Path) -> Path:
+    """Where the zipapp unpacks itself with XDG_CACHE_HOME=cache_home."""
+    return cache_home / APP / f"zipapp-{build_id(zipapp)}"
+
+
+def cache_tag(python: str) -> str:
+    code = "import sys; print(sys.implementation.cache_tag)"
+    return run([python, "-I", "-S", "-c", code], dict(os.environ)).strip()
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Module names from `python -X importtime` output."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+def check_unpacked(python: str, zipapp: Path, cache_home: Path) -> str:
+    """After a first run: the unpacked directory, and a later run that imports from it."""
+    root = unpacked_root(zipapp, cache_home)
+    tag = cache_tag(python)
+    marker = root / f".compiled-{tag}-opt0"
+    for path in (root / ".complete", marker):
+        if not path.is_file():
+            raise SmokeError(f"no {path.name} in {root} after a first run")
+    for directory in (root.parent, root):
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700:
+            raise SmokeError(f"{directory} is not a 0700 directory: {oct(info.st_mode)}")
+    debris = [p.name for p in root.parent.iterdir() if p.name.startswith(".")]
+    if debris:
+        raise SmokeError(f"left behind in {root.parent}: {debris}")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    helper = [python, "-I", "-S", str(zipapp)]
+    verbose = run_full([python, "-v", *helper[1:], "version"], env).stderr
+    pyc = f"{root}/docker_credential_quayfed/__pycache__/cli.{tag}.pyc"
+    if f"code object from '{pyc}'" not in verbose:
+        raise SmokeError(f"a later run did not load {pyc}")
+    timed = run_full([python, "-X", "importtime", *helper[1:], "version"], env).stderr
+    imported = imported_modules(timed)
+    if "docker_credential_quayfed.cli" not in imported:
+        raise SmokeError(f"-X importtime shows no docker_credential_quayfed.cli:\n{timed}")
+    extra = sorted(imported & UNPACK_ONLY_MODULES)
+    if extra:
+        raise SmokeError(f"a later run imported {', '.join(extra)}")
+    command = [python, "-I", "-S", "-c", IMPORT_CHECK, str(root)]
+    imports = run(command, env).strip()
+    return (
+        f"first run unpacked to {root} (0700, .complete, {marker.name}); a later run loads "
+        f"{tag} pycs from it and imports no zipfile/hashlib/compileall; {imports}"
+    )
+
+
+def check_zipapp(python: str, zipapp: Path, cache_home: Path, expected: str) -> list[str]:
+    """Unpacked into ``cache_home`` (shared by the Pythons), and run from the zip as fallback."""
+    helper = [python, "-I", "-S", str(zipapp)]  # -I -S: nothing from outside the archive
+    done = check_helper(helper, expected, {"XDG_CACHE_HOME": str(cache_home)})
+    done.append(check_unpacked(python, zipapp, cache_home))
+    with tempfile.TemporaryDirectory(prefix="quayfed-smoke-nocache-") as scratch:
+        unusable = Path(scratch) / "a-file"
+        unusable.write_text("not a directory\n", encoding="utf-8")
+        fallback = {"XDG_CACHE_HOME": str(unusable / "cache"), "HOME": str(unusable)}
+        check_helper(helper, expected, fallback)
+    done.append(
+        f"with no usable cache directory: runs from the zip; {check_zipapp_imports(python, zipapp)}"
+    )
+    return done
 
 
 def package_version() -> str:
@@ -129,11 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected = package_version()
     try:
         if args.mode == "zipapp":
-            for python in args.pythons:
-                # -I -S: no site-packages, so nothing can come from outside the archive.
-                done = check_helper([python, "-I", "-S", str(args.path)], expected)
-                imports = check_zipapp_imports(python, args.path)
-                print(f"ok  zipapp on {python}: {', '.join(done)}; {imports}")
+            with tempfile.TemporaryDirectory(prefix="quayfed-smoke-xdg-") as cache_home:
+                for python in args.pythons:
+                    done = check_zipapp(python, args.path.resolve(), Path(cache_home), expected)
+                    print(f"ok  zipapp on {python}: {'; '.join(done)}")
         else:
             done = check_helper([args.path], expected)
             print(f"ok  {args.path}: {', '.join(done)}")

@@ -6,11 +6,14 @@ packaging/ci.sh runs the slower checks (wheel installs, three Pythons, rpmlint, 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -66,20 +69,205 @@ def test_containerfile_does_not_repeat_the_version() -> None:
     assert 'org.opencontainers.image.version="${VERSION}"' in containerfile
 
 
-def test_zipapp_builds_and_answers_a_cache_hit(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def zipapp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dist/docker-credential-quayfed built once for this module, in a temporary directory."""
     build_zipapp = load("build_zipapp.py")
-    smoke = load("smoke.py")
     try:
         resolver = build_zipapp.find_oldest_python()
     except build_zipapp.BuildError as exc:
         pytest.skip(str(exc))
-    output = tmp_path / "docker-credential-quayfed"
+    output = tmp_path_factory.mktemp("zipapp") / "docker-credential-quayfed"
     assert build_zipapp.main(["--output", str(output), "--resolve-with", resolver]) == 0
-    assert output.read_bytes().startswith(b"#!/usr/bin/env python3\n")
-    assert os.stat(output).st_mode & 0o777 == 0o755
-    done = smoke.check_helper([sys.executable, "-I", "-S", str(output)], VERSION)
+    return output
+
+
+def run_zipapp(
+    zipapp: Path, cache_home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -I -S -v ZIPAPP ARGS`` with XDG_CACHE_HOME=cache_home; must exit 0."""
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-v", str(zipapp), *args],
+        env={**os.environ, "XDG_CACHE_HOME": str(cache_home), **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def loaded_from_zip(result: subprocess.CompletedProcess[str]) -> bool:
+    return "import 'docker_credential_quayfed.cli' # <zipimporter object" in result.stderr
+
+
+def test_zipapp_builds_and_answers_a_cache_hit(zipapp: Path, tmp_path: Path) -> None:
+    smoke = load("smoke.py")
+    assert zipapp.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert os.stat(zipapp).st_mode & 0o777 == 0o755
+    helper = [sys.executable, "-I", "-S", str(zipapp)]
+    done = smoke.check_helper(helper, VERSION, {"XDG_CACHE_HOME": str(tmp_path / "xdg")})
     assert "store + cache-hit get" in done
-    assert "CA bundle loads" in smoke.check_zipapp_imports(sys.executable, output)
+    assert "CA bundle loads" in smoke.check_zipapp_imports(sys.executable, zipapp)
+
+
+def test_zipapp_build_id_is_a_hash_of_the_payload(zipapp: Path) -> None:
+    smoke = load("smoke.py")
+    build_id = smoke.build_id(zipapp)
+    assert re.fullmatch(r"[0-9a-f]{16}", build_id)
+    main = zipfile.ZipFile(zipapp).read("__main__.py").decode()
+    # The entry point imports os and sys, nothing else, at module level.
+    imports = set(re.findall(r"^ *(?:import|from) (\S+)", main, re.M))
+    assert imports == {"os", "sys", "_quayfed_unpack", "docker_credential_quayfed.cli"}
+
+
+def test_zipapp_unpacks_on_first_run_and_later_runs_import_from_there(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    smoke = load("smoke.py")
+    cache_home = tmp_path / "xdg"
+    first = run_zipapp(zipapp, cache_home, "version")
+    assert "import '_quayfed_unpack'" in first.stderr
+    # unpacked, compiled, 0700; a later run loads the pycs and imports no unpacking machinery
+    assert "a later run loads" in smoke.check_unpacked(sys.executable, zipapp, cache_home)
+    root = smoke.unpacked_root(zipapp, cache_home)
+    for directory in (root, root / "docker_credential_quayfed" / "__pycache__"):
+        assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert (root / "certifi" / "cacert.pem").is_file()
+    assert not (root / "__main__.py").exists()
+
+
+def test_zipapp_without_a_usable_cache_directory_runs_from_the_zip(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    # XDG_CACHE_HOME and HOME under a regular file: nothing can be created there
+    result = run_zipapp(zipapp, a_file / "xdg", "version", env={"HOME": str(a_file)})
+    assert result.stdout.strip() == f"docker-credential-quayfed {VERSION}"
+    assert loaded_from_zip(result)
+    # a relative XDG_CACHE_HOME and HOME: not used
+    result = run_zipapp(zipapp, Path("relative"), "version", env={"HOME": "relative"})
+    assert loaded_from_zip(result)
+    assert not (Path.cwd() / "relative").exists()
+
+
+def test_zipapp_refuses_a_symlinked_build_directory(zipapp: Path, tmp_path: Path) -> None:
+    smoke = load("smoke.py")
+    cache_home = tmp_path / "xdg"
+    root = smoke.unpacked_root(zipapp, cache_home)
+    root.parent.mkdir(parents=True, mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    root.symlink_to(elsewhere)
+    assert loaded_from_zip(run_zipapp(zipapp, cache_home, "version"))
+    assert root.is_symlink()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_zipapp_refuses_a_symlinked_parent_directory(zipapp: Path, tmp_path: Path) -> None:
+    cache_home = tmp_path / "xdg"
+    cache_home.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (cache_home / "docker-credential-quayfed").symlink_to(elsewhere)
+    assert loaded_from_zip(run_zipapp(zipapp, cache_home, "version"))
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_zipapp_refuses_a_build_directory_of_another_user(zipapp: Path, tmp_path: Path) -> None:
+    smoke = load("smoke.py")
+    cache_home = tmp_path / "xdg"
+    run_zipapp(zipapp, cache_home, "version")
+    root = smoke.unpacked_root(zipapp, cache_home)
+    os.chown(root, 65534, 65534)
+    assert loaded_from_zip(run_zipapp(zipapp, cache_home, "version"))
+    assert os.stat(root).st_uid == 65534  # left as it is
+
+
+def test_zipapp_extracts_again_over_a_partial_or_open_directory(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    smoke = load("smoke.py")
+    cache_home = tmp_path / "xdg"
+    run_zipapp(zipapp, cache_home, "version")
+    root = smoke.unpacked_root(zipapp, cache_home)
+    cli = root / "docker_credential_quayfed" / "cli.py"
+    # an interrupted copy: no .complete, a module missing
+    (root / ".complete").unlink()
+    cli.unlink()
+    shutil.rmtree(root / "httpx")
+    result = run_zipapp(zipapp, cache_home, "version")
+    assert "import '_quayfed_unpack'" in result.stderr
+    assert (root / ".complete").is_file() and cli.is_file() and (root / "httpx").is_dir()
+    # files deleted under a complete copy: this run falls back to the zip, the next extracts
+    cli.unlink()
+    result = run_zipapp(zipapp, cache_home, "version")
+    assert loaded_from_zip(result)
+    assert not (root / ".complete").exists()
+    run_zipapp(zipapp, cache_home, "version")
+    assert (root / ".complete").is_file() and cli.is_file()
+    assert "a later run loads" in smoke.check_unpacked(sys.executable, zipapp, cache_home)
+    # open to the group: discarded and extracted again, private
+    os.chmod(root, 0o770)
+    (root / "planted.py").write_text("")
+    run_zipapp(zipapp, cache_home, "version")
+    assert os.stat(root).st_mode & 0o777 == 0o700
+    assert not (root / "planted.py").exists()
+
+
+def test_zipapp_leaves_other_builds_and_removes_stale_debris(zipapp: Path, tmp_path: Path) -> None:
+    cache_home = tmp_path / "xdg"
+    parent = cache_home / "docker-credential-quayfed"
+    old_build = parent / "zipapp-0123456789abcdef"
+    stale, fresh = parent / ".unpack-stale", parent / ".discard-fresh"
+    for directory in (old_build, stale, fresh):
+        directory.mkdir(parents=True, mode=0o700)
+    parent.chmod(0o700)
+    long_ago = time.time() - 2 * 3600
+    os.utime(stale, (long_ago, long_ago))
+    run_zipapp(zipapp, cache_home, "version")
+    assert old_build.is_dir() and fresh.is_dir()
+    assert not stale.exists()
+
+
+def test_zipapp_concurrent_first_runs(zipapp: Path, tmp_path: Path) -> None:
+    smoke = load("smoke.py")
+    config = tmp_path / "config.toml"
+    config.write_text(smoke.CONFIG, encoding="utf-8")
+    env = {
+        **os.environ,
+        "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config),
+        "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(tmp_path / "tokens"),
+        "XDG_CACHE_HOME": str(tmp_path / "unusable" / "x"),
+    }
+    (tmp_path / "unusable").write_text("")
+    helper = [sys.executable, "-I", "-S", str(zipapp)]
+    stored = {"ServerURL": smoke.REGISTRY, "Username": smoke.ROBOT, "Secret": smoke.fake_jwt()}
+    smoke.run([*helper, "store"], env, json.dumps(stored))  # from the zip: nothing unpacked
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    processes = [
+        subprocess.Popen(
+            [*helper, "get"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for _ in range(16)
+    ]
+    for process in processes:
+        out, err = process.communicate(smoke.REGISTRY + "\n", timeout=120)
+        assert process.returncode == 0, err
+        assert json.loads(out) == stored
+    parent = tmp_path / "xdg" / "docker-credential-quayfed"
+    assert [p.name for p in parent.iterdir()] == [
+        smoke.unpacked_root(zipapp, tmp_path / "xdg").name
+    ]
+    assert "a later run loads" in smoke.check_unpacked(sys.executable, zipapp, tmp_path / "xdg")
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
