@@ -14,9 +14,9 @@ PROGRAM = "docker-credential-quayfed"
 
 DESCRIPTION = """\
 Credential helper for docker, podman, skopeo and buildah that answers with a short-lived
-Quay robot token: it mints an OIDC JWT (password grant, client credentials, a token file
-or an environment variable), exchanges it at Quay's robot federation endpoint and caches
-the robot token until shortly before it expires.
+Quay robot token: it mints an OIDC JWT (password grant, client credentials, a token file,
+an environment variable or GitHub Actions), exchanges it at Quay's robot federation
+endpoint and caches the robot token until shortly before it expires.
 """
 
 EPILOG = """\
@@ -131,7 +131,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
 _SETTING_FLAGS = (
     ("robot", "full robot name, e.g. quay_federation+rhbk_user"),
     ("issuer", "OIDC issuer URL, e.g. https://rhbk.example.com/realms/quay"),
-    ("source", "password | client_credentials | file | env"),
+    ("source", "password | client_credentials | file | env | github_actions"),
     ("client-id", "OIDC client id"),
     ("username", "user for the password grant"),
     ("password-env", "variable holding the password"),

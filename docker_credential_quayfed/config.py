@@ -24,7 +24,7 @@ APP_NAME = paths.APP_NAME
 CONFIG_ENV = paths.CONFIG_ENV
 CACHE_DIR_ENV = paths.CACHE_DIR_ENV
 
-SOURCES = ("password", "client_credentials", "file", "env")
+SOURCES = ("password", "client_credentials", "file", "env", "github_actions")
 TOKEN_TYPES = ("id_token", "access_token")
 ON_FAILURE = ("anonymous", "error")
 
@@ -34,6 +34,7 @@ _REQUIRED_BY_SOURCE: dict[str, tuple[str, ...]] = {
     "client_credentials": ("client_id",),
     "file": ("token_file",),
     "env": ("token_env",),
+    "github_actions": (),
 }
 
 

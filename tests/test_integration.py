@@ -16,6 +16,8 @@ import pytest
 
 from docker_credential_quayfed import claims, quay, transport
 from docker_credential_quayfed.emulator.quay import QuayEmulator
+from docker_credential_quayfed.emulator.server import serve_wsgi
+from docker_credential_quayfed.emulator.tls import TestPKI
 from docker_credential_quayfed.errors import QuayError
 from docker_credential_quayfed.protocol import NOT_FOUND
 from tests.helper_process import Result, run_helper
@@ -396,3 +398,36 @@ def test_token_command_prints_json_for_scripts(setup: Setup) -> None:
     assert 3500 < printed["expires_in"] <= 3600
     plain = run_helper("token", env=setup.env, extra_args=(setup.key,))
     assert plain.stdout.strip() == printed["token"]
+
+
+def test_github_actions_source(setup: Setup, test_pki: TestPKI) -> None:
+    subject = "repo:quayfed/app:ref:refs/heads/main"
+    token = setup.provider.mint(subject, audience="quay.example.com")
+    setup.secrets.append(token)
+    seen: list[dict[str, str]] = []
+
+    def actions_endpoint(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(
+            {"auth": environ.get("HTTP_AUTHORIZATION", ""), "query": environ["QUERY_STRING"]}
+        )
+        body = json.dumps({"value": token}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    setup.quay.add_robot(ROBOT, federation=[(setup.provider.issuer, subject)])
+    setup.configure(**base_settings(setup), source="github_actions", audience="quay.example.com")
+    with serve_wsgi(actions_endpoint, pki=test_pki) as endpoint:
+        request_env = {
+            "ACTIONS_ID_TOKEN_REQUEST_URL": f"{endpoint.url}/token?api-version=2.0",
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "runtime-bearer-1f3c",
+        }
+        setup.secrets.append("runtime-bearer-1f3c")
+        assert answer_of(setup.get(**request_env))["Username"] == ROBOT
+    assert seen == [
+        {"auth": "bearer runtime-bearer-1f3c", "query": "api-version=2.0&audience=quay.example.com"}
+    ]
+    # Outside a job the one line says what is missing.
+    run_helper("erase", setup.key, env=setup.env)
+    outside = setup.get()
+    assert outside.stdout.strip() == NOT_FOUND
+    assert "id-token: write" in outside.stderr

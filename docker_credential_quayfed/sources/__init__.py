@@ -30,7 +30,11 @@ class TokenSource:
 
 
 def for_registry(registry: RegistryConfig) -> TokenSource:
-    from docker_credential_quayfed.sources.ambient import EnvTokenSource, FileTokenSource
+    from docker_credential_quayfed.sources.ambient import (
+        EnvTokenSource,
+        FileTokenSource,
+        GitHubActionsSource,
+    )
     from docker_credential_quayfed.sources.grants import ClientCredentialsSource, PasswordSource
 
     known: dict[str, type[TokenSource]] = {
@@ -38,6 +42,7 @@ def for_registry(registry: RegistryConfig) -> TokenSource:
         ClientCredentialsSource.name: ClientCredentialsSource,
         FileTokenSource.name: FileTokenSource,
         EnvTokenSource.name: EnvTokenSource,
+        GitHubActionsSource.name: GitHubActionsSource,
     }
     chosen = known.get(registry.source)
     if chosen is None:

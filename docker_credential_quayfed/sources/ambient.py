@@ -35,3 +35,45 @@ class EnvTokenSource(TokenSource):
                 "run inside the CI job that defines it (GitLab: id_tokens:) or set it",
             )
         return value
+
+
+class GitHubActionsSource(TokenSource):
+    """The job's OIDC token from GitHub Actions (needs ``permissions: id-token: write``)."""
+
+    name = "github_actions"
+
+    def fetch(self, context: SourceContext) -> str:
+        from docker_credential_quayfed import transport
+        from docker_credential_quayfed.errors import IssuerError
+
+        url = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL", "").strip()
+        bearer = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "").strip()
+        if not url or not bearer:
+            raise SecretError(
+                "ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN are not set (source = 'github_actions')",
+                "run inside a GitHub Actions job with 'permissions: id-token: write'",
+            )
+        audience = context.registry.audience
+        if audience:
+            import urllib.parse
+
+            # Keep the query GitHub gives (api-version=...): httpx's params= would replace it.
+            separator = "&" if "?" in url else "?"
+            url += separator + urllib.parse.urlencode({"audience": audience})
+        response = transport.request(
+            context.session,
+            "GET",
+            url,
+            deadline=context.deadline,
+            what="GitHub Actions OIDC token",
+            headers={"Authorization": f"bearer {bearer}", "Accept": "application/json"},
+        )
+        body = transport.json_object(response)
+        token = body.get("value") if body else None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            raise IssuerError(
+                f"GitHub Actions' token endpoint answered HTTP {response.status_code} "
+                "without a token",
+                "check that the job has 'permissions: id-token: write'",
+            )
+        return token
