@@ -33,34 +33,35 @@ def robot_token(
 ) -> Outcome:
     """A usable robot token for ``registry``: cached while fresh, else minted under a lock."""
     identity = registry.identity
-    if not force:
+
+    def fresh_in_cache() -> RobotToken | None:
         cached = cache.read(registry.key, identity)
-        if cached is not None and not cached.refresh_due(registry.refresh_margin, clock()):
-            log.debug(
-                f"cache hit for {registry.key}: robot token expires at {cached.expires_at:.0f}"
-            )
-            return Outcome(cached, CACHED)
+        if force or cached is None or cached.refresh_due(registry.refresh_margin, clock()):
+            return None
+        return cached
+
+    found = fresh_in_cache()
+    if found is not None:
+        log.debug(f"cache hit for {registry.key}: robot token expires at {found.expires_at:.0f}")
+        return Outcome(found, CACHED)
     with cache.lock(registry.key, identity, timeout=registry.timeout):
-        cached = cache.read(registry.key, identity)
-        if (
-            not force
-            and cached is not None
-            and not cached.refresh_due(registry.refresh_margin, clock())
-        ):
+        found = fresh_in_cache()
+        if found is not None:
             log.debug(f"another process refreshed {registry.key} while we waited")
-            return Outcome(cached, CACHED)
+            return Outcome(found, CACHED)
+        cached = cache.read(registry.key, identity)
         fallback = cached if cached is not None and cached.valid(clock()) else None
         budget = min(registry.timeout, STALE_REFRESH_BUDGET) if fallback else registry.timeout
         try:
             fresh = mint(registry, clock, budget=budget)
         except QuayfedError as exc:
-            if cached is not None and cached.valid(clock()):
-                remaining = int(cached.expires_at - clock())
+            if fallback is not None and fallback.valid(clock()):
+                remaining = int(fallback.expires_at - clock())
                 log.warn(
                     f"{registry.key}: refreshing the robot token failed ({exc.message}); "
                     f"serving the cached one, valid {remaining}s more"
                 )
-                return Outcome(cached, STALE)
+                return Outcome(fallback, STALE)
             raise
         cache.write(identity, fresh)
         return Outcome(fresh, MINTED)

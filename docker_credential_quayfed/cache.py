@@ -7,7 +7,6 @@ that is fsynced and renamed; reads never follow a symlink; a lock file serialise
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -47,36 +46,12 @@ class TokenCache:
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, registry: str, identity: str) -> RobotToken | None:
+        """The cached token, or None; a symlink, a foreign or a corrupt file is discarded."""
         path = self.path_for(registry, identity)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                log.debug(f"cache file {path} is a symlink; discarding it")
-                self._discard(path)
-                return None
-            log.debug(f"cache file {path} unreadable ({exc.strerror}); ignoring it")
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                log.debug(f"cache file {path} is not a regular file of ours; discarding it")
-                self._discard(path)
-                return None
-            with os.fdopen(fd, "rb") as handle:
-                fd = -1
-                raw = handle.read(1 << 20)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        try:
-            entry = hot.decode_token(raw.decode("ascii"), registry)
-        except UnicodeDecodeError:
-            entry = None
-        if entry is None:
-            log.debug(f"cache file {path} is corrupt or foreign; discarding it")
+        text = hot.read_private(str(path))
+        entry = hot.decode_token(text, registry) if text is not None else None
+        if entry is None and os.path.lexists(path):
+            log.debug(f"cache file {path} is a symlink, not ours, or corrupt; discarding it")
             self._discard(path)
         return entry
 

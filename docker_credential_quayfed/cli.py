@@ -6,19 +6,16 @@ cache hit stays fast; everything else goes through the argparse parser in ``comm
 
 from __future__ import annotations
 
-import os
 import sys
 
 from docker_credential_quayfed import __version__, hot, log, protocol
 from docker_credential_quayfed.errors import ConfigError, QuayfedError
+from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 
-PROGRAM = "docker-credential-quayfed"
-
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _STDIN_LIMIT = 1 << 16
@@ -67,10 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _unexpected(exc: Exception) -> str:
-    if hot.debug_requested():
+    if log.debug_enabled():
         import traceback
 
-        traceback.print_exc()  # asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1
+        # Asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1; redacted like every other line.
+        sys.stderr.write(log.redact(traceback.format_exc()))
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}; check the file system and permissions"
@@ -114,7 +112,7 @@ def _protocol_action(action: str) -> int:
 
 def _get(server: str) -> int:
     key = protocol.registry_key(server)
-    if not hot.debug_requested():
+    if not log.debug_enabled():
         found = hot.cached_answer(key)
         if found is not None:
             answer(protocol.Credentials(key, *found).to_json())
@@ -233,12 +231,10 @@ def _erase(server: str) -> int:
 def _list() -> int:
     from docker_credential_quayfed import config
 
-    try:
-        settings = config.load()
-    except ConfigError as exc:
-        if not os.path.exists(str(config.default_config_path())):
-            say(protocol.encode_list({}))
-            return EXIT_OK
-        raise exc
+    path = config.default_config_path()
+    if not path.exists():  # nothing configured yet is an empty list, not an error
+        say(protocol.encode_list({}))
+        return EXIT_OK
+    settings = config.load(path)
     say(protocol.encode_list({key: reg.robot for key, reg in settings.registries.items()}))
     return EXIT_OK

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from docker_credential_quayfed import __version__
-
-PROGRAM = "docker-credential-quayfed"
+from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 DESCRIPTION = """\
 Credential helper for docker, podman, skopeo and buildah that answers with a short-lived

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docker_credential_quayfed import config, files
+from docker_credential_quayfed import config, files, paths
 from docker_credential_quayfed.errors import ConfigError
 
 HELPER_NAME = "quayfed"
-EXECUTABLE = "docker-credential-quayfed"
 
 
 @dataclass(frozen=True)
@@ -210,4 +209,4 @@ def remove_registry(path: Path, host: str) -> Change:
 
 
 def on_path() -> str | None:
-    return shutil.which(EXECUTABLE)
+    return shutil.which(paths.APP_NAME)

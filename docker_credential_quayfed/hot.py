@@ -179,8 +179,3 @@ def cached_answer(key: str) -> tuple[str, str] | None:
     if token.refresh_due(entry.refresh_margin, time.time()):
         return None
     return token.robot, token.token
-
-
-def debug_requested() -> bool:
-    value = os.environ.get("DOCKER_CREDENTIAL_QUAYFED_DEBUG", "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
+from docker_credential_quayfed.paths import APP_NAME as PROGRAM
+
 DEBUG_ENV = "DOCKER_CREDENTIAL_QUAYFED_DEBUG"
-PROGRAM = "docker-credential-quayfed"
 
 # A JWT (base64url JSON header "eyJ..." and further dot-separated parts) never reaches output.
 _TOKENISH = r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*"

@@ -17,7 +17,6 @@ class Discovery:
     issuer: str
     token_endpoint: str
     jwks_uri: str
-    device_authorization_endpoint: str
 
 
 def discovery_url(issuer: str) -> str:
@@ -49,7 +48,6 @@ def discover(session: httpx.Client, issuer: str, deadline: Deadline) -> Discover
         issuer=announced if isinstance(announced, str) else issuer,
         token_endpoint=document["token_endpoint"],
         jwks_uri=str(document.get("jwks_uri") or ""),
-        device_authorization_endpoint=str(document.get("device_authorization_endpoint") or ""),
     )
 
 

@@ -20,6 +20,7 @@ READ_TIMEOUT = 10.0
 MAX_ATTEMPTS = 3
 # A refused or failed connection is retried once: a server that is down must not slow pulls.
 MAX_CONNECT_ATTEMPTS = 2
+NETWORK_FIX = "check the URL, the network/proxy settings and that the server is up"
 
 
 @dataclass
@@ -100,12 +101,12 @@ def request(
             failure = f"{what} at {url} answered HTTP {response.status_code}"
         else:
             if attempt >= MAX_CONNECT_ATTEMPTS:
-                raise NetworkError(failure, _network_fix(url))
+                raise NetworkError(failure, NETWORK_FIX)
             wait = _backoff(attempt)
         if deadline.remaining() - wait <= 1.0:
             if response is not None:
                 return response
-            raise NetworkError(failure, _network_fix(url))
+            raise NetworkError(failure, NETWORK_FIX)
         log.debug(f"{failure}; retrying in {wait:.1f}s")
         time.sleep(wait)
 
@@ -131,10 +132,6 @@ def _reason(exc: Exception) -> str:
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return "TLS certificate not trusted (set ca_bundle to the CA that signed it)"
     return log.redact(text.splitlines()[0])[:200]
-
-
-def _network_fix(url: str) -> str:
-    return "check the URL, the network/proxy settings and that the server is up"
 
 
 def json_object(response: httpx.Response) -> dict[str, Any] | None:

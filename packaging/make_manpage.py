@@ -162,7 +162,8 @@ def release_date(version: str) -> str:
 def render() -> str:
     sys.path.insert(0, str(ROOT))
     import docker_credential_quayfed
-    from docker_credential_quayfed.commands import PROGRAM, build_parser
+    from docker_credential_quayfed.commands import build_parser
+    from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
     parser = build_parser()
     version = docker_credential_quayfed.__version__
