@@ -621,6 +621,28 @@ def test_hang_fault(federated: QuayEmulator, tls: ssl.SSLContext, realm: Keycloa
     assert exchange(federated, tls, ROBOT, token).status_code == 200
 
 
+def test_reset_ends_a_hang_and_keeps_its_count_out_of_the_new_counters(
+    federated: QuayEmulator, tls: ssl.SSLContext, realm: KeycloakIssuer
+) -> None:
+    federated.inject_fault("hang", seconds=30.0)
+    token = realm.key.sign(claims(realm.issuer))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hanging = pool.submit(exchange, federated, tls, ROBOT, token, timeout=20)
+        time.sleep(0.5)  # let it reach the hang
+        assert not hanging.done()
+        started = time.monotonic()
+        federated.reset()
+        assert hanging.result().status_code == 200
+        assert time.monotonic() - started < 10
+    counters = federated.counters_snapshot()
+    assert counters["exchanges_attempted"] == 0
+    assert counters["exchanges_succeeded"] == 0
+    assert counters["discovery_fetches"] == 0
+    assert exchange(federated, tls, ROBOT, token).status_code == 200
+    counters = federated.counters_snapshot()
+    assert (counters["exchanges_attempted"], counters["exchanges_succeeded"]) == (1, 1)
+
+
 def test_down_mode(federated: QuayEmulator, tls: ssl.SSLContext, realm: KeycloakIssuer) -> None:
     federated.set_down()
     token = realm.key.sign(claims(realm.issuer))

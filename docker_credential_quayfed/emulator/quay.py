@@ -220,6 +220,11 @@ class QuayEmulator:
         self._faults: list[Fault] = []
         self._down = False
         self.counters = Counters()
+        # Each request counts into the counters live when it arrived, so a request still running
+        # across reset() (a hang a test gave up on) cannot count into the next test's figures.
+        self._request = threading.local()
+        # Set by reset(): wakes requests sleeping in a "hang" fault.
+        self._reset_event = threading.Event()
         self.url: str | None = None
         self.registry_token_cert_path: Path | None = None
         self._server: RunningServer | None = None
@@ -358,6 +363,11 @@ class QuayEmulator:
         with self._lock:
             self._down = down
 
+    def _counters(self) -> Counters:
+        """The counters of the request being handled (those live when it arrived)."""
+        counters: Counters = getattr(self._request, "counters", self.counters)
+        return counters
+
     def counters_snapshot(self) -> dict[str, Any]:
         with self._lock:
             return self.counters.snapshot()
@@ -367,6 +377,8 @@ class QuayEmulator:
         admin tokens and lifetimes."""
         with self._lock:
             self.counters = Counters()
+            self._reset_event.set()
+            self._reset_event = threading.Event()
             self._faults.clear()
             self._down = False
             self.clock = time.time
@@ -429,6 +441,8 @@ class QuayEmulator:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         request = Request(environ)
+        with self._lock:
+            self._request.counters = self.counters
         try:
             response = self._dispatch(request)
         except Exception:  # the emulator must not take the test server down
@@ -503,10 +517,11 @@ class QuayEmulator:
         header = request.header("Authorization")
         credentials = parse_basic_auth(header)[0] if header else None
         robot_name = credentials[0] if credentials else None
+        counters = self._counters()
         with self._lock:
-            self.counters.exchanges_attempted += 1
+            counters.exchanges_attempted += 1
             if robot_name is not None:
-                by_robot = self.counters.attempted_by_robot
+                by_robot = counters.attempted_by_robot
                 by_robot[robot_name] = by_robot.get(robot_name, 0) + 1
         fault = self._take_fault()
         if fault is not None:
@@ -519,8 +534,8 @@ class QuayEmulator:
         response = self._exchange(header)
         if response.status == 200 and robot_name is not None:
             with self._lock:
-                self.counters.exchanges_succeeded += 1
-                by_robot = self.counters.succeeded_by_robot
+                counters.exchanges_succeeded += 1
+                by_robot = counters.succeeded_by_robot
                 by_robot[robot_name] = by_robot.get(robot_name, 0) + 1
         return response
 
@@ -547,7 +562,9 @@ class QuayEmulator:
             )
         if fault.kind == "garbage":
             return Response(200, b"}{ this is not JSON", "application/json")
-        time.sleep(fault.seconds)  # "hang": then answer normally
+        with self._lock:
+            woken_by = self._reset_event
+        woken_by.wait(fault.seconds)  # "hang": then answer normally (at once after a reset)
         return None
 
     def _exchange(self, header: str | None) -> Response:
@@ -629,8 +646,9 @@ class QuayEmulator:
             self.allow_http_issuers and issuer.startswith("http://")
         ):
             raise _Html500("OIDC server must be accessed over SSL")
+        counters = self._counters()
         with self._lock:
-            self.counters.discovery_fetches += 1
+            counters.discovery_fetches += 1
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
             document = self._fetch_json(url)
@@ -661,8 +679,9 @@ class QuayEmulator:
     # --- the federation admin API -------------------------------------------------------------
 
     def _admin_api(self, request: Request) -> Response:
+        counters = self._counters()
         with self._lock:
-            self.counters.admin_api_calls += 1
+            counters.admin_api_calls += 1
         parts = request.path.strip("/").split("/")
         # api v1 organization ORG robots SHORT federation | api v1 user robots SHORT federation
         if len(parts) == 7 and parts[2] == "organization" and parts[4] == "robots":
@@ -741,8 +760,9 @@ class QuayEmulator:
     # --- the registry token server ------------------------------------------------------------
 
     def _registry_auth(self, request: Request) -> Response:
+        counters = self._counters()
         with self._lock:
-            self.counters.registry_auth_calls += 1
+            counters.registry_auth_calls += 1
         header = request.header("Authorization")
         subject = "(anonymous)"
         robot: Robot | None = None
