@@ -74,3 +74,17 @@ def test_list_is_a_sorted_json_object() -> None:
     assert protocol.encode_list({"b.example": "o+b", "a.example": "o+a"}) == (
         '{"a.example": "o+a", "b.example": "o+b"}'
     )
+
+
+@given(st.text())
+def test_json_string_is_byte_for_byte_json_dumps(text: str) -> None:
+    # Any str, including lone surrogates, control characters and astral code points.
+    assert protocol.json_string(text) == json.dumps(text)
+
+
+def test_credentials_json_is_byte_for_byte_json_dumps() -> None:
+    answer = protocol.Credentials("quay.example.com", "org+robot", 'tok\u00e9n"\\\n\U0001f600')
+    expected = json.dumps(
+        {"ServerURL": "quay.example.com", "Username": "org+robot", "Secret": answer.secret}
+    )
+    assert answer.to_json() == expected
