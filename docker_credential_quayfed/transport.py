@@ -5,6 +5,8 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +67,17 @@ def request(
     deadline: Deadline,
     what: str,
     retry_statuses: frozenset[int] = RETRY_STATUSES,
+    params: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send with retries on connection errors and retryable statuses, within the deadline.
 
+    ``params`` are added to the query ``url`` already has (httpx's own ``params=`` replaces it).
     Returns the last response (which may still be an error status); raises NetworkError when
     no response could be had at all.
     """
+    if params:
+        url = with_query(url, params)
     attempt = 0
     while True:
         attempt += 1
@@ -109,6 +115,13 @@ def request(
             raise NetworkError(failure, NETWORK_FIX)
         log.debug(f"{failure}; retrying in {wait:.1f}s")
         time.sleep(wait)
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` appended to its query, keeping what the query already holds."""
+    parts = urllib.parse.urlsplit(url)
+    query = "&".join(part for part in (parts.query, urllib.parse.urlencode(params)) if part)
+    return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
 def _backoff(attempt: int) -> float:

@@ -141,15 +141,19 @@ def test_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
         pass
 
 
-def test_snapshot_lets_the_fast_path_find_the_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from docker_credential_quayfed import hot
-
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config.toml and cache directory the fast path finds through the environment."""
     config_file = tmp_path / "config.toml"
     config_file.write_text("# registries\n")
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
+    return config_file
+
+
+def test_snapshot_lets_the_fast_path_find_the_token(tmp_path: Path, config_file: Path) -> None:
+    from docker_credential_quayfed import hot
+
     cache = TokenCache(tmp_path / "cache")
     entry = token(time.time())
     cache.write(IDENTITY, entry)
@@ -162,15 +166,9 @@ def test_snapshot_lets_the_fast_path_find_the_token(
     assert hot.cached_answer(REGISTRY) is None
 
 
-def test_fast_path_refuses_a_token_due_for_refresh(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fast_path_refuses_a_token_due_for_refresh(tmp_path: Path, config_file: Path) -> None:
     from docker_credential_quayfed import hot
 
-    config_file = tmp_path / "config.toml"
-    config_file.write_text("")
-    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
-    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
     cache = TokenCache(tmp_path / "cache")
     cache.write(IDENTITY, token(time.time() - 3500))
     stamp = hot.fingerprint(config_file.stat())

@@ -55,18 +55,22 @@ def test_discovery_is_keycloak_shaped(oidc_provider: OIDCProvider) -> None:
     assert certs["keys"] and certs["keys"][0]["kty"] == "RSA"
 
 
-def test_password_grant_returns_a_verifiable_id_token(oidc_provider: OIDCProvider) -> None:
-    answer = httpx.post(
+def _password_grant(oidc_provider: OIDCProvider, password: str) -> httpx.Response:
+    return httpx.post(
         oidc_provider.token_endpoint,
         data={
             "grant_type": "password",
             "client_id": oidc_provider.public_client,
             "username": "jdoe",
-            "password": oidc_provider.users["jdoe"],
+            "password": password,
             "scope": "openid",
         },
         verify=trusting(oidc_provider.ca_cert),
     )
+
+
+def test_password_grant_returns_a_verifiable_id_token(oidc_provider: OIDCProvider) -> None:
+    answer = _password_grant(oidc_provider, oidc_provider.users["jdoe"])
     assert answer.status_code == 200
     body = answer.json()
     assert {"access_token", "id_token", "expires_in"} <= set(body)
@@ -82,17 +86,7 @@ def test_password_grant_returns_a_verifiable_id_token(oidc_provider: OIDCProvide
 
 
 def test_bad_password_is_invalid_grant_with_nanoidps_400(oidc_provider: OIDCProvider) -> None:
-    answer = httpx.post(
-        oidc_provider.token_endpoint,
-        data={
-            "grant_type": "password",
-            "client_id": oidc_provider.public_client,
-            "username": "jdoe",
-            "password": "wrong",
-            "scope": "openid",
-        },
-        verify=trusting(oidc_provider.ca_cert),
-    )
+    answer = _password_grant(oidc_provider, "wrong")
     assert answer.status_code == 400  # Keycloak says 401; a client must accept both
     assert answer.json()["error"] == "invalid_grant"
 

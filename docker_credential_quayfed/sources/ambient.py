@@ -54,18 +54,13 @@ class GitHubActionsSource(TokenSource):
                 "run inside a GitHub Actions job with 'permissions: id-token: write'",
             )
         audience = context.registry.audience
-        if audience:
-            import urllib.parse
-
-            # Keep the query GitHub gives (api-version=...): httpx's params= would replace it.
-            separator = "&" if "?" in url else "?"
-            url += separator + urllib.parse.urlencode({"audience": audience})
         response = transport.request(
             context.session,
             "GET",
             url,
             deadline=context.deadline,
             what="GitHub Actions OIDC token",
+            params={"audience": audience} if audience else None,
             headers={"Authorization": f"bearer {bearer}", "Accept": "application/json"},
         )
         body = transport.json_object(response)
