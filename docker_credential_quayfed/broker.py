@@ -1,27 +1,56 @@
-"""The one flow: cache -> lock -> token source -> Quay exchange -> cache."""
+"""The one flow: cache -> lock -> token source -> Quay exchange -> cache.
+
+One deadline (the registry's ``timeout``) bounds all of it: waiting for another process's
+refresh, reading a secret, every request. While a still-valid token is in hand, nothing may
+hold the pull up for long, nor outlive that token: it is served instead.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from docker_credential_quayfed import claims, log
-from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
+from docker_credential_quayfed.cache import (
+    LockTimeout,
+    RobotToken,
+    TokenCache,
+    robot_token_from_jwt,
+)
 from docker_credential_quayfed.config import RegistryConfig
-from docker_credential_quayfed.errors import QuayError, QuayfedError
+from docker_credential_quayfed.errors import NetworkError, QuayError, QuayfedError
+from docker_credential_quayfed.hot import DEFAULT_SKEW
+
+if TYPE_CHECKING:
+    import httpx
 
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
 CACHED, MINTED, STALE = "cached", "minted", "stale"
 
 #: while a still-valid token is at hand, a refresh may not hold the pull up for longer
 STALE_REFRESH_BUDGET = 8.0
+#: ... nor may waiting for another process's refresh
+STALE_LOCK_WAIT = 1.0
+#: a refresh shorter than this cannot succeed: serve the token in hand instead
+MIN_REFRESH_BUDGET = 1.0
+#: after a network-level failure, later gets answer at once for this long (erase clears it)
+FAILURE_WINDOW = 30.0
+#: a token is served only while more than this is left of it (clocks differ a little)
+SKEW = DEFAULT_SKEW
 
 
 @dataclass(frozen=True)
 class Outcome:
     token: RobotToken
     how: str
+
+
+def settings_digest(registry: RegistryConfig) -> str:
+    """Changes whenever any of the registry's settings change (clears a remembered failure)."""
+    return hashlib.sha256(repr(registry).encode("utf-8")).hexdigest()[:16]
 
 
 def robot_token(
@@ -32,64 +61,131 @@ def robot_token(
     force: bool = False,
 ) -> Outcome:
     """A usable robot token for ``registry``: cached while fresh, else minted under a lock."""
-    identity = registry.identity
+    from docker_credential_quayfed.transport import Deadline
+
+    deadline = Deadline(registry.timeout)
+    key, identity = registry.key, registry.identity
+    settings = settings_digest(registry)
 
     def fresh_in_cache() -> RobotToken | None:
-        cached = cache.read(registry.key, identity)
+        cached = cache.read(key, identity)
         if force or cached is None or cached.refresh_due(registry.refresh_margin, clock()):
             return None
         return cached
 
+    def valid_in_cache() -> RobotToken | None:
+        cached = cache.read(key, identity)
+        return cached if cached is not None and cached.valid(clock(), SKEW) else None
+
     found = fresh_in_cache()
     if found is not None:
-        log.debug(f"cache hit for {registry.key}: robot token expires at {found.expires_at:.0f}")
+        log.debug(f"cache hit for {key}: robot token expires at {found.expires_at:.0f}")
         return Outcome(found, CACHED)
-    with cache.lock(registry.key, identity, timeout=registry.timeout):
-        found = fresh_in_cache()
-        if found is not None:
-            log.debug(f"another process refreshed {registry.key} while we waited")
-            return Outcome(found, CACHED)
-        cached = cache.read(registry.key, identity)
-        fallback = cached if cached is not None and cached.valid(clock()) else None
-        budget = min(registry.timeout, STALE_REFRESH_BUDGET) if fallback else registry.timeout
-        try:
-            fresh = mint(registry, clock, budget=budget)
-        except QuayfedError as exc:
-            if fallback is not None and fallback.valid(clock()):
-                remaining = int(fallback.expires_at - clock())
-                log.warn(
-                    f"{registry.key}: refreshing the robot token failed ({exc.message}); "
-                    f"serving the cached one, valid {remaining}s more"
-                )
-                return Outcome(fallback, STALE)
-            raise
-        cache.write(identity, fresh)
-        return Outcome(fresh, MINTED)
+    fallback = valid_in_cache()
+
+    def serve_fallback(reason: str) -> Outcome:
+        assert fallback is not None
+        remaining = int(fallback.expires_at - clock())
+        log.warn(f"{key}: {reason}; serving the cached robot token, valid {remaining}s more")
+        return Outcome(fallback, STALE)
+
+    def failed_recently() -> Outcome | None:
+        noted = None if force else cache.recent_failure(key, identity, settings, FAILURE_WINDOW)
+        if noted is None:
+            return None
+        age, message = noted
+        if fallback is not None:
+            return serve_fallback(f"refreshing failed {age:.0f}s ago ({message})")
+        raise NetworkError(
+            f"{message} ({age:.0f}s ago; not retrying for {FAILURE_WINDOW - age:.0f}s)",
+            f"fix the cause, or run: docker-credential-quayfed erase <<< {key}",
+        )
+
+    remembered = failed_recently()
+    if remembered is not None:
+        return remembered
+    wait = min(deadline.remaining(), STALE_LOCK_WAIT) if fallback else deadline.remaining()
+    try:
+        with cache.lock(key, identity, timeout=max(wait, 0.0)):
+            found = fresh_in_cache()
+            if found is not None:
+                log.debug(f"another process refreshed {key} while we waited")
+                return Outcome(found, CACHED)
+            fallback = valid_in_cache()
+            remembered = failed_recently()
+            if remembered is not None:
+                return remembered
+            budget = deadline.remaining()
+            if fallback is not None:
+                # Never spend longer than the token in hand has left to live.
+                life = fallback.expires_at - clock() - SKEW - 0.5
+                budget = min(budget, STALE_REFRESH_BUDGET, life)
+                if budget < MIN_REFRESH_BUDGET:
+                    return serve_fallback("no time left to refresh before it expires")
+            try:
+                fresh = mint(registry, clock, budget=budget)
+            except QuayfedError as exc:
+                if isinstance(exc, NetworkError):
+                    cache.note_failure(key, identity, settings, exc.message)
+                if fallback is not None and fallback.valid(clock(), SKEW):
+                    return serve_fallback(f"refreshing the robot token failed ({exc.message})")
+                raise
+            cache.write(identity, fresh)
+            cache.clear_failure(key, identity)
+            return Outcome(fresh, MINTED)
+    except LockTimeout:
+        if fallback is not None and fallback.valid(clock(), SKEW):
+            return serve_fallback("another process is still refreshing it")
+        raise
 
 
 def mint(
     registry: RegistryConfig, clock: Callable[[], float] = time.time, budget: float = 0.0
 ) -> RobotToken:
-    """Get a JWT from the configured source and exchange it at Quay (network; imports httpx)."""
+    """Get a JWT from the configured source and exchange it at Quay (network; imports httpx).
+
+    Everything inside ends within ``budget`` (default: the registry's timeout), whatever the
+    servers or the secret command do.
+    """
     from docker_credential_quayfed import oidc, quay, transport
     from docker_credential_quayfed.sources import SourceContext, for_registry
 
     deadline = transport.Deadline(budget or registry.timeout)
     source = for_registry(registry)
-    with transport.client(registry.ca_bundle) as session:
+    with transport.hard_deadline(deadline), registry_client(registry) as session:
         context = SourceContext(registry=registry, session=session, deadline=deadline)
         oidc_token = source.fetch(context)
+        log.secret(oidc_token, user=registry.robot)
         oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
         log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
         robot = quay.exchange(
             session, registry.quay_base_url, registry.robot, oidc_token, deadline=deadline
         )
+    return checked_robot_token(registry, robot, clock())
+
+
+def registry_client(registry: RegistryConfig) -> httpx.Client:
+    """The HTTP client for this registry's issuer and Quay, with its TLS and http settings."""
+    from docker_credential_quayfed import transport
+
+    return transport.client(registry.ca_bundle, allow_http=registry.allow_insecure_http)
+
+
+def checked_robot_token(registry: RegistryConfig, robot: str, now: float) -> RobotToken:
+    """Quay's answer as a cache entry; refused when unusable or already (nearly) expired."""
+    log.secret(robot, user=registry.robot)
     try:
-        minted = robot_token_from_jwt(registry.key, registry.robot, robot, clock())
+        minted = robot_token_from_jwt(registry.key, registry.robot, robot, now)
     except ValueError as exc:
         raise QuayError(
             f"Quay's robot token for {registry.robot} is unusable ({exc})",
             "check quay_url points at Quay",
         ) from None
+    if not minted.valid(now, SKEW):
+        raise QuayError(
+            f"Quay returned a robot token for {registry.robot} that expired "
+            f"{int(now - minted.expires_at)}s ago",
+            "check the clocks of Quay and this machine (NTP)",
+        )
     log.debug(f"robot token: {claims.describe(claims.unverified_claims(robot))}")
     return minted

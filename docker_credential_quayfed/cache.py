@@ -1,7 +1,9 @@
 """Robot tokens on disk: one 0600 file per registry key and identity in a 0700 directory.
 
 Standard library only (a cache hit must not import httpx or jwt). Writes go to a temp file
-that is fsynced and renamed; reads never follow a symlink; a lock file serialises refreshes.
+that is fsynced and renamed; reads never follow a symlink (neither the directory nor the
+file) and trust only private files whose expiry is the token's own; a lock file serialises
+refreshes; a ``.failed`` file remembers a recent network failure so that later pulls fail fast.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from docker_credential_quayfed.errors import CacheError
 from docker_credential_quayfed.hot import RobotToken
 
 __all__ = ["RobotToken", "TokenCache", "robot_token_from_jwt"]
+
+FAILURE_MAGIC = "quayfed-failure 1"
+
+
+class LockTimeout(CacheError):
+    """Another process held the refresh lock for longer than we may wait."""
 
 
 def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> RobotToken:
@@ -46,14 +54,69 @@ class TokenCache:
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, registry: str, identity: str) -> RobotToken | None:
-        """The cached token, or None; a symlink, a foreign or a corrupt file is discarded."""
+        """The cached token, or None; a symlink, a foreign, a readable-by-others, an edited or
+        a corrupt file is discarded (the next refresh replaces it)."""
         path = self.path_for(registry, identity)
-        text = hot.read_private(str(path))
-        entry = hot.decode_token(text, registry) if text is not None else None
-        if entry is None and os.path.lexists(path):
-            log.debug(f"cache file {path} is a symlink, not ours, or corrupt; discarding it")
-            self._discard(path)
+        dir_fd = self._open_directory()
+        if dir_fd is None:
+            return None
+        try:
+            text = hot.read_private(path.name, dir_fd)
+            entry = hot.decode_token(text, registry, _exp_claim) if text is not None else None
+            if entry is None and os.path.lexists(path):
+                log.debug(f"cache file {path} is not a private, intact token file; discarding it")
+                with contextlib.suppress(OSError):
+                    os.unlink(path.name, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        if entry is not None:
+            log.secret(entry.token, user=entry.robot)
         return entry
+
+    def _open_directory(self) -> int | None:
+        """The cache directory, opened without following a symlink; tightened to 0700."""
+        try:
+            info = os.lstat(self.directory)
+        except OSError:
+            return None
+        mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+        if mine and stat.S_IMODE(info.st_mode) & 0o077:
+            with contextlib.suppress(OSError):
+                os.chmod(self.directory, 0o700)
+        return hot.open_private_dir(str(self.directory))
+
+    # -- remembering a failure ---------------------------------------------------------------
+    def note_failure(self, registry: str, identity: str, settings: str, message: str) -> None:
+        """Remember that refreshing failed at the network level just now (best effort)."""
+        text = f"{FAILURE_MAGIC}\n{settings}\n{time.time()!r}\n{' '.join(message.split())}\n"
+        with contextlib.suppress(OSError, CacheError):
+            self._write_private(self._failure_path(registry, identity), text)
+
+    def recent_failure(
+        self, registry: str, identity: str, settings: str, window: float
+    ) -> tuple[float, str] | None:
+        """(seconds ago, message) of a failure noted within ``window`` for the same settings."""
+        dir_fd = self._open_directory()
+        if dir_fd is None:
+            return None
+        try:
+            text = hot.read_private(self._failure_path(registry, identity).name, dir_fd)
+        finally:
+            os.close(dir_fd)
+        lines = (text or "").split("\n")
+        if len(lines) < 4 or lines[0] != FAILURE_MAGIC or lines[1] != settings:
+            return None
+        try:
+            age = time.time() - float(lines[2])
+        except ValueError:
+            return None
+        return (age, lines[3]) if 0 <= age < window else None
+
+    def clear_failure(self, registry: str, identity: str) -> None:
+        self._discard(self._failure_path(registry, identity))
+
+    def _failure_path(self, registry: str, identity: str) -> Path:
+        return self.path_for(registry, identity).with_suffix(".failed")
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, identity: str, entry: RobotToken) -> Path:
@@ -88,9 +151,13 @@ class TokenCache:
             names = os.listdir(self.directory)
         except OSError:
             return 0
-        prefix = hot.token_file_name(registry, "")[: -len(".token")]
+        prefix = hot.key_file_prefix(registry)
         for name in names:
-            if name.startswith(prefix) and name.endswith(".token"):
+            if not name.startswith(prefix):
+                continue
+            if name.endswith(".failed"):
+                self._discard(self.directory / name)
+            elif name.endswith(".token"):
                 self._discard(self.directory / name)
                 removed += 1
         return removed
@@ -100,7 +167,7 @@ class TokenCache:
         """Hold an exclusive lock for this key; raises CacheError after ``timeout`` seconds."""
         self._ensure_directory()
         lock_path = self.path_for(registry, identity).with_suffix(".lock")
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             fd = os.open(lock_path, flags, 0o600)
         except OSError as exc:
@@ -117,7 +184,7 @@ class TokenCache:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise CacheError(
+                        raise LockTimeout(
                             f"another docker-credential-quayfed held the lock {lock_path} "
                             f"for {timeout:.0f}s",
                             "retry; if it persists, look for a hung process",
@@ -151,6 +218,7 @@ class TokenCache:
             )
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.chmod(directory, 0o700)
+        files.remove_stale_parts(directory)
         return directory
 
     def _discard(self, path: Path) -> None:
@@ -159,4 +227,11 @@ class TokenCache:
 
 
 def identity_digest(identity: str) -> str:
-    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[: hot.DIGEST_LENGTH]
+
+
+def _exp_claim(token: str) -> float | None:
+    try:
+        return claims.numeric_claim(claims.unverified_claims(token), "exp")
+    except claims.NotAJWT:
+        return None

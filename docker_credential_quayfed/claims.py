@@ -20,7 +20,7 @@ def _part(segment: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(padded.encode("ascii"))
         value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeError) as exc:
+    except (binascii.Error, ValueError, UnicodeError, RecursionError) as exc:
         raise NotAJWT("not a JWT") from exc
     if not isinstance(value, dict):
         raise NotAJWT("not a JWT")

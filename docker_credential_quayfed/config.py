@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from docker_credential_quayfed import hot, paths
+from docker_credential_quayfed import files, hot, paths, urls
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
 from docker_credential_quayfed.protocol import registry_key
 
@@ -64,6 +64,8 @@ class RegistryConfig:
     refresh_margin: int = 300
     on_failure: str = "anonymous"
     timeout: float = 25.0
+    allow_insecure_http: bool = False
+    endpoint_hosts: tuple[str, ...] = ()
     config_file: str = field(default="", compare=False)
 
     @property
@@ -101,10 +103,21 @@ class Config:
         return found
 
 
+_TYPES_BY_ANNOTATION: dict[str, type] = {"int": int, "float": float, "bool": bool}
 _FIELD_TYPES: dict[str, type] = {
-    f.name: (int if f.type == "int" else float if f.type == "float" else str)
+    f.name: (
+        tuple if str(f.type).startswith("tuple") else _TYPES_BY_ANNOTATION.get(str(f.type), str)
+    )
     for f in fields(RegistryConfig)
     if f.name not in ("key", "config_file")
+}
+#: a config file larger than this is not a config file
+MAX_CONFIG = 1 << 20
+_TYPE_NAMES = {
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    tuple: "a list of strings",
 }
 
 
@@ -125,11 +138,16 @@ def load(path: Path | None = None) -> Config:
     path = path or default_config_path()
     try:
         stamp = hot.fingerprint(os.stat(path))
-        raw = path.read_bytes()
+        raw = files.read_regular(path, MAX_CONFIG)
     except FileNotFoundError:
         raise ConfigError(
             f"no configuration file at {path}",
             "create it (see the README) or run 'docker-credential-quayfed configure HOST'",
+        ) from None
+    except files.FileRefused as exc:
+        raise ConfigError(
+            f"the configuration file {path} {exc}",
+            f"point {CONFIG_ENV} at the TOML file, or create it there",
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check its permissions") from None
@@ -203,9 +221,11 @@ def _registry(key: str, table: dict[str, Any], path: Path) -> RegistryConfig:
             raise ConfigError(f"{where} has unknown key {name!r}", hint)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if expected is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = tuple(v.strip().lower() for v in value)
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(
-                f"{where} {name} must be {'a number' if expected in (int, float) else 'a string'}",
+                f"{where} {name} must be {_TYPE_NAMES.get(expected, 'a string')}",
                 f"write {name} = {_example(name)}",
             )
         values[name] = value.strip() if isinstance(value, str) else value
@@ -239,6 +259,17 @@ def _registry(key: str, table: dict[str, Any], path: Path) -> RegistryConfig:
                 f"{where} {url_key} = {url!r} is not a URL",
                 f"write {url_key} = {_example(url_key)}",
             )
+        refused = urls.refusal(url, allow_http=values.get("allow_insecure_http", False))
+        if url and refused is not None:
+            raise ConfigError(f"{where} {url_key}: {refused[0]}", refused[1])
+    for host in values.get("endpoint_hosts", ()):
+        if not host or not set(host) <= _HOST_NAME_CHARS:
+            raise ConfigError(
+                f"{where} endpoint_hosts: {host!r} is not a host name",
+                'list bare host names, e.g. endpoint_hosts = ["oauth2.example.com"]',
+            )
+    if values.get("ca_bundle"):
+        values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where)
     if source == "password" and not (
         values.get("password_env") or values.get("password_file") or values.get("password_command")
     ):
@@ -264,6 +295,28 @@ def _registry(key: str, table: dict[str, Any], path: Path) -> RegistryConfig:
     return RegistryConfig(key=key, config_file=str(path), **values)
 
 
+_HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
+
+
+def _checked_ca_bundle(value: str, where: str) -> str:
+    """The CA bundle path, ``~`` expanded, when it is a regular file (a FIFO would hang TLS)."""
+    path = os.path.expanduser(value)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(
+            f"{where} ca_bundle: cannot read {path}: {exc.strerror}",
+            "set ca_bundle to the PEM file of the CA that signed the servers' certificates",
+        ) from None
+    kind = files.file_kind(mode)
+    if kind:
+        raise ConfigError(
+            f"{where} ca_bundle: {path} is {kind}, not a regular file",
+            "set ca_bundle to a PEM file",
+        )
+    return path
+
+
 def _check_choice(values: dict[str, Any], name: str, choices: tuple[str, ...], where: str) -> None:
     if name in values and values[name] not in choices:
         raise ConfigError(
@@ -282,6 +335,8 @@ _EXAMPLES = {
     "quay_url": '"https://quay.example.com"',
     "refresh_margin": "300",
     "timeout": "25",
+    "allow_insecure_http": "true",
+    "endpoint_hosts": '["oauth2.example.com"]',
 }
 
 

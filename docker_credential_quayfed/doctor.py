@@ -13,7 +13,17 @@ from typing import Any
 
 import httpx
 
-from docker_credential_quayfed import claims, config, configure, oidc, paths, quay, transport
+from docker_credential_quayfed import (
+    broker,
+    claims,
+    config,
+    configure,
+    log,
+    oidc,
+    paths,
+    quay,
+    transport,
+)
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import QuayfedError
 
@@ -78,7 +88,13 @@ class _Checker:
         self.robot_token = ""
 
     def discover(self) -> tuple[str, str]:
-        self.discovery = oidc.discover(self.session, self.registry.issuer, self.deadline)
+        self.discovery = oidc.discover(
+            self.session,
+            self.registry.issuer,
+            self.deadline,
+            endpoint_hosts=self.registry.endpoint_hosts,
+            allow_http=self.registry.allow_insecure_http,
+        )
         found = self.discovery
         if found.issuer != self.registry.issuer:
             return WARN, (
@@ -299,7 +315,7 @@ def diagnose(host: str) -> Report:
     if registry is None:
         _skip(report, *remote)
         return report
-    with transport.client(registry.ca_bundle) as session:
+    with broker.registry_client(registry) as session:
         checker = _Checker(registry, session)
         steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
             ("discovery", checker.discover),
@@ -365,14 +381,16 @@ def run(hosts: list[str], as_json: bool) -> int:
     reports += [diagnose(host) for host in hosts]
     if as_json:
         print(
-            json.dumps(
-                [
-                    {"host": r.host, "passed": r.passed, "steps": [asdict(s) for s in r.steps]}
-                    for r in reports
-                ],
-                indent=2,
+            log.redact(
+                json.dumps(
+                    [
+                        {"host": r.host, "passed": r.passed, "steps": [asdict(s) for s in r.steps]}
+                        for r in reports
+                    ],
+                    indent=2,
+                )
             )
         )
     else:
-        print(render(reports))
+        print(log.redact(render(reports)))
     return 0 if all(r.passed for r in reports) else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from docker_credential_quayfed import log
+
 
 class QuayfedError(Exception):
     """Base error: ``str(err)`` is one line saying what went wrong and what to do."""
@@ -10,8 +12,9 @@ class QuayfedError(Exception):
     exit_code = 1
 
     def __init__(self, problem: str, fix: str = "") -> None:
-        self.problem = " ".join(problem.split())
-        self.fix = " ".join(fix.split())
+        # Scrubbed here, so no secret survives in exception text wherever it is shown.
+        self.problem = log.redact(" ".join(problem.split()))
+        self.fix = log.redact(" ".join(fix.split()))
         super().__init__(self.message)
 
     @property

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from docker_credential_quayfed import config, quay, secrets, transport
+from docker_credential_quayfed import broker, config, quay, secrets, transport
 from docker_credential_quayfed.errors import ConfigError, UsageError
 
 DEFAULT_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
@@ -116,7 +116,7 @@ def _minted_pair(host: str) -> dict[str, str]:
 
     registry = config.load().registry(host)
     deadline = transport.Deadline(registry.timeout)
-    with transport.client(registry.ca_bundle) as session:
+    with transport.hard_deadline(deadline), broker.registry_client(registry) as session:
         token = for_registry(registry).fetch(SourceContext(registry, session, deadline))
     minted = claims.unverified_claims(token)
     return {"issuer": str(minted.get("iss", "")), "subject": str(minted.get("sub", ""))}

@@ -3,8 +3,10 @@
 A `get` that finds a fresh token must cost little more than starting Python, so this module
 imports only what the interpreter has already loaded (os, sys, time) and reads two small
 text files: the config snapshot (which registry keys map to which cache file, valid while
-config.toml is unchanged) and the token file. Anything unusual returns None, and the full
-path (config.py, cache.py, broker.py) takes over.
+config.toml is unchanged) and the token file, through a directory descriptor opened without
+following a symlink, and only when both the directory and the file are private to this user.
+A token's own ``exp`` claim decides its life, whatever the file says. Anything unusual returns
+None, and the full path (config.py, cache.py, broker.py) takes over.
 """
 
 from __future__ import annotations
@@ -15,10 +17,23 @@ import time
 
 from docker_credential_quayfed import paths
 
+TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 TOKEN_MAGIC = "quayfed-token 1"
 SNAPSHOT_MAGIC = "quayfed-config 1"
 SNAPSHOT_NAME = "config.snapshot"
 MAX_FILE = 1 << 16
+#: token files are named ``<escaped key>=<identity digest>.token``; "=" never occurs in an
+#: escaped key, so a name belongs to exactly one key (erase matches exactly)
+KEY_SEPARATOR = "="
+_NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+_DIGEST_CHARS = frozenset("0123456789abcdef")
+DIGEST_LENGTH = 16
+_B64URL = {c: i for i, c in enumerate(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+)}  # fmt: skip
 # A robot token's claims are read again when it is served, so a token can never outlive exp.
 DEFAULT_SKEW = 5.0
 
@@ -69,7 +84,13 @@ def encode_token(entry: RobotToken) -> str:
     )
 
 
-def decode_token(text: str, registry: str) -> RobotToken | None:
+def decode_token(
+    text: str, registry: str, exp_of: Callable[[str], float | None] | None = None
+) -> RobotToken | None:
+    """The token file's entry; None when corrupt, for another key, or its times were edited.
+
+    ``exp_of`` reads the JWT's ``exp`` (default: the light scanner below).
+    """
     lines = text.split("\n")
     if len(lines) < 6 or lines[0] != TOKEN_MAGIC:
         return None
@@ -85,12 +106,57 @@ def decode_token(text: str, registry: str) -> RobotToken | None:
         return None
     if fields.get("registry") != registry or not robot or not token or " " in token:
         return None
+    if (exp_of or jwt_exp)(token) != expires_at:
+        return None  # the file's expiry must be the token's own
     return RobotToken(registry, robot, token, issued_at, expires_at)
 
 
+def jwt_exp(token: str) -> float | None:
+    """The ``exp`` claim of a compact JWT, read without json or base64 (a cache hit loads
+    neither); None when it cannot be read unambiguously (then the full path decides)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    bits = count = 0
+    payload = []
+    for char in parts[1]:
+        value = _B64URL.get(char)
+        if value is None:
+            return None
+        bits = (bits << 6 | value) & 0xFFFFFF
+        count += 6
+        if count >= 8:
+            count -= 8
+            payload.append(chr(bits >> count & 0xFF))
+    text = "".join(payload)
+    found = text.split('"exp"')
+    if len(found) != 2:
+        return None  # absent, or more than one (nested): leave it to the JSON reader
+    rest = found[1].lstrip(" \t\r\n")
+    if not rest.startswith(":"):
+        return None
+    rest = rest[1:].lstrip(" \t\r\n")
+    end = 0
+    while end < len(rest) and rest[end] in "0123456789.eE+-":
+        end += 1
+    try:
+        return float(rest[:end])
+    except ValueError:
+        return None
+
+
+def key_file_prefix(registry: str) -> str:
+    """The start of every file name of ``registry`` (an injective escape of the key)."""
+    escaped = "".join(c if c in _NAME_SAFE else f"%{ord(c):02x}" for c in registry)
+    return escaped + KEY_SEPARATOR
+
+
 def token_file_name(registry: str, digest: str) -> str:
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in ".-") else "_" for c in registry)
-    return f"{safe}-{digest}.token"
+    return f"{key_file_prefix(registry)}{digest}.token"
+
+
+def is_digest(text: str) -> bool:
+    return len(text) == DIGEST_LENGTH and set(text) <= _DIGEST_CHARS
 
 
 # -- the config snapshot -----------------------------------------------------------------
@@ -126,6 +192,8 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> Snapsh
             parts = line.split(" ")
             if len(parts) != 4:
                 return None
+            if not is_digest(parts[1]):
+                return None  # a file name is built from it: nothing but a digest will do
             try:
                 return SnapshotEntry(parts[1], float(parts[2]), parts[3])
             except ValueError:
@@ -134,16 +202,34 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> Snapsh
 
 
 # -- reading private files -----------------------------------------------------------------
-def read_private(path: str) -> str | None:
-    """A regular file of ours, opened without following symlinks; None for anything else."""
+def open_private_dir(directory: str) -> int | None:
+    """A descriptor of ``directory`` when it is a real directory of ours, closed to others."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_private(path: str, dir_fd: int | None = None) -> str | None:
+    """A regular 0600-style file of ours, opened without following symlinks and without
+    blocking (a FIFO); None for anything else."""
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
     except OSError:
         return None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
             return None
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            return None  # others could read it: not trusted, the full path replaces it
         data = os.read(fd, MAX_FILE)
     except OSError:
         return None
@@ -163,14 +249,19 @@ def cached_answer(key: str) -> tuple[str, str] | None:
         stamp = fingerprint(os.stat(config_file))
     except OSError:
         return None
-    directory = paths.cache_dir()
-    snapshot = read_private(os.path.join(directory, SNAPSHOT_NAME))
-    if snapshot is None:
+    dir_fd = open_private_dir(paths.cache_dir())
+    if dir_fd is None:
         return None
-    entry = lookup_snapshot(snapshot, config_file, stamp, key)
-    if entry is None:
-        return None
-    text = read_private(os.path.join(directory, token_file_name(key, entry.digest)))
+    try:
+        snapshot = read_private(SNAPSHOT_NAME, dir_fd)
+        if snapshot is None:
+            return None
+        entry = lookup_snapshot(snapshot, config_file, stamp, key)
+        if entry is None:
+            return None
+        text = read_private(token_file_name(key, entry.digest), dir_fd)
+    finally:
+        os.close(dir_fd)
     if text is None:
         return None
     token = decode_token(text, key)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from docker_credential_quayfed import log, transport
+from docker_credential_quayfed import log, transport, urls
 from docker_credential_quayfed.errors import IssuerError
 from docker_credential_quayfed.transport import Deadline
 
@@ -23,7 +24,16 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
-def discover(session: httpx.Client, issuer: str, deadline: Deadline) -> Discovery:
+def discover(
+    session: httpx.Client,
+    issuer: str,
+    deadline: Deadline,
+    *,
+    endpoint_hosts: tuple[str, ...] = (),
+    allow_http: bool = False,
+) -> Discovery:
+    """The issuer's discovery document; its endpoints must be https on the issuer's host (or
+    on one of ``endpoint_hosts``): a document may not send credentials anywhere else."""
     url = discovery_url(issuer)
     response = transport.request(session, "GET", url, deadline=deadline, what="OIDC discovery")
     if response.status_code != 200:
@@ -44,11 +54,33 @@ def discover(session: httpx.Client, issuer: str, deadline: Deadline) -> Discover
             f"the issuer announces itself as {announced!r} but the config says {issuer!r}; "
             "Quay compares them exactly, so use the announced value"
         )
-    return Discovery(
+    found = Discovery(
         issuer=announced if isinstance(announced, str) else issuer,
         token_endpoint=document["token_endpoint"],
         jwks_uri=str(document.get("jwks_uri") or ""),
     )
+    for name in ("token_endpoint", "jwks_uri"):
+        endpoint = getattr(found, name)
+        if endpoint:
+            _check_endpoint(name, endpoint, issuer, endpoint_hosts, allow_http)
+    return found
+
+
+def _check_endpoint(
+    name: str, endpoint: str, issuer: str, endpoint_hosts: tuple[str, ...], allow_http: bool
+) -> None:
+    refused = urls.refusal(endpoint, allow_http=allow_http)
+    if refused is not None:
+        raise IssuerError(
+            f"the issuer's discovery document gives {name} {refused[0]}",
+            "the issuer must announce https endpoints; check its frontend URL settings",
+        )
+    if not urls.same_origin_host(endpoint, issuer, endpoint_hosts):
+        host = urllib.parse.urlsplit(endpoint).hostname
+        raise IssuerError(
+            f"the issuer's discovery document puts {name} on another host ({host})",
+            f'if that host is really the issuer\'s, add endpoint_hosts = ["{host}"]',
+        )
 
 
 def request_token(
@@ -80,6 +112,10 @@ def request_token(
             f"the token endpoint {endpoint} answered HTTP 200 without JSON",
             "check that issuer points at an OIDC provider",
         )
+    for name in ("id_token", "access_token", "refresh_token"):
+        value = body.get(name)
+        if isinstance(value, str):
+            log.secret(value)
     token = body.get(token_type)
     if not isinstance(token, str) or not token:
         present = sorted(k for k in ("id_token", "access_token") if body.get(k))
@@ -111,15 +147,15 @@ _ERROR_FIXES = {
 
 def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint: str) -> Exception:
     if body is not None and isinstance(body.get("error"), str):
-        code = body["error"]
+        code = log.server_text(body["error"], limit=60)
         description = body.get("error_description")
-        detail = f"{code}: {description}" if isinstance(description, str) else code
+        detail = f"{code}: {log.server_text(description)}" if isinstance(description, str) else code
         return IssuerError(
             f"the issuer refused the {grant} grant (HTTP {status}, {detail})",
             _ERROR_FIXES.get(code, "check the client settings at the issuer"),
         )
     return IssuerError(
-        f"the token endpoint {endpoint} answered HTTP {status} to the {grant} grant",
+        f"the token endpoint {urls.shown(endpoint)} answered HTTP {status} to the {grant} grant",
         "check issuer and client_id in the config, and that the issuer is healthy",
     )
 
@@ -134,7 +170,7 @@ def check_jwt(token: str, source: str, now: float) -> dict[str, Any]:
         token_claims: dict[str, Any] = jwt.decode(
             token, options={"verify_signature": False, "verify_aud": False, "verify_exp": False}
         )
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, RecursionError, ValueError):
         raise IssuerError(f"the {source!r} token source did not produce a JWT", fix) from None
     if not header.get("kid"):
         raise IssuerError(

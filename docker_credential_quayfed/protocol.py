@@ -75,8 +75,8 @@ def registry_key(server: str) -> str:
         if lowered.startswith(scheme):
             text = text[len(scheme) :]
             break
-    host = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    host = host.rsplit("@", 1)[-1].strip().lower()
+    host = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].strip().lower()
+    # User info or a backslash could make one host read as another: never guess, refuse.
     if not _is_host(host):
         raise UsageError(
             f"no registry host name on stdin (got {server.strip()[:80]!r})",
@@ -105,7 +105,7 @@ def _is_host(host: str) -> bool:
             return False
         if not name or name[0] in ".-" or not set(name) <= _HOST_CHARS:
             return False
-    return not port or (port.isdigit() and port.isascii() and len(port) <= 5)
+    return not port or (port.isdigit() and port.isascii() and 0 < int(port[:6]) <= 65535)
 
 
 def parse_store(payload: str) -> Credentials:
@@ -114,7 +114,7 @@ def parse_store(payload: str) -> Credentials:
 
     try:
         value = json.loads(payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(
             "store expects JSON on stdin",
             'send {"ServerURL": ..., "Username": ..., "Secret": ...}',

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from docker_credential_quayfed import claims, transport
+from docker_credential_quayfed import claims, log, transport
 from docker_credential_quayfed.errors import NetworkError, QuayError
 from docker_credential_quayfed.transport import Deadline
 
@@ -48,6 +48,7 @@ def exchange(
                 f"Quay at {quay_url} answered 200 without a token",
                 "check quay_url: it must point at Quay itself, not a proxy or login page",
             )
+        log.secret(token, user=robot)
         return token
     token_claims = _claims_or_empty(oidc_token)
     if status in (400, 401) and body is not None:
@@ -56,7 +57,8 @@ def exchange(
             message = body.get("error") or body.get("message") or body.get("detail")
         if isinstance(message, str):
             raise QuayError(
-                f"Quay refused the exchange for {robot} (HTTP {status}: {message})",
+                f"Quay refused the exchange for {robot} (HTTP {status}: "
+                f"{log.server_text(message)})",
                 _fix_for(message, robot, token_claims),
             )
     if status == 500:
@@ -148,7 +150,7 @@ def federation_call(
     body: Any
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if status == 200 and isinstance(body, list):
         return [
@@ -159,7 +161,7 @@ def federation_call(
     message = ""
     if isinstance(body, dict):
         found = body.get("message") or body.get("error_message") or body.get("error")
-        message = str(found) if found else ""
+        message = log.server_text(str(found)) if found else ""
     detail = f" ({message})" if message else ""
     if status == 401:
         raise QuayError(

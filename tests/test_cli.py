@@ -203,7 +203,7 @@ def test_stale_token_is_served_when_refresh_fails(helper_env: dict[str, str]) ->
     result = run_helper("get", HOST, env=helper_env, timeout=30)
     assert result.returncode == 0
     assert json.loads(result.stdout)["Secret"] == secret
-    assert "serving the cached one" in result.stderr
+    assert "serving the cached robot token" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert secret not in result.stderr
 

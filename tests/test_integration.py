@@ -338,7 +338,7 @@ def test_stale_token_served_once_with_a_note_when_quay_fails(setup: Setup) -> No
     result = setup.get()
     assert answer_of(result)["Secret"] == first
     notes = result.stderr.strip().splitlines()
-    assert len(notes) == 1 and "serving the cached one" in notes[0]
+    assert len(notes) == 1 and "serving the cached robot token" in notes[0]
 
 
 def test_corrupt_cache_file_is_replaced(setup: Setup) -> None:

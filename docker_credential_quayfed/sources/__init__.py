@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import ConfigError
 from docker_credential_quayfed.transport import Deadline
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.oidc import Discovery
 
 
 @dataclass
@@ -18,6 +22,18 @@ class SourceContext:
     registry: RegistryConfig
     session: httpx.Client
     deadline: Deadline
+
+    def discover(self) -> Discovery:
+        """The issuer's discovery document, its endpoints held to the registry's settings."""
+        from docker_credential_quayfed import oidc
+
+        return oidc.discover(
+            self.session,
+            self.registry.issuer,
+            self.deadline,
+            endpoint_hosts=self.registry.endpoint_hosts,
+            allow_http=self.registry.allow_insecure_http,
+        )
 
 
 class TokenSource:

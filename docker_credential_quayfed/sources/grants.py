@@ -14,13 +14,15 @@ def _common_form(registry: RegistryConfig) -> dict[str, str]:
     return form
 
 
-def _client_secret(registry: RegistryConfig) -> str:
+def _client_secret(context: SourceContext) -> str:
+    registry = context.registry
     return secrets.resolve(
         "client secret",
         env=registry.client_secret_env,
         file=registry.client_secret_file,
         command=registry.client_secret_command,
         where="client_secret",
+        timeout=context.deadline.remaining(),
     )
 
 
@@ -43,6 +45,7 @@ class PasswordSource(TokenSource):
             file=registry.password_file,
             command=registry.password_command,
             where="password",
+            timeout=context.deadline.remaining(),
         )
         client_auth = None
         form = {
@@ -52,10 +55,10 @@ class PasswordSource(TokenSource):
             **_common_form(registry),
         }
         if _has_client_secret(registry):
-            client_auth = (registry.client_id, _client_secret(registry))
+            client_auth = (registry.client_id, _client_secret(context))
         else:
             form["client_id"] = registry.client_id
-        found = oidc.discover(context.session, registry.issuer, context.deadline)
+        found = context.discover()
         return oidc.request_token(
             context.session,
             found.token_endpoint,
@@ -73,8 +76,8 @@ class ClientCredentialsSource(TokenSource):
 
     def fetch(self, context: SourceContext) -> str:
         registry = context.registry
-        secret = _client_secret(registry)
-        found = oidc.discover(context.session, registry.issuer, context.deadline)
+        secret = _client_secret(context)
+        found = context.discover()
         return oidc.request_token(
             context.session,
             found.token_endpoint,

@@ -1,0 +1,68 @@
+"""Which URLs credentials may travel to (standard library only: config validation uses it)."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in ("localhost", "::1") or host.endswith(".localhost"):
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+
+
+def refusal(url: str, *, allow_http: bool) -> tuple[str, str] | None:
+    """(problem, fix) when credentials must not be sent to ``url``, else None.
+
+    Only https is accepted; plain http only to a loopback host and only when allowed.
+    A URL with user info, or with a port out of range, is refused too.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return f"{url!r} is not a valid URL", "check the host and port"
+    if not host:
+        return f"{url!r} has no host", "write it as https://HOST[:PORT]/..."
+    if "@" in parts.netloc or "\\" in url:
+        return f"{url!r} carries user info", "remove the user@ part: secrets never go in URLs"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and is_loopback(host):
+        if allow_http:
+            return None
+        return (
+            f"{shown(url)} is plain http",
+            "use https, or set allow_insecure_http = true for this loopback test server",
+        )
+    return (
+        f"{shown(url)} is not https",
+        "use an https:// URL: credentials never travel in clear text",
+    )
+
+
+def shown(url: str) -> str:
+    """The URL as it may appear in a message: no user info, no query (either may hold secrets)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def same_origin_host(url: str, issuer: str, extra_hosts: tuple[str, ...]) -> bool:
+    """True when ``url``'s host is the issuer's, or one of ``extra_hosts``."""
+    try:
+        host = (urllib.parse.urlsplit(url).hostname or "").lower()
+        issuer_host = (urllib.parse.urlsplit(issuer).hostname or "").lower()
+    except ValueError:
+        return False
+    return bool(host) and (host == issuer_host or host in extra_hosts)
