@@ -93,12 +93,14 @@ def password_setup(setup: Setup, password: dict[str, str] | None = None, **overr
     """Robot federated to jdoe; the password from ``password`` (default: the env variable)."""
     setup.quay.add_robot(ROBOT, federation=[(setup.provider.issuer, "jdoe")])
     setup.configure(
-        **base_settings(setup),
-        source="password",
-        client_id=setup.provider.public_client,
-        username="jdoe",
-        **(password or {"password_env": PASSWORD_ENV}),
-        **overrides,
+        **{
+            **base_settings(setup),
+            "source": "password",
+            "client_id": setup.provider.public_client,
+            "username": "jdoe",
+            **(password or {"password_env": PASSWORD_ENV}),
+            **overrides,
+        }
     )
 
 
