@@ -24,18 +24,61 @@ APP_NAME = paths.APP_NAME
 CONFIG_ENV = paths.CONFIG_ENV
 CACHE_DIR_ENV = paths.CACHE_DIR_ENV
 
-SOURCES = ("password", "client_credentials", "file", "env", "github_actions")
 TOKEN_TYPES = ("id_token", "access_token")
 ON_FAILURE = ("anonymous", "error")
+#: what every source needs
+COMMON_REQUIRED = ("robot", "issuer", "source")
 
-# Which keys each source needs, beyond the common robot/issuer.
-_REQUIRED_BY_SOURCE: dict[str, tuple[str, ...]] = {
-    "password": ("client_id", "username"),
-    "client_credentials": ("client_id",),
-    "file": ("token_file",),
-    "env": ("token_env",),
-    "github_actions": (),
-}
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a registry table, as people read about it (README table, man page, --help)."""
+
+    name: str
+    help: str
+    example: str
+    default: str = ""
+
+
+#: every key of a ``[registries."HOST"]`` table; RegistryConfig's fields in the same order
+SETTINGS: tuple[Setting, ...] = (
+    Setting("robot", "full robot name `namespace+shortname` (case-sensitive)",
+            '"quay_federation+rhbk_user"'),
+    Setting("issuer", "OIDC issuer URL, exactly as the token's `iss` (Quay compares with ==)",
+            '"https://rhbk.example.com/realms/quay"'),
+    Setting("source", "where the JWT comes from (see the sources)", '"password"'),
+    Setting("client_id", "OIDC client id", '"quay-access"'),
+    Setting("username", "user for the password grant", '"jdoe"'),
+    Setting("password_env", "variable holding the password", '"OIDC_PASSWORD"'),
+    Setting("password_file", "file holding the password (mode 0600)", '"~/.config/quay.pw"'),
+    Setting("password_command", "command printing the password", '"pass show idp/jdoe"'),
+    Setting("client_secret_env", "variable holding the client secret", '"OIDC_CLIENT_SECRET"'),
+    Setting("client_secret_file", "file holding the client secret", '"/etc/quayfed/secret"'),
+    Setting("client_secret_command", "command printing the client secret",
+            '"vault kv get -field=secret kv/quay"'),
+    Setting("token_file", "file holding a JWT (e.g. a projected service-account token)",
+            '"/var/run/secrets/tokens/quay"'),
+    Setting("token_env", "variable holding a JWT (e.g. a GitLab id_tokens variable)",
+            '"QUAY_ID_TOKEN"'),
+    Setting("scope", "scope requested from the issuer", '"openid"', '"openid"'),
+    Setting("token_type", "which token Quay gets: id_token or access_token", '"id_token"',
+            '"id_token"'),
+    Setting("audience", "audience asked of the issuer (github_actions: the token's aud)",
+            '"quay"'),
+    Setting("quay_url", "Quay's URL", '"https://quay.example.com"', "https://<registry key>"),
+    Setting("ca_bundle", "PEM bundle trusted for the issuer, Quay and the registry",
+            '"/etc/pki/tls/certs/quay-ca.pem"', "system CAs"),
+    Setting("refresh_margin", "seconds before expiry at which a new token is minted", "300",
+            "300"),
+    Setting("on_failure", "anonymous (answer not found, say why on stderr) or error",
+            '"anonymous"', '"anonymous"'),
+    Setting("timeout", "seconds a get may spend refreshing, everything included (1-120)", "25",
+            "25"),
+    Setting("allow_insecure_http", "allow http:// to a loopback host (test servers only)",
+            "true", "false"),
+    Setting("endpoint_hosts", "other hosts the issuer's discovery may name for its endpoints",
+            '["oauth2.example.com"]', "[]"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,7 +118,10 @@ class RegistryConfig:
     @property
     def identity(self) -> str:
         """What distinguishes one credential from another for the same registry key."""
-        subject = self.username or self.token_file or self.token_env
+        from docker_credential_quayfed.sources import BY_NAME
+
+        identity_key = BY_NAME[self.source].identity_key
+        subject = str(getattr(self, identity_key)) if identity_key else ""
         return "\n".join(
             (self.key, self.robot, self.issuer, self.client_id, self.source, subject,
              self.audience, self.token_type, self.quay_base_url)
@@ -166,50 +212,86 @@ def parse_text(text: str, path: Path, stamp: str = "") -> Config:
     return parse(document, path, stamp)
 
 
+class _Problems:
+    """Every problem in a config file, gathered so that one message reports them all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.found: list[tuple[str, str]] = []
+
+    def add(self, problem: str, fix: str) -> None:
+        self.found.append((problem, fix))
+
+    def raise_any(self) -> None:
+        if len(self.found) == 1:
+            problem, fix = self.found[0]
+            raise ConfigError(f"{self.path}: {problem}", fix)
+        if self.found:
+            listed = "; ".join(
+                f"({n}) {problem}: {fix}" for n, (problem, fix) in enumerate(self.found, 1)
+            )
+            raise ConfigError(f"{self.path} has {len(self.found)} problems: {listed}")
+
+
 def parse(document: dict[str, Any], path: Path, stamp: str = "") -> Config:
-    unknown_top = sorted(set(document) - {"registries"})
-    if unknown_top:
-        raise ConfigError(
-            f"{path}: unknown top-level key {unknown_top[0]!r}",
-            'put registry settings under [registries."HOST"]',
+    problems = _Problems(path)
+    for name in sorted(set(document) - {"registries"}):
+        problems.add(
+            f"unknown top-level key {name!r}", 'put registry settings under [registries."HOST"]'
         )
     tables = document.get("registries", {})
     if not isinstance(tables, dict):
-        raise ConfigError(f"{path}: 'registries' must be a table", 'use [registries."HOST"]')
+        problems.add("'registries' must be a table", 'use [registries."HOST"]')
+        tables = {}
     registries: dict[str, RegistryConfig] = {}
     for written_key, table in tables.items():
-        key = _normalised_key(written_key, path)
+        key = _normalised_key(written_key, problems)
+        if key is None:
+            continue
         if not isinstance(table, dict):
-            raise ConfigError(
-                f"{path}: registries.{_quote(written_key)} must be a table",
+            problems.add(
+                f"registries.{_quote(written_key)} must be a table",
                 f"write [registries.{_quote(key)}] followed by its keys",
             )
+            continue
         if key in registries:
-            raise ConfigError(
-                f"{path}: registry {key} is configured twice", "keep one table for it"
-            )
-        registries[key] = _registry(key, table, path)
+            problems.add(f"registry {key} is configured twice", "keep one table for it")
+            continue
+        registry = _registry(key, table, path, problems)
+        if registry is not None:
+            registries[key] = registry
+    problems.raise_any()
     return Config(path=path, registries=registries, stamp=stamp)
 
 
-def _normalised_key(written: str, path: Path) -> str:
+def _normalised_key(written: str, problems: _Problems) -> str | None:
     try:
         key = registry_key(written)
     except Exception:
-        raise ConfigError(
-            f"{path}: registry key {written!r} is not a host name",
+        problems.add(
+            f"registry key {written!r} is not a host name",
             'use the bare host[:port] clients send, e.g. [registries."quay.example.com"]',
-        ) from None
+        )
+        return None
+    if key.endswith(":443") and not key.startswith("["):
+        key = key[: -len(":443")]  # clients send quay.io for quay.io:443 images
     if key != written:
-        raise ConfigError(
-            f"{path}: registry key {written!r} is not in the form clients send",
+        problems.add(
+            f"registry key {written!r} is not in the form clients send",
             f"write it as [registries.{_quote(key)}] (bare host[:port], lower case, no scheme)",
         )
+        return None
     return key
 
 
-def _registry(key: str, table: dict[str, Any], path: Path) -> RegistryConfig:
-    where = f"{path}: [registries.{_quote(key)}]"
+def _registry(
+    key: str, table: dict[str, Any], path: Path, problems: _Problems
+) -> RegistryConfig | None:
+    """The table's settings, or None after adding each of its problems to ``problems``."""
+    from docker_credential_quayfed.sources import BY_NAME
+
+    where = f"[registries.{_quote(key)}]"
+    before = len(problems.found)
     values: dict[str, Any] = {}
     for name, value in table.items():
         expected = _FIELD_TYPES.get(name)
@@ -218,126 +300,116 @@ def _registry(key: str, table: dict[str, Any], path: Path) -> RegistryConfig:
 
             close = difflib.get_close_matches(name, list(_FIELD_TYPES), n=1)
             hint = f"did you mean {close[0]!r}?" if close else "remove it (see the README)"
-            raise ConfigError(f"{where} has unknown key {name!r}", hint)
+            problems.add(f"{where} has unknown key {name!r}", hint)
+            continue
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if expected is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = tuple(v.strip().lower() for v in value)
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise ConfigError(
+            problems.add(
                 f"{where} {name} must be {_TYPE_NAMES.get(expected, 'a string')}",
                 f"write {name} = {_example(name)}",
             )
+            continue
         values[name] = value.strip() if isinstance(value, str) else value
-    for name in ("robot", "issuer", "source"):
+    for name in COMMON_REQUIRED:
         if not values.get(name):
-            raise ConfigError(f"{where} is missing {name}", f"add {name} = {_example(name)}")
-    source = values["source"]
-    if source not in SOURCES:
-        raise ConfigError(
-            f"{where} source = {source!r} is not a known token source",
-            f"use one of: {', '.join(SOURCES)}",
+            problems.add(f"{where} is missing {name}", f"add {name} = {_example(name)}")
+    source = BY_NAME.get(values.get("source", ""))
+    if values.get("source") and source is None:
+        problems.add(
+            f"{where} source = {values['source']!r} is not a known token source",
+            f"use one of: {', '.join(BY_NAME)}",
         )
-    for name in _REQUIRED_BY_SOURCE[source]:
-        if not values.get(name):
-            raise ConfigError(
-                f"{where} is missing {name} (needed by source = {source!r})",
-                f"add {name} = {_example(name)}",
-            )
-    _check_choice(values, "token_type", TOKEN_TYPES, where)
-    _check_choice(values, "on_failure", ON_FAILURE, where)
-    robot = values["robot"]
-    if "+" not in robot or robot.startswith("+") or robot.endswith("+"):
-        raise ConfigError(
+    if source is not None:
+        for name in source.required:
+            if not values.get(name):
+                problems.add(
+                    f"{where} is missing {name} (needed by source = {source.name!r})",
+                    f"add {name} = {_example(name)}",
+                )
+        for group in source.one_of:
+            if not any(values.get(name) for name in group):
+                problems.add(
+                    f"{where} has none of {', '.join(group)} (source = {source.name!r} needs one)",
+                    f"add {group[0]} = {_example(group[0])}",
+                )
+    _check_choice(values, "token_type", TOKEN_TYPES, where, problems)
+    _check_choice(values, "on_failure", ON_FAILURE, where, problems)
+    robot = values.get("robot", "")
+    if robot and ("+" not in robot or robot.startswith("+") or robot.endswith("+")):
+        problems.add(
             f"{where} robot = {robot!r} is not a full robot name",
             'write it as "namespace+shortname", e.g. "quay_federation+rhbk_user"',
         )
     for url_key in ("issuer", "quay_url"):
         url = values.get(url_key, "")
-        if url and not url.startswith(("https://", "http://")):
-            raise ConfigError(
+        if not url:
+            continue
+        if not url.startswith(("https://", "http://")):
+            problems.add(
                 f"{where} {url_key} = {url!r} is not a URL",
                 f"write {url_key} = {_example(url_key)}",
             )
+            continue
         refused = urls.refusal(url, allow_http=values.get("allow_insecure_http", False))
-        if url and refused is not None:
-            raise ConfigError(f"{where} {url_key}: {refused[0]}", refused[1])
+        if refused is not None:
+            problems.add(f"{where} {url_key}: {refused[0]}", refused[1])
     for host in values.get("endpoint_hosts", ()):
         if not host or not set(host) <= _HOST_NAME_CHARS:
-            raise ConfigError(
+            problems.add(
                 f"{where} endpoint_hosts: {host!r} is not a host name",
                 'list bare host names, e.g. endpoint_hosts = ["oauth2.example.com"]',
             )
     if values.get("ca_bundle"):
-        values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where)
-    if source == "password" and not (
-        values.get("password_env") or values.get("password_file") or values.get("password_command")
-    ):
-        raise ConfigError(
-            f"{where} has no password setting (needed by source = 'password')",
-            "add password_env, password_file or password_command",
-        )
-    if source == "client_credentials" and not (
-        values.get("client_secret_env")
-        or values.get("client_secret_file")
-        or values.get("client_secret_command")
-    ):
-        raise ConfigError(
-            f"{where} has no client secret setting (needed by source = 'client_credentials')",
-            "add client_secret_env, client_secret_file or client_secret_command",
-        )
-    margin = values.get("refresh_margin", 300)
-    if margin < 0:
-        raise ConfigError(f"{where} refresh_margin must be 0 or more", "write refresh_margin = 300")
-    timeout = values.get("timeout", 25.0)
-    if not 1 <= timeout <= 120:
-        raise ConfigError(f"{where} timeout must be 1 to 120 seconds", "write timeout = 25")
+        values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where, problems)
+    if values.get("refresh_margin", 300) < 0:
+        problems.add(f"{where} refresh_margin must be 0 or more", "write refresh_margin = 300")
+    if not 1 <= values.get("timeout", 25.0) <= 120:
+        problems.add(f"{where} timeout must be 1 to 120 seconds", "write timeout = 25")
+    if len(problems.found) > before:
+        return None
     return RegistryConfig(key=key, config_file=str(path), **values)
 
 
 _HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
 
 
-def _checked_ca_bundle(value: str, where: str) -> str:
-    """The CA bundle path, ``~`` expanded, when it is a regular file (a FIFO would hang TLS)."""
+def _checked_ca_bundle(value: str, where: str, problems: _Problems) -> str:
+    """The CA bundle path, ``~`` expanded; a problem unless it is a regular file (a FIFO
+    would hang TLS)."""
     path = os.path.expanduser(value)
     try:
-        mode = os.stat(path).st_mode
+        kind = files.file_kind(os.stat(path).st_mode)
     except OSError as exc:
-        raise ConfigError(
-            f"{where} ca_bundle: cannot read {path}: {exc.strerror}",
+        problems.add(
+            f"{where} ca_bundle: cannot read {path} ({exc.strerror})",
             "set ca_bundle to the PEM file of the CA that signed the servers' certificates",
-        ) from None
-    kind = files.file_kind(mode)
+        )
+        return path
     if kind:
-        raise ConfigError(
+        problems.add(
             f"{where} ca_bundle: {path} is {kind}, not a regular file",
             "set ca_bundle to a PEM file",
         )
     return path
 
 
-def _check_choice(values: dict[str, Any], name: str, choices: tuple[str, ...], where: str) -> None:
+def _check_choice(
+    values: dict[str, Any],
+    name: str,
+    choices: tuple[str, ...],
+    where: str,
+    problems: _Problems,
+) -> None:
     if name in values and values[name] not in choices:
-        raise ConfigError(
+        problems.add(
             f"{where} {name} = {values[name]!r} is not allowed", f"use one of: {', '.join(choices)}"
         )
 
 
-_EXAMPLES = {
-    "robot": '"quay_federation+rhbk_user"',
-    "issuer": '"https://rhbk.example.com/realms/quay"',
-    "source": '"password"',
-    "client_id": '"quay-access"',
-    "username": '"jdoe"',
-    "token_file": '"/var/run/secrets/tokens/quay"',
-    "token_env": '"CI_JOB_JWT"',
-    "quay_url": '"https://quay.example.com"',
-    "refresh_margin": "300",
-    "timeout": "25",
-    "allow_insecure_http": "true",
-    "endpoint_hosts": '["oauth2.example.com"]',
-}
+_EXAMPLES = {setting.name: setting.example for setting in SETTINGS}
 
 
 def _example(name: str) -> str:

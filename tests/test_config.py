@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from docker_credential_quayfed import config
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
+from docker_credential_quayfed.sources import SOURCES
 
 GOOD = """
 [registries."quay.example.com"]
@@ -71,7 +73,10 @@ def test_unconfigured_registry_is_named(tmp_path: Path) -> None:
         (("refresh_margin = 60", 'refresh_margin = "60"'), "refresh_margin must be a number"),
         (("refresh_margin = 60", "refresh_margin = -1"), "refresh_margin must be 0 or more"),
         (('password_env = "OIDC_PASSWORD"', 'pasword_env = "X"'), "did you mean 'password_env'"),
-        (('password_env = "OIDC_PASSWORD"\n', ""), "no password setting"),
+        (
+            ('password_env = "OIDC_PASSWORD"\n', ""),
+            "has none of password_env, password_file, password_command",
+        ),
         (('"quay_federation+rhbk_user"', '"rhbk_user"'), "not a full robot name"),
         (('"quay.example.com"]', '"https://quay.example.com"]'), "not in the form clients send"),
         (('on_failure = "error"', 'on_failure = "panic"'), "on_failure"),
@@ -120,3 +125,45 @@ def test_default_paths_use_platform_dirs(monkeypatch: pytest.MonkeyPatch, tmp_pa
         tmp_path / "cfg" / "docker-credential-quayfed" / "config.toml"
     )
     assert config.default_cache_dir() == tmp_path / "cch" / "docker-credential-quayfed"
+
+
+def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[registries."a.example.com"]\nsource = "password"\nrobot = "x"\n'
+        '[registries."b.example.com"]\nrobot = "o+r"\nissuer = "https://i"\nsource = "bogus"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    message = caught.value.message
+    for expected in ("is missing issuer", "missing client_id", "not a full robot name",
+                     "'bogus' is not a known token source"):  # fmt: skip
+        assert expected in message
+    assert "problems:" in message and "\n" not in message
+
+
+def test_default_port_table_hints_the_name_clients_send(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[registries."Quay.io:443"]\nrobot = "o+r"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert '[registries."quay.io"]' in caught.value.message
+
+
+def test_a_directory_as_the_config_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path)
+    assert "is a directory" in caught.value.message
+
+
+def test_settings_describe_every_field_in_order() -> None:
+    names = [f.name for f in fields(config.RegistryConfig) if f.name not in ("key", "config_file")]
+    assert [setting.name for setting in config.SETTINGS] == names
+
+
+def test_every_source_setting_is_a_known_setting() -> None:
+    known = {setting.name for setting in config.SETTINGS}
+    for source in SOURCES:
+        assert set(source.settings()) <= known, source.name
+        assert set(source.secret_keys) <= set(source.settings()), source.name
+        assert not source.identity_key or source.identity_key in known

@@ -1,69 +1,36 @@
-"""Where the OIDC JWT comes from: one small class per source, chosen by ``source``."""
+"""Where the OIDC JWT comes from: one module per source, listed once here.
+
+To add a source: write ``sources/NAME.py`` with a :class:`~.base.TokenSource` subclass that
+declares its settings, and add it to ``SOURCES`` below. Config validation, ``configure``'s
+flags, the README's table and the man page follow from its declarations.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
-from docker_credential_quayfed.config import RegistryConfig
-from docker_credential_quayfed.errors import ConfigError
-from docker_credential_quayfed.transport import Deadline
+from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+from docker_credential_quayfed.sources.client_credentials import ClientCredentialsSource
+from docker_credential_quayfed.sources.env import EnvTokenSource
+from docker_credential_quayfed.sources.file import FileTokenSource
+from docker_credential_quayfed.sources.github_actions import GitHubActionsSource
+from docker_credential_quayfed.sources.password import PasswordSource
 
 if TYPE_CHECKING:
-    from docker_credential_quayfed.oidc import Discovery
+    from docker_credential_quayfed.config import RegistryConfig
 
+__all__ = ["BY_NAME", "SOURCES", "SourceContext", "TokenSource", "for_registry"]
 
-@dataclass
-class SourceContext:
-    """What a source may use: its settings, the HTTP session and the time left."""
-
-    registry: RegistryConfig
-    session: httpx.Client
-    deadline: Deadline
-
-    def discover(self) -> Discovery:
-        """The issuer's discovery document, its endpoints held to the registry's settings."""
-        from docker_credential_quayfed import oidc
-
-        return oidc.discover(
-            self.session,
-            self.registry.issuer,
-            self.deadline,
-            endpoint_hosts=self.registry.endpoint_hosts,
-            allow_http=self.registry.allow_insecure_http,
-        )
-
-
-class TokenSource:
-    """Base: ``fetch`` returns a JWT for Quay or raises a QuayfedError saying why not."""
-
-    name = ""
-
-    def fetch(self, context: SourceContext) -> str:
-        raise NotImplementedError
+SOURCES: tuple[type[TokenSource], ...] = (
+    PasswordSource,
+    ClientCredentialsSource,
+    FileTokenSource,
+    EnvTokenSource,
+    GitHubActionsSource,
+)
+BY_NAME: dict[str, type[TokenSource]] = {source.name: source for source in SOURCES}
 
 
 def for_registry(registry: RegistryConfig) -> TokenSource:
-    from docker_credential_quayfed.sources.ambient import (
-        EnvTokenSource,
-        FileTokenSource,
-        GitHubActionsSource,
-    )
-    from docker_credential_quayfed.sources.grants import ClientCredentialsSource, PasswordSource
-
-    known: dict[str, type[TokenSource]] = {
-        PasswordSource.name: PasswordSource,
-        ClientCredentialsSource.name: ClientCredentialsSource,
-        FileTokenSource.name: FileTokenSource,
-        EnvTokenSource.name: EnvTokenSource,
-        GitHubActionsSource.name: GitHubActionsSource,
-    }
-    chosen = known.get(registry.source)
-    if chosen is None:
-        raise ConfigError(
-            f"{registry.where('source')} = {registry.source!r} is not a known token source",
-            f"use one of: {', '.join(sorted(known))}",
-        )
-    return chosen()
+    """The source ``registry`` names (config validation has already checked the name)."""
+    return BY_NAME[registry.source]()

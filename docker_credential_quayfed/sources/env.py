@@ -1,0 +1,27 @@
+"""A JWT in an environment variable, e.g. a GitLab CI id_tokens variable."""
+
+from __future__ import annotations
+
+import os
+
+from docker_credential_quayfed import log
+from docker_credential_quayfed.errors import SecretError
+from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+
+
+class EnvTokenSource(TokenSource):
+    name = "env"
+    summary = "a JWT in an environment variable, e.g. a GitLab id_tokens variable"
+    required = ("token_env",)
+    identity_key = "token_env"
+
+    def fetch(self, context: SourceContext) -> str:
+        name = context.registry.token_env
+        value = os.environ.get(name, "").strip()
+        if not value:
+            raise SecretError(
+                f"the token variable {name} is empty or not set (token_env)",
+                "run inside the CI job that defines it (GitLab: id_tokens:) or set it",
+            )
+        log.secret(value)
+        return value

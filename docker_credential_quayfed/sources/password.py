@@ -1,0 +1,43 @@
+"""Resource-owner password grant, as Keycloak's "Direct access grants" offer it."""
+
+from __future__ import annotations
+
+from docker_credential_quayfed.sources import oauth
+from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+
+PASSWORD_KEYS = ("password_env", "password_file", "password_command")
+
+
+class PasswordSource(TokenSource):
+    name = "password"
+    summary = "password grant: a user's name and password at the issuer"
+    required = ("client_id", "username")
+    one_of = (PASSWORD_KEYS,)
+    optional = (*oauth.CLIENT_SECRET_KEYS, *oauth.GRANT_OPTIONS)
+    secret_keys = (*PASSWORD_KEYS, *oauth.CLIENT_SECRET_KEYS)
+    identity_key = "username"
+
+    def fetch(self, context: SourceContext) -> str:
+        from docker_credential_quayfed import secrets
+
+        registry = context.registry
+        password = secrets.resolve(
+            "password",
+            env=registry.password_env,
+            file=registry.password_file,
+            command=registry.password_command,
+            where="password",
+            timeout=context.deadline.remaining(),
+        )
+        form = {
+            "grant_type": "password",
+            "username": registry.username,
+            "password": password,
+            **oauth.common_form(context),
+        }
+        client_auth = None
+        if oauth.has_client_secret(context):
+            client_auth = (registry.client_id, oauth.client_secret(context))
+        else:
+            form["client_id"] = registry.client_id
+        return oauth.request_token(context, form, client_auth)
