@@ -127,31 +127,6 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return doctor.run([registry_key(h) for h in args.hosts], args.json)
 
 
-_SETTING_FLAGS = (
-    ("robot", "full robot name, e.g. quay_federation+rhbk_user"),
-    ("issuer", "OIDC issuer URL, e.g. https://rhbk.example.com/realms/quay"),
-    ("source", "password | client_credentials | file | env | github_actions"),
-    ("client-id", "OIDC client id"),
-    ("username", "user for the password grant"),
-    ("password-env", "variable holding the password"),
-    ("password-file", "file holding the password (mode 0600)"),
-    ("password-command", "command printing the password"),
-    ("client-secret-env", "variable holding the client secret"),
-    ("client-secret-file", "file holding the client secret"),
-    ("client-secret-command", "command printing the client secret"),
-    ("token-file", "file holding a JWT (e.g. a projected service-account token)"),
-    ("token-env", "variable holding a JWT (e.g. a GitLab id_tokens variable)"),
-    ("scope", "scope to request (default openid)"),
-    ("token-type", "id_token (default) or access_token"),
-    ("audience", "audience to ask the issuer for"),
-    ("quay-url", "Quay URL when it is not https://HOST"),
-    ("ca-bundle", "CA bundle for the issuer and Quay"),
-    ("refresh-margin", "seconds before expiry to refresh (default 300)"),
-    ("on-failure", "anonymous (default) or error"),
-)
-_NUMERIC = {"refresh-margin": int}
-
-
 def _client_choice(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
@@ -200,10 +175,7 @@ def _add_configure(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure.add_argument("host", metavar="HOST", help="registry host[:port] as clients send it")
-    for flag, text in _SETTING_FLAGS:
-        configure.add_argument(
-            f"--{flag}", dest=flag.replace("-", "_"), type=_NUMERIC.get(flag, str), help=text
-        )
+    _add_setting_flags(configure)
     _client_choice(configure)
     configure.set_defaults(handler=_run_configure)
 
@@ -223,6 +195,27 @@ def _add_configure(commands: Any) -> None:
     unconfigure.set_defaults(handler=_run_unconfigure)
 
 
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config setting (``--client-id`` for ``client_id``), from config.SETTINGS."""
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.sources import BY_NAME
+
+    for setting in config.SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        kind = config.setting_type(setting.name)
+        text = setting.help.replace("%", "%%")
+        if setting.name == "source":
+            parser.add_argument(flag, dest="source", choices=list(BY_NAME), help=text)
+        elif kind is bool:
+            parser.add_argument(
+                flag, dest=setting.name, action=argparse.BooleanOptionalAction, help=text
+            )
+        elif kind is tuple:
+            parser.add_argument(flag, dest=setting.name, nargs="+", metavar="HOST", help=text)
+        else:
+            parser.add_argument(flag, dest=setting.name, type=kind, help=text)
+
+
 def _report(label: str, change: Any) -> None:
     print(f"{label} {change.path}: {change.what}")
 
@@ -230,11 +223,12 @@ def _report(label: str, change: Any) -> None:
 def _run_configure(args: argparse.Namespace) -> int:
     from docker_credential_quayfed import configure as edit
     from docker_credential_quayfed import log, paths
+    from docker_credential_quayfed.config import SETTINGS
     from docker_credential_quayfed.protocol import registry_key
 
     host = registry_key(args.host)
     settings = {
-        flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag, _ in _SETTING_FLAGS
+        s.name: tuple(v) if isinstance(v := getattr(args, s.name), list) else v for s in SETTINGS
     }
     config_path = Path(paths.config_file())
     _report("config", edit.upsert_registry(config_path, host, settings))

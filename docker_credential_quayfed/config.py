@@ -157,6 +157,13 @@ _FIELD_TYPES: dict[str, type] = {
     for f in fields(RegistryConfig)
     if f.name not in ("key", "config_file")
 }
+
+
+def setting_type(name: str) -> type:
+    """The Python type a setting holds (str, int, float, bool or tuple of str)."""
+    return _FIELD_TYPES[name]
+
+
 #: a config file larger than this is not a config file
 MAX_CONFIG = 1 << 20
 _TYPE_NAMES = {

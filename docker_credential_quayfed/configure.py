@@ -131,8 +131,12 @@ def _write_keeping_mode(path: Path, data: bytes) -> None:
 
 # -- our config.toml ---------------------------------------------------------------------------
 def _toml_value(value: object) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (tuple, list)):
+        return json.dumps([str(item) for item in value])  # a JSON string array is TOML too
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
@@ -178,6 +182,14 @@ def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Chang
             if sep and name and not name.startswith("#"):
                 table[name] = getattr(old, name)
     table.update({k: v for k, v in settings.items() if v is not None})
+    missing = missing_settings(table)
+    if missing:
+        from docker_credential_quayfed.errors import UsageError
+
+        raise UsageError(
+            f"{host} needs {', '.join(missing)}",
+            "add them to the command (see 'docker-credential-quayfed configure --help')",
+        )
     block = [_header(host), *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
     if span is not None:
         new_lines = lines[: span[0]] + block + lines[span[1] :]
@@ -189,6 +201,25 @@ def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Chang
     config.parse_text(new_text, path)  # refuse to write a config that would not load
     _write_keeping_mode(path, new_text.encode("utf-8"))
     return Change(path, "updated" if existed else "created")
+
+
+def missing_settings(table: dict[str, object]) -> list[str]:
+    """The flags still needed for ``table`` to load, all at once ("--a", "--b|--c")."""
+    from docker_credential_quayfed.sources import BY_NAME
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    missing = [flag(name) for name in config.COMMON_REQUIRED if not table.get(name)]
+    source = BY_NAME.get(str(table.get("source", "")))
+    if source is not None:
+        missing += [flag(name) for name in source.required if not table.get(name)]
+        missing += [
+            "|".join(flag(name) for name in group)
+            for group in source.one_of
+            if not any(table.get(name) for name in group)
+        ]
+    return missing
 
 
 def remove_registry(path: Path, host: str) -> Change:

@@ -104,10 +104,34 @@ def test_configure_refuses_an_unparsable_client_file(home: dict[str, str]) -> No
 
 
 def test_configure_refuses_settings_that_would_not_load(home: dict[str, str]) -> None:
-    result = configure(home, HOST, "--robot", "org+bot", "--issuer", "https://i.example")
+    result = configure(home, HOST, "--robot", "org+bot", "--issuer", "https://i.example",
+                       "--source", "env", "--token-env", "T", "--timeout", "600")  # fmt: skip
     assert result.returncode == 1
-    assert "missing source" in result.stderr
+    assert "timeout must be 1 to 120" in result.stderr
     assert not Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).exists()
+
+
+def test_configure_names_every_missing_flag_at_once(home: dict[str, str]) -> None:
+    result = configure(home, HOST, "--source", "password")
+    assert result.returncode == 2
+    for flag in ("--robot", "--issuer", "--client-id", "--username",
+                 "--password-env|--password-file|--password-command"):  # fmt: skip
+        assert flag in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).exists()
+
+
+def test_configure_with_an_unknown_source_lists_the_sources(home: dict[str, str]) -> None:
+    result = configure(home, HOST, "--source", "bogus")
+    assert result.returncode == 2
+    assert "password" in result.stderr and "github_actions" in result.stderr
+
+
+def test_configure_writes_booleans_and_lists_as_toml(home: dict[str, str]) -> None:
+    result = configure(home, *ARGS, "--endpoint-hosts", "tok.example.com", "a.example.com")
+    assert result.returncode == 0, result.stderr
+    text = Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).read_text()
+    assert 'endpoint_hosts = ["tok.example.com", "a.example.com"]' in text
 
 
 def test_configure_warns_when_helper_is_not_on_path(home: dict[str, str]) -> None:
