@@ -22,7 +22,7 @@ from docker_credential_quayfed.cache import (
 )
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import NetworkError, QuayError, QuayfedError
-from docker_credential_quayfed.hot import DEFAULT_SKEW
+from docker_credential_quayfed.fastpath import DEFAULT_SKEW
 
 if TYPE_CHECKING:
     import httpx

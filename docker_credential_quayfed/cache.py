@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from docker_credential_quayfed import claims, files, hot, log
+from docker_credential_quayfed import claims, fastpath, files, log
 from docker_credential_quayfed.errors import CacheError
-from docker_credential_quayfed.hot import RobotToken
+from docker_credential_quayfed.fastpath import RobotToken
 
 __all__ = ["RobotToken", "TokenCache", "robot_token_from_jwt"]
 
@@ -50,7 +50,7 @@ class TokenCache:
 
     # -- paths -----------------------------------------------------------------------------
     def path_for(self, registry: str, identity: str) -> Path:
-        return self.directory / hot.token_file_name(registry, identity_digest(identity))
+        return self.directory / fastpath.token_file_name(registry, identity_digest(identity))
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, registry: str, identity: str) -> RobotToken | None:
@@ -61,8 +61,8 @@ class TokenCache:
         if dir_fd is None:
             return None
         try:
-            text = hot.read_private(path.name, dir_fd)
-            entry = hot.decode_token(text, registry, _exp_claim) if text is not None else None
+            text = fastpath.read_private(path.name, dir_fd)
+            entry = fastpath.decode_token(text, registry, _exp_claim) if text is not None else None
             if entry is None and os.path.lexists(path):
                 log.debug(f"cache file {path} is not a private, intact token file; discarding it")
                 with contextlib.suppress(OSError):
@@ -83,7 +83,7 @@ class TokenCache:
         if mine and stat.S_IMODE(info.st_mode) & 0o077:
             with contextlib.suppress(OSError):
                 os.chmod(self.directory, 0o700)
-        return hot.open_private_dir(str(self.directory))
+        return fastpath.open_private_dir(str(self.directory))
 
     # -- remembering a failure ---------------------------------------------------------------
     def note_failure(self, registry: str, identity: str, settings: str, message: str) -> None:
@@ -100,7 +100,7 @@ class TokenCache:
         if dir_fd is None:
             return None
         try:
-            text = hot.read_private(self._failure_path(registry, identity).name, dir_fd)
+            text = fastpath.read_private(self._failure_path(registry, identity).name, dir_fd)
         finally:
             os.close(dir_fd)
         lines = (text or "").split("\n")
@@ -121,24 +121,12 @@ class TokenCache:
     # -- writing ---------------------------------------------------------------------------
     def write(self, identity: str, entry: RobotToken) -> Path:
         path = self.path_for(entry.registry, identity)
-        self._write_private(path, hot.encode_token(entry))
+        self._write_private(path, fastpath.encode_token(entry))
         return path
 
-    def write_snapshot(
-        self, config_file: str, stamp: str, entries: dict[str, tuple[str, float, str]]
-    ) -> None:
-        """Record which cache file serves each registry key while config.toml keeps ``stamp``.
-
-        ``entries`` maps a registry key to (identity, refresh_margin, robot).
-        """
-        snapshot = {
-            key: hot.SnapshotEntry(identity_digest(identity), margin, robot)
-            for key, (identity, margin, robot) in entries.items()
-        }
-        text = hot.encode_snapshot(config_file, stamp, snapshot)
-        path = self.directory / hot.SNAPSHOT_NAME
-        if hot.read_private(str(path)) != text:
-            self._write_private(path, text)
+    def write_private(self, name: str, text: str) -> None:
+        """Replace the file ``name`` in the cache directory atomically, private to this user."""
+        self._write_private(self.directory / name, text)
 
     def _write_private(self, path: Path, text: str) -> None:
         self._ensure_directory()
@@ -151,7 +139,7 @@ class TokenCache:
             names = os.listdir(self.directory)
         except OSError:
             return 0
-        prefix = hot.key_file_prefix(registry)
+        prefix = fastpath.key_file_prefix(registry)
         for name in names:
             if not name.startswith(prefix):
                 continue
@@ -227,7 +215,7 @@ class TokenCache:
 
 
 def identity_digest(identity: str) -> str:
-    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[: hot.DIGEST_LENGTH]
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[: fastpath.DIGEST_LENGTH]
 
 
 def _exp_claim(token: str) -> float | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from docker_credential_quayfed import files, hot, paths, urls
+from docker_credential_quayfed import fastpath, files, paths, urls
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
 from docker_credential_quayfed.protocol import registry_key
 
@@ -190,7 +190,7 @@ def load(path: Path | None = None) -> Config:
     """Read and validate the configuration file."""
     path = path or default_config_path()
     try:
-        stamp = hot.fingerprint(os.stat(path))
+        stamp = fastpath.fingerprint(os.stat(path))
         raw = files.read_regular(path, MAX_CONFIG)
     except FileNotFoundError:
         raise ConfigError(

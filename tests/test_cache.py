@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from docker_credential_quayfed import config, fastpath
 from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.errors import CacheError
 from tests.jwt_factory import fake_jwt
@@ -145,32 +146,34 @@ def test_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A config.toml and cache directory the fast path finds through the environment."""
     config_file = tmp_path / "config.toml"
-    config_file.write_text("# registries\n")
+    config_file.write_text(
+        f'[registries."{REGISTRY}"]\nrobot = "org+bot"\nissuer = "https://idp.example.com"\n'
+        'source = "env"\ntoken_env = "T"\n'
+    )
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
     return config_file
 
 
-def test_snapshot_lets_the_fast_path_find_the_token(tmp_path: Path, config_file: Path) -> None:
-    from docker_credential_quayfed import hot
-
+def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken]:
+    """A token cached for the configured registry, and the snapshot the full path writes."""
+    settings = config.load()
     cache = TokenCache(tmp_path / "cache")
-    entry = token(time.time())
-    cache.write(IDENTITY, entry)
-    stamp = hot.fingerprint(config_file.stat())
-    cache.write_snapshot(str(config_file), stamp, {REGISTRY: (IDENTITY, 300.0, "org+bot")})
-    assert hot.cached_answer(REGISTRY) == ("org+bot", entry.token)
-    assert hot.cached_answer("other.example.com") is None
+    entry = token(issued_at)
+    cache.write(settings.registry(REGISTRY).identity, entry)
+    fastpath.remember(settings, cache)
+    return cache, entry
+
+
+def test_snapshot_lets_the_fast_path_find_the_token(tmp_path: Path, config_file: Path) -> None:
+    _, entry = remembered(tmp_path, time.time())
+    assert fastpath.cached_answer(REGISTRY) == ("org+bot", entry.token)
+    assert fastpath.cached_answer("other.example.com") is None
     # Any edit of config.toml invalidates the snapshot until the full path rewrites it.
-    config_file.write_text("# registries, edited\n")
-    assert hot.cached_answer(REGISTRY) is None
+    config_file.write_text(config_file.read_text() + "# edited\n")
+    assert fastpath.cached_answer(REGISTRY) is None
 
 
 def test_fast_path_refuses_a_token_due_for_refresh(tmp_path: Path, config_file: Path) -> None:
-    from docker_credential_quayfed import hot
-
-    cache = TokenCache(tmp_path / "cache")
-    cache.write(IDENTITY, token(time.time() - 3500))
-    stamp = hot.fingerprint(config_file.stat())
-    cache.write_snapshot(str(config_file), stamp, {REGISTRY: (IDENTITY, 300.0, "org+bot")})
-    assert hot.cached_answer(REGISTRY) is None
+    remembered(tmp_path, time.time() - 3500)
+    assert fastpath.cached_answer(REGISTRY) is None

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from docker_credential_quayfed import hot
+from docker_credential_quayfed import fastpath
 from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.emulator.server import serve_wsgi
 from docker_credential_quayfed.emulator.tls import TestPKI
@@ -175,7 +175,7 @@ def test_a_fifo_is_refused_at_once(env: dict[str, str], tmp_path: Path, which: s
     if which == "snapshot":
         cache_dir = Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
         cache_dir.mkdir(mode=0o700)
-        os.mkfifo(cache_dir / hot.SNAPSHOT_NAME, 0o600)
+        os.mkfifo(cache_dir / fastpath.SNAPSHOT_NAME, 0o600)
     result, elapsed = timed_get(env)
     assert elapsed < 3, f"{which}: get took {elapsed:.1f}s"
     assert result.stdout.strip() == NOT_FOUND
@@ -297,7 +297,7 @@ def test_erase_removes_exactly_the_key_given(tmp_path: Path) -> None:
 
 
 def test_file_names_are_injective() -> None:
-    names = {hot.token_file_name(k, "0" * 16) for k in ("a:1", "a_1", "a%3a1", "A:1".lower())}
+    names = {fastpath.token_file_name(k, "0" * 16) for k in ("a:1", "a_1", "a%3a1", "A:1".lower())}
     assert len(names) == 3
 
 
@@ -365,12 +365,12 @@ def test_a_snapshot_cannot_point_outside_the_cache(
     outside = tmp_path / "other"
     outside.mkdir()
     planted = robot_jwt(3000, planted="yes")
-    for prefix in (f"{HOST}-a", hot.key_file_prefix(HOST) + "a"):  # old and new name schemes
+    for prefix in (f"{HOST}-a", fastpath.key_file_prefix(HOST) + "a"):  # old and new name schemes
         (cache_dir / prefix).mkdir()
     (outside / "x.token").write_text(
-        hot.encode_token(robot_token_from_jwt(HOST, ROBOT, planted, time.time()))
+        fastpath.encode_token(robot_token_from_jwt(HOST, ROBOT, planted, time.time()))
     )
-    snapshot = cache_dir / hot.SNAPSHOT_NAME
+    snapshot = cache_dir / fastpath.SNAPSHOT_NAME
     lines = snapshot.read_text().split("\n")
     lines = [f"{HOST} a/../../other/x 300.0 {ROBOT}" if line.startswith(HOST) else line
              for line in lines]  # fmt: skip
@@ -404,7 +404,7 @@ def test_deeply_nested_json_to_store_is_a_usage_error(env: dict[str, str]) -> No
                                     "user@127.0.0.1:8443"])  # fmt: skip
 def test_ambiguous_registry_names_are_refused(env: dict[str, str], server: str) -> None:
     result = run_helper("get", server, env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no registry host name" in result.stdout
 
 

@@ -1,4 +1,9 @@
-"""The cache-hit path and the on-disk formats it reads.
+"""Can this `get` be answered from disk? The one owner of that decision.
+
+It owns the refresh rule (:meth:`RobotToken.refresh_due`, which doctor reports), the config
+snapshot (written by :func:`remember` after each full-path answer, read by
+:func:`cached_answer`) and the token file format. A setting that changes freshness changes
+here and in the snapshot, nowhere else.
 
 A `get` that finds a fresh token must cost little more than starting Python, so this module
 imports only what the interpreter has already loaded (os, sys, time) and reads two small
@@ -20,6 +25,9 @@ from docker_credential_quayfed import paths
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.config import Config
 
 TOKEN_MAGIC = "quayfed-token 1"
 SNAPSHOT_MAGIC = "quayfed-config 1"
@@ -199,6 +207,26 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> Snapsh
             except ValueError:
                 return None
     return None
+
+
+def remember(settings: Config, cache: TokenCache) -> None:
+    """Record which token file answers each registry key while config.toml keeps its stamp."""
+    from docker_credential_quayfed.cache import identity_digest
+
+    entries = {
+        key: SnapshotEntry(identity_digest(r.identity), float(r.refresh_margin), r.robot)
+        for key, r in settings.registries.items()
+    }
+    text = encode_snapshot(str(settings.path), settings.stamp, entries)
+    dir_fd = open_private_dir(str(cache.directory))
+    current = None
+    if dir_fd is not None:
+        try:
+            current = read_private(SNAPSHOT_NAME, dir_fd)
+        finally:
+            os.close(dir_fd)
+    if current != text:
+        cache.write_private(SNAPSHOT_NAME, text)
 
 
 # -- reading private files -----------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""The docker-credential-helpers front end: get, store, erase, list and version.
+
+Each action takes its stdin text and returns an :class:`Answer` (what goes on stdout and the
+exit code); only ``cli`` writes it. A ``get`` tries the fast path first, which imports nothing
+beyond what Python has loaded at start; everything else is imported only when needed.
+"""
+
+from __future__ import annotations
+
+from docker_credential_quayfed import __version__, fastpath, log, protocol
+from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageError
+from docker_credential_quayfed.paths import APP_NAME as PROGRAM
+
+TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
+if TYPE_CHECKING:
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.config import Config
+    from docker_credential_quayfed.fastpath import RobotToken
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class Answer:
+    """stdout (one line, or the credentials' JSON) and the exit code of a protocol action."""
+
+    __slots__ = ("code", "text")
+
+    def __init__(self, text: str, code: int = EXIT_OK) -> None:
+        self.text = text
+        self.code = code
+
+    @classmethod
+    def failure(cls, message: str, code: int = EXIT_FAILURE) -> Answer:
+        """The protocol's one error shape: the (redacted) message on stdout."""
+        return cls(log.redact(message), code)
+
+
+NOT_FOUND = Answer(protocol.NOT_FOUND, EXIT_FAILURE)
+
+
+def run(action: str, stdin: str) -> Answer:
+    try:
+        if action == "version":
+            return Answer(f"{PROGRAM} {__version__}")
+        if action == "get":
+            return get(stdin)
+        if action == "store":
+            return store(stdin)
+        if action == "erase":
+            return erase(stdin)
+        return list_registries()
+    except QuayfedError as exc:
+        return Answer.failure(exc.message, exc.exit_code)
+
+
+def get(stdin: str) -> Answer:
+    key = protocol.registry_key(stdin)
+    found = fastpath.cached_answer(key)
+    if found is not None:
+        log.debug(f"{key}: answered by the fast path (snapshot and token file)")
+        return Answer(protocol.Credentials(key, *found).to_json())
+    log.debug(f"{key}: no fresh token through the fast path; taking the full path")
+    from docker_credential_quayfed import broker, config
+    from docker_credential_quayfed.cache import TokenCache
+
+    try:
+        settings = config.load()
+    except ConfigError as exc:
+        # A broken or missing config must never break pulls from anywhere: go anonymous.
+        log.error(f"{exc.message} (answering 'not found' for {key})")
+        return NOT_FOUND
+    registry = settings.registries.get(key)
+    if registry is None:
+        log.debug(f"{key} is not configured; answering 'not found'")
+        return NOT_FOUND
+    cache = TokenCache(config.default_cache_dir())
+    try:
+        outcome = broker.robot_token(registry, cache)
+    except QuayfedError as exc:
+        return _failed_get(registry.on_failure, key, exc.message)
+    except Exception as exc:  # a bug must not take the pull down with a traceback
+        return _failed_get(registry.on_failure, key, internal_error(exc))
+    log.debug(f"{key}: answered by the full path ({outcome.how})")
+    remember(settings, cache)
+    return _credentials(key, outcome.token)
+
+
+def _credentials(key: str, token: RobotToken) -> Answer:
+    return Answer(protocol.Credentials(key, token.robot, token.token).to_json())
+
+
+def _failed_get(on_failure: str, key: str, message: str) -> Answer:
+    if on_failure == "error":
+        return Answer.failure(f"{key}: {message}")
+    log.error(f"{key}: {message} (continuing without credentials)")
+    return NOT_FOUND
+
+
+def remember(settings: Config, cache: TokenCache) -> None:
+    """Let the next `get` find its token without parsing the TOML (best effort)."""
+    try:
+        fastpath.remember(settings, cache)
+    except (OSError, QuayfedError) as exc:
+        log.debug(f"could not write the config snapshot: {exc}")
+
+
+def store(stdin: str) -> Answer:
+    import time
+
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
+    from docker_credential_quayfed.claims import NotAJWT
+
+    credentials = protocol.parse_store(stdin)
+    settings = config.load()
+    registry = settings.registry(credentials.server_url)
+    if credentials.username != registry.robot:
+        raise UsageError(
+            f"refusing to store credentials for user {credentials.username!r} on "
+            f"{registry.key}: this helper serves robot {registry.robot!r} there",
+            f"log in as {registry.robot}, or change robot in {registry.config_file}",
+        )
+    refusal = (
+        f"refusing to store a secret without an expiry for {registry.key}: this helper never "
+        "writes long-lived secrets to disk"
+    )
+    now = time.time()
+    try:
+        entry = robot_token_from_jwt(registry.key, registry.robot, credentials.secret, now)
+    except (NotAJWT, ValueError):
+        raise UsageError(
+            refusal, "use a robot token from Quay's federation exchange, or a credential store"
+        ) from None
+    if not entry.valid(now):
+        raise UsageError(
+            f"refusing to store an expired robot token for {registry.key}",
+            f"mint a fresh one with '{PROGRAM} token {registry.key}'",
+        )
+    cache = TokenCache(config.default_cache_dir())
+    cache.write(registry.identity, entry)
+    remember(settings, cache)
+    return Answer("")
+
+
+def erase(stdin: str) -> Answer:
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.cache import TokenCache
+
+    key = protocol.registry_key(stdin)
+    removed = TokenCache(config.default_cache_dir()).erase(key)
+    log.debug(f"erased {removed} cached token(s) for {key}")
+    return Answer("")
+
+
+def list_registries() -> Answer:
+    from docker_credential_quayfed import config
+
+    path = config.default_config_path()
+    if not path.exists():  # nothing configured yet is an empty list, not an error
+        return Answer(protocol.encode_list({}))
+    settings = config.load(path)
+    return Answer(protocol.encode_list({k: r.robot for k, r in settings.registries.items()}))
+
+
+def internal_error(exc: BaseException) -> str:
+    return (
+        f"internal error ({type(exc).__name__}); please report it with the output of "
+        f"DOCKER_CREDENTIAL_QUAYFED_DEBUG=1"
+    )
