@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed import claims, log
 from docker_credential_quayfed.cache import (
@@ -26,6 +26,8 @@ from docker_credential_quayfed.fastpath import DEFAULT_SKEW
 
 if TYPE_CHECKING:
     import httpx
+
+    from docker_credential_quayfed.transport import Deadline
 
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
 CACHED, MINTED, STALE = "cached", "minted", "stale"
@@ -145,22 +147,47 @@ def mint(
     """Get a JWT from the configured source and exchange it at Quay (network; imports httpx).
 
     Everything inside ends within ``budget`` (default: the registry's timeout), whatever the
-    servers or the secret command do.
+    servers or the secret command do. The two steps are :func:`fetch_oidc_token` and
+    :func:`exchange`, which doctor runs one at a time to time and report them.
     """
-    from docker_credential_quayfed import oidc, quay, transport
-    from docker_credential_quayfed.sources import SourceContext, for_registry
+    from docker_credential_quayfed import transport
 
     deadline = transport.Deadline(budget or registry.timeout)
-    source = for_registry(registry)
     with transport.hard_deadline(deadline), registry_client(registry) as session:
-        context = SourceContext(registry=registry, session=session, deadline=deadline)
-        oidc_token = source.fetch(context)
-        log.secret(oidc_token, user=registry.robot)
-        oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
-        log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
-        robot = quay.exchange(
-            session, registry.quay_base_url, registry.robot, oidc_token, deadline=deadline
-        )
+        oidc_token, _ = fetch_oidc_token(registry, session, deadline, clock)
+        return exchange(registry, session, oidc_token, deadline, clock)
+
+
+def fetch_oidc_token(
+    registry: RegistryConfig,
+    session: httpx.Client,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> tuple[str, dict[str, Any]]:
+    """The JWT from the registry's token source and its claims, refused where Quay would."""
+    from docker_credential_quayfed import oidc
+    from docker_credential_quayfed.sources import SourceContext, for_registry
+
+    oidc_token = for_registry(registry).fetch(SourceContext(registry, session, deadline))
+    log.secret(oidc_token, user=registry.robot)
+    oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
+    log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
+    return oidc_token, oidc_claims
+
+
+def exchange(
+    registry: RegistryConfig,
+    session: httpx.Client,
+    oidc_token: str,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+) -> RobotToken:
+    """Trade the JWT for a robot token at Quay; refused when unusable or already expired."""
+    from docker_credential_quayfed import quay
+
+    robot = quay.exchange(
+        session, registry.quay_base_url, registry.robot, oidc_token, deadline=deadline
+    )
     return checked_robot_token(registry, robot, clock())
 
 

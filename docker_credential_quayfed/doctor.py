@@ -21,11 +21,11 @@ from docker_credential_quayfed import (
     log,
     oidc,
     paths,
-    quay,
     transport,
 )
 from docker_credential_quayfed.config import RegistryConfig
-from docker_credential_quayfed.errors import QuayfedError
+from docker_credential_quayfed.errors import CheckFailed, QuayfedError
+from docker_credential_quayfed.fastpath import RobotToken
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
@@ -49,22 +49,13 @@ class Report:
         return all(step.verdict != FAIL for step in self.steps)
 
 
-class _StepFailed(Exception):
-    def __init__(self, detail: str, fix: str = "") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.fix = fix
-
-
 def _timed(report: Report, name: str, action: Callable[[], tuple[str, str]]) -> bool:
     """Run one step; ``action`` returns (verdict, detail) or raises. True if not failed."""
     started = time.monotonic()
     try:
         verdict, detail = action()
         fix = ""
-    except _StepFailed as exc:
-        verdict, detail, fix = FAIL, exc.detail, exc.fix
-    except QuayfedError as exc:
+    except QuayfedError as exc:  # CheckFailed included: one error base
         verdict, detail, fix = FAIL, exc.problem, exc.fix
     report.steps.append(Step(name, verdict, detail, time.monotonic() - started, fix))
     return verdict != FAIL
@@ -85,6 +76,7 @@ class _Checker:
         self.discovery: oidc.Discovery | None = None
         self.jwks: dict[str, Any] = {}
         self.oidc_token = ""
+        self.robot: RobotToken | None = None
         self.robot_token = ""
 
     def discover(self) -> tuple[str, str]:
@@ -106,14 +98,14 @@ class _Checker:
     def fetch_jwks(self) -> tuple[str, str]:
         assert self.discovery is not None
         if not self.discovery.jwks_uri:
-            raise _StepFailed("the discovery document has no jwks_uri", "Quay needs one")
+            raise CheckFailed("the discovery document has no jwks_uri", "Quay needs one")
         response = transport.request(
             self.session, "GET", self.discovery.jwks_uri, deadline=self.deadline, what="JWKS"
         )
         body = transport.json_object(response)
         keys = body.get("keys") if body else None
         if response.status_code != 200 or not isinstance(keys, list):
-            raise _StepFailed(
+            raise CheckFailed(
                 f"{self.discovery.jwks_uri} answered HTTP {response.status_code} without keys",
                 "check the issuer's JWKS endpoint",
             )
@@ -124,11 +116,9 @@ class _Checker:
         return OK, f"{len(keys)} key(s); RSA kids: {', '.join(map(str, rsa))}"
 
     def mint(self) -> tuple[str, str]:
-        from docker_credential_quayfed.sources import SourceContext, for_registry
-
-        source = for_registry(self.registry)
-        self.oidc_token = source.fetch(SourceContext(self.registry, self.session, self.deadline))
-        minted = oidc.check_jwt(self.oidc_token, self.registry.source, time.time())
+        self.oidc_token, minted = broker.fetch_oidc_token(
+            self.registry, self.session, self.deadline
+        )
         header = claims.split(self.oidc_token)[0]
         detail = (
             f"iss={minted.get('iss')} sub={minted.get('sub')} aud={minted.get('aud')} "
@@ -138,12 +128,12 @@ class _Checker:
         if self.jwks:
             kids = {k.get("kid") for k in self.jwks["keys"] if isinstance(k, dict)}
             if header.get("kid") not in kids:
-                raise _StepFailed(
+                raise CheckFailed(
                     f"the token's kid {header.get('kid')!r} is not in the issuer's JWKS ({detail})",
                     "Quay would answer 500; check that the issuer publishes its signing key",
                 )
         if header.get("alg") not in ("RS256", "RS384"):
-            raise _StepFailed(
+            raise CheckFailed(
                 f"the token is signed with {header.get('alg')} ({detail})",
                 "Quay accepts RS256 and RS384 only; change the issuer's signing algorithm",
             )
@@ -152,27 +142,21 @@ class _Checker:
         return OK, detail
 
     def exchange(self) -> tuple[str, str]:
-        self.robot_token = quay.exchange(
-            self.session,
-            self.registry.quay_base_url,
-            self.registry.robot,
-            self.oidc_token,
-            deadline=self.deadline,
-        )
+        self.robot = broker.exchange(self.registry, self.session, self.oidc_token, self.deadline)
+        self.robot_token = self.robot.token
         return OK, f"{self.registry.quay_base_url} issued a robot token for {self.registry.robot}"
 
     def robot_expiry(self) -> tuple[str, str]:
-        robot_claims = claims.unverified_claims(self.robot_token)
-        exp = claims.numeric_claim(robot_claims, "exp") or 0.0
-        iat = claims.numeric_claim(robot_claims, "iat") or time.time()
-        remaining = int(exp - time.time())
+        assert self.robot is not None
+        robot = self.robot
+        now = time.time()
+        sub = claims.unverified_claims(robot.token).get("sub")
+        refresh_in = int(robot.refresh_at(self.registry.refresh_margin) - now)
         detail = (
-            f"sub={robot_claims.get('sub')} expires in {remaining}s (lifetime {int(exp - iat)}s); "
-            f"served from cache until {min(self.registry.refresh_margin, (exp - iat) / 2):.0f}s "
-            "before expiry"
+            f"sub={sub} expires in {int(robot.expires_at - now)}s (lifetime "
+            f"{int(robot.lifetime)}s); served from cache for {refresh_in}s, then refreshed "
+            f"(refresh_margin {self.registry.refresh_margin}s, at most half the lifetime)"
         )
-        if remaining <= 0:
-            raise _StepFailed(detail, "check this machine's clock against Quay's")
         return OK, detail
 
     def registry_login(self) -> tuple[str, str]:
@@ -188,7 +172,7 @@ class _Checker:
             params = _challenge_params(challenge)
             realm = params.pop("realm", "")
             if not realm:
-                raise _StepFailed(f"{base}/v2/ sent a Bearer challenge without realm")
+                raise CheckFailed(f"{base}/v2/ sent a Bearer challenge without realm")
             answer = transport.request(
                 self.session,
                 "GET",
@@ -201,7 +185,7 @@ class _Checker:
             body = transport.json_object(answer)
             bearer = body and (body.get("token") or body.get("access_token"))
             if answer.status_code != 200 or not isinstance(bearer, str):
-                raise _StepFailed(
+                raise CheckFailed(
                     f"the registry's token service {realm} answered HTTP {answer.status_code}",
                     "the robot token was refused: check the robot's permissions in Quay",
                 )
@@ -223,7 +207,7 @@ class _Checker:
                 auth=credentials,
             )
         if final.status_code != 200:
-            raise _StepFailed(
+            raise CheckFailed(
                 f"{base}/v2/ answered HTTP {final.status_code} with the robot's credentials",
                 "check that the registry is this Quay and the robot exists there",
             )
@@ -256,7 +240,7 @@ def _local_checks(report: Report, host: str) -> RegistryConfig | None:
     def on_path() -> tuple[str, str]:
         found = configure.on_path()
         if found is None:
-            raise _StepFailed(
+            raise CheckFailed(
                 "docker-credential-quayfed is not on PATH, so clients cannot run it",
                 "install it with pipx, or add its directory to PATH",
             )

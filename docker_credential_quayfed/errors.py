@@ -54,3 +54,7 @@ class NetworkError(QuayfedError):
 
 class CacheError(QuayfedError):
     """The token cache cannot be used safely."""
+
+
+class CheckFailed(QuayfedError):
+    """A doctor step found a problem (the step's verdict is FAIL)."""

@@ -76,9 +76,13 @@ class RobotToken:
     def lifetime(self) -> float:
         return max(self.expires_at - self.issued_at, 0.0)
 
+    def refresh_at(self, refresh_margin: float) -> float:
+        """When a refresh becomes due: min(refresh_margin, lifetime/2) before expiry."""
+        return self.expires_at - min(refresh_margin, self.lifetime / 2)
+
     def refresh_due(self, refresh_margin: float, now: float) -> bool:
-        """True once no more than min(refresh_margin, lifetime/2) of the token remains."""
-        return self.expires_at - now <= min(refresh_margin, self.lifetime / 2)
+        """The refresh rule: True once the token reaches its refresh point."""
+        return now >= self.refresh_at(refresh_margin)
 
     def valid(self, now: float, skew: float = DEFAULT_SKEW) -> bool:
         return self.expires_at - now > skew

@@ -111,14 +111,10 @@ def _oauth_token(args: argparse.Namespace) -> str:
 
 
 def _minted_pair(host: str) -> dict[str, str]:
-    from docker_credential_quayfed import claims
-    from docker_credential_quayfed.sources import SourceContext, for_registry
-
     registry = config.load().registry(host)
     deadline = transport.Deadline(registry.timeout)
     with transport.hard_deadline(deadline), broker.registry_client(registry) as session:
-        token = for_registry(registry).fetch(SourceContext(registry, session, deadline))
-    minted = claims.unverified_claims(token)
+        _, minted = broker.fetch_oidc_token(registry, session, deadline)
     return {"issuer": str(minted.get("iss", "")), "subject": str(minted.get("sub", ""))}
 
 
