@@ -160,7 +160,7 @@ quay_url = "https://127.0.0.1:1"
 
 def cold(helper: list[str], rounds: int, workdir: Path) -> dict[str, float] | None:
     try:
-        from docker_credential_quayfed.demo import DemoServers
+        from docker_credential_quayfed.commands.demo import DemoServers
     except ImportError as exc:
         print(f"cold get: skipped ({exc}); install the demo extra to measure it")
         return None

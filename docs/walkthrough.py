@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from docker_credential_quayfed.demo import PASSWORD_ENV, ROBOT, DemoServers
+from docker_credential_quayfed.commands.demo import PASSWORD_ENV, ROBOT, DemoServers
 
 ADMIN_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
 

@@ -152,7 +152,7 @@ def test_unconfigure_undoes_configure(home: dict[str, str]) -> None:
 
 
 def test_default_auth_file_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from docker_credential_quayfed import configure as edit
+    from docker_credential_quayfed import config_files as edit
 
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))

@@ -12,9 +12,9 @@ class FileTokenSource(TokenSource):
     identity_key = "token_file"
 
     def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed import secrets
+        from docker_credential_quayfed import secret_reader
 
         # Projected tokens are short-lived and mounted 0644 by default: no mode warning.
-        return secrets.read_secret_file(
+        return secret_reader.read_secret_file(
             "token", context.registry.token_file, where="token_file", check_mode=False
         )

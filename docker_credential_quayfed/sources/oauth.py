@@ -22,10 +22,10 @@ def has_client_secret(context: SourceContext) -> bool:
 
 
 def client_secret(context: SourceContext) -> str:
-    from docker_credential_quayfed import secrets
+    from docker_credential_quayfed import secret_reader
 
     registry = context.registry
-    return secrets.resolve(
+    return secret_reader.resolve(
         "client secret",
         env=registry.client_secret_env,
         file=registry.client_secret_file,

@@ -18,10 +18,10 @@ class PasswordSource(TokenSource):
     identity_key = "username"
 
     def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed import secrets
+        from docker_credential_quayfed import secret_reader
 
         registry = context.registry
-        password = secrets.resolve(
+        password = secret_reader.resolve(
             "password",
             env=registry.password_env,
             file=registry.password_file,

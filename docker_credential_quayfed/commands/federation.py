@@ -7,7 +7,8 @@ import json
 import os
 from typing import Any
 
-from docker_credential_quayfed import broker, config, quay, secrets, transport
+from docker_credential_quayfed import broker, config, quay, secret_reader, transport
+from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.errors import ConfigError, UsageError
 
 DEFAULT_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
@@ -17,7 +18,7 @@ def add_parser(commands: Any) -> None:
     federation = commands.add_parser(
         "federation",
         help="Show or change which OIDC issuer/subject pairs a Quay robot trusts.",
-        description=(
+        description=describe(
             "Manage a robot's federation list through Quay's API "
             "(/api/v1/organization/ORG/robots/NAME/federation, or /api/v1/user/... with "
             "--user). Needs a Quay OAuth token with org:admin, read from $QUAY_OAUTH_TOKEN "
@@ -100,7 +101,9 @@ def _settings_for(args: argparse.Namespace) -> tuple[str, str]:
 
 def _oauth_token(args: argparse.Namespace) -> str:
     if args.token_file:
-        return secrets.read_secret_file("Quay OAuth token", args.token_file, where="--token-file")
+        return secret_reader.read_secret_file(
+            "Quay OAuth token", args.token_file, where="--token-file"
+        )
     value = os.environ.get(args.token_env, "").strip()
     if not value:
         raise UsageError(

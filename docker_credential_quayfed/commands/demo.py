@@ -6,6 +6,7 @@ itself never does.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -16,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from docker_credential_quayfed import claims
+from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.errors import QuayfedError
 
 ROBOT = "quay_federation+rhbk_user"
@@ -164,3 +167,18 @@ def run_demo() -> int:
                 "ORG+ROBOT --issuer URL --source ... (see --help), then: doctor HOST"
             )
     return 0
+
+
+def add_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="Run the whole flow against an embedded issuer and Quay on loopback.",
+        description=describe(
+            "Start an embedded OIDC issuer and Quay federation endpoint on loopback with TLS, "
+            "then run 'get' twice (minted, then cached), printing each step. Needs the "
+            "'demo' extra: pip install 'docker-credential-quayfed[demo]'."
+        ),
+        epilog="example:\n  docker-credential-quayfed demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.set_defaults(handler=lambda args: run_demo())

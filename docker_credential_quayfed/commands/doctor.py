@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -17,12 +18,13 @@ from docker_credential_quayfed import (
     broker,
     claims,
     config,
-    configure,
+    config_files,
     log,
     oidc,
     paths,
     transport,
 )
+from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CheckFailed, QuayfedError
 from docker_credential_quayfed.fastpath import RobotToken
@@ -238,7 +240,7 @@ def _local_checks(report: Report, host: str) -> RegistryConfig | None:
     config_ok = _timed(report, "config", load)
 
     def on_path() -> tuple[str, str]:
-        found = configure.on_path()
+        found = config_files.on_path()
         if found is None:
             raise CheckFailed(
                 "docker-credential-quayfed is not on PATH, so clients cannot run it",
@@ -255,8 +257,8 @@ def _local_checks(report: Report, host: str) -> RegistryConfig | None:
 
 def _wiring(report: Report, host: str) -> None:
     candidates = [
-        ("docker config.json", configure.docker_config_path()),
-        ("containers auth.json", configure.containers_auth_path()),
+        ("docker config.json", config_files.docker_config_path()),
+        ("containers auth.json", config_files.containers_auth_path()),
     ]
     home_docker = Path.home() / ".docker" / "config.json"
     if home_docker != candidates[0][1]:
@@ -265,7 +267,7 @@ def _wiring(report: Report, host: str) -> None:
     started = time.monotonic()
     for label, path in candidates:
         try:
-            state = configure.cred_helper_wired(path, host)
+            state = config_files.cred_helper_wired(path, host)
         except QuayfedError as exc:
             report.steps.append(Step(f"credHelpers: {label}", WARN, exc.problem, 0.0, exc.fix))
             continue
@@ -378,3 +380,33 @@ def run(hosts: list[str], as_json: bool) -> int:
     else:
         print(log.redact(render(reports)))
     return 0 if all(r.passed for r in reports) else 1
+
+
+def add_parser(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="Check every step for HOST (or every configured host), timed, with verdicts.",
+        description=describe(
+            "Run each step of the flow and print one line per step with its timing and a "
+            "verdict: config, helper on PATH, credHelpers wiring in each client file, OIDC "
+            "discovery, JWKS, a minted token (its iss, sub, aud and exp: exactly what Quay's "
+            "federation dialog needs), the Quay exchange, the robot token's expiry, and a /v2/ "
+            "login at the registry. A failing step says what to do next. Exit code 0 only "
+            "when nothing failed."
+        ),
+        epilog=(
+            "examples:\n"
+            "  docker-credential-quayfed doctor quay.example.com\n"
+            "  docker-credential-quayfed doctor --json\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("hosts", metavar="HOST", nargs="*", help="registry host(s) to check")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed.protocol import registry_key
+
+    return run([registry_key(h) for h in args.hosts], args.json)
