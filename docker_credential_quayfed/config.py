@@ -159,6 +159,30 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 
+def settings_reference() -> list[tuple[str, str, str, str]]:
+    """(key, meaning, default, which sources need it) for each setting: the README's table and
+    the man page's CONFIGURATION section are made from this."""
+    from docker_credential_quayfed.sources import SOURCES
+
+    rows = []
+    for setting in SETTINGS:
+        if setting.name in COMMON_REQUIRED:
+            need = "required"
+        else:
+            needing = [s.name for s in SOURCES if setting.name in s.required]
+            parts = [f"required by {', '.join(needing)}"] if needing else []
+            parts += [
+                f"{s.name} needs one of {', '.join(group)}"
+                for s in SOURCES
+                for group in s.one_of
+                if setting.name in group
+            ]
+            need = "; ".join(parts) or "optional"
+        default = setting.default or ("-" if need == "required" else '""')
+        rows.append((setting.name, setting.help, default, need))
+    return rows
+
+
 def setting_type(name: str) -> type:
     """The Python type a setting holds (str, int, float, bool or tuple of str)."""
     return _FIELD_TYPES[name]

@@ -159,6 +159,28 @@ def release_date(version: str) -> str:
     return match.group(1) if match else ""
 
 
+def configuration_section() -> list[str]:
+    """Each setting of a registry table and each token source, from the code's declarations."""
+    from docker_credential_quayfed.config import settings_reference
+    from docker_credential_quayfed.sources import SOURCES
+
+    out = [
+        ".SH CONFIGURATION",
+        ".PP",
+        escape('One [registries."HOST"] table per registry in the TOML configuration file.'),
+    ]
+    for name, meaning, default, need in settings_reference():
+        out += [
+            ".TP",
+            bold(name),
+            escape(f"{meaning.replace('`', '')} (default {default}; {need})"),
+        ]
+    out += [".PP", escape("Token sources (source = NAME):")]
+    for source in SOURCES:
+        out += [".TP", bold(source.name), escape(source.summary)]
+    return out
+
+
 def render() -> str:
     sys.path.insert(0, str(ROOT))
     import docker_credential_quayfed
@@ -189,6 +211,7 @@ def render() -> str:
     for section, lines in epilog_sections(parser.epilog or ""):
         heading = SECTION_NAMES.get(section.lower(), section.split(" (")[0].upper())
         out += [f'.SH "{escape(heading)}"', *section_body(section, lines)]
+    out += configuration_section()
     out += [".SH SEE ALSO", SEE_ALSO]
     return "\n".join(out) + "\n"
 

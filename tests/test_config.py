@@ -167,3 +167,20 @@ def test_every_source_setting_is_a_known_setting() -> None:
         assert set(source.settings()) <= known, source.name
         assert set(source.secret_keys) <= set(source.settings()), source.name
         assert not source.identity_key or source.identity_key in known
+
+
+def test_readme_tables_are_generated_from_the_declarations() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "docs" / "reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for source in SOURCES:
+        assert f"| `{source.name}` |" in readme
