@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 from docker_credential_quayfed.commands.demo import PASSWORD_ENV, ROBOT, DemoServers
@@ -29,7 +30,12 @@ def helper() -> str:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="quayfed-walkthrough-") as temp:
         home = Path(temp)
-        with DemoServers(home / "servers", federate=False, ports=(9443, 8443)) as servers:
+        # Free ports, shown as 9443 and 8443 so that the page does not change from run to run.
+        with DemoServers(home / "servers", federate=False) as servers:
+            shown_ports = {
+                str(urllib.parse.urlsplit(servers.issuer.issuer).port): "9443",
+                str(urllib.parse.urlsplit(servers.quay.url).port): "8443",
+            }
             host = servers.quay.host
             servers.quay.add_admin_token("walkthrough-oauth-token", ["quay_federation"])
             env = {
@@ -100,11 +106,20 @@ def main() -> int:
                     None,
                 ),
             ]
+            helper_dir = str(Path(helper()).parent)
+
+            def neutral(text: str) -> str:
+                """No path or port of the machine the page was made on."""
+                text = text.replace(str(home), "~").replace(helper_dir, "~/.local/bin")
+                for actual, fixed in shown_ports.items():
+                    text = text.replace(f"127.0.0.1:{actual}", f"127.0.0.1:{fixed}")
+                return text
+
             for text, args, stdin in steps:
-                shown = [a.replace(str(home), "~") for a in args]
+                shown = [neutral(a) for a in args]
                 command = "docker-credential-quayfed " + " ".join(shlex.quote(a) for a in shown)
                 if stdin is not None:
-                    command = f"echo {stdin} | {command}"
+                    command = f"echo {neutral(stdin)} | {command}"
                 done = subprocess.run(
                     [helper(), *args],
                     input=(stdin or "").encode(),
@@ -113,7 +128,7 @@ def main() -> int:
                     timeout=120,
                     check=False,
                 )
-                output = (done.stdout + done.stderr).decode().replace(str(home), "~")
+                output = neutral((done.stdout + done.stderr).decode())
                 output = _shorten_tokens(output)
                 print(text)
                 print()
