@@ -126,6 +126,10 @@ for expected in /usr/bin/docker-credential-quayfed /usr/share/man/man1/docker-cr
         exit 1
     }
 done
+if grep -q quay_sandbox <<<"${files}"; then
+    echo "the binary RPM ships the test doubles (quay_sandbox)" >&2
+    exit 1
+fi
 ok "RPM: rpmspec -P parses, rpmlint clean, rpmbuild -bs builds the SRPM; rpmbuild -bb with STAND-IN pyproject macros runs %build/%install/%check/%files (not Fedora's macros)"
 
 step "container: entrypoint and Containerfile"

@@ -1,7 +1,7 @@
 """Fixtures shared by every test file: a test CA, the nanoidp OIDC provider, a Kubernetes-like
 issuer and the Quay emulator, all over TLS.
 
-- ``test_pki`` (session): :class:`~docker_credential_quayfed.emulator.tls.TestPKI`; give
+- ``test_pki`` (session): :class:`~quay_sandbox.tls.TestPKI`; give
   ``test_pki.ca_cert`` to anything that must trust the servers below.
 - ``oidc_provider`` (session): :class:`tests.support.oidc_provider.OIDCProvider`, nanoidp in
   its own server process (run by ``$QUAYFED_NANOIDP_PYTHON``, else this interpreter) in
@@ -11,7 +11,7 @@ issuer and the Quay emulator, all over TLS.
 - ``kube_issuer`` (session): :class:`tests.support.oidc_provider.KubeIssuer` (``.issuer``,
   ``.mint(namespace, name, audience=...)``, ``.write_token(path)``).
 - ``quay`` (function): the session's running
-  :class:`~docker_credential_quayfed.emulator.quay.QuayEmulator` (``.url``, ``.host``,
+  :class:`~quay_sandbox.quay.QuayEmulator` (``.url``, ``.host``,
   ``.federate(robot, issuer, subject)``, ``.add_robot(...)``, ``.inject_fault(...)``,
   ``.counters_snapshot()``, ``.registry_token_cert_path``), trusting ``test_pki``; robots,
   admin tokens, lifetimes, counters and faults are reset before each test.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed.emulator.quay import QuayEmulator
-from docker_credential_quayfed.emulator.tls import TestPKI, make_test_pki
+from quay_sandbox.quay import QuayEmulator
+from quay_sandbox.tls import TestPKI, make_test_pki
 from tests.support.oidc_provider import KubeIssuer, NanoidpServers, OIDCProvider, start_nanoidp
 
 

@@ -1,5 +1,5 @@
 """The emulator's own pieces: test PKI, WSGI server, keys, the Keycloak-shaped and Kubernetes-like
-issuers, and the ``python -m docker_credential_quayfed.emulator`` entry point."""
+issuers, and the ``python -m quay_sandbox`` entry point."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ import httpx
 import jwt
 import pytest
 
-from docker_credential_quayfed.emulator.issuer import (
+from quay_sandbox.issuer import (
     IssuerClient,
     IssuerUser,
     KeycloakIssuer,
     KubernetesIssuer,
 )
-from docker_credential_quayfed.emulator.keys import generate_ec_key, generate_rsa_key, jwks
-from docker_credential_quayfed.emulator.quay import EXCHANGE_PATH
-from docker_credential_quayfed.emulator.server import serve_wsgi
-from docker_credential_quayfed.emulator.tls import TestPKI, load_or_make_test_pki, make_test_pki
+from quay_sandbox.keys import generate_ec_key, generate_rsa_key, jwks
+from quay_sandbox.quay import EXCHANGE_PATH
+from quay_sandbox.server import serve_wsgi
+from quay_sandbox.tls import TestPKI, load_or_make_test_pki, make_test_pki
 from tests.support import trusting
 
 JDOE = IssuerUser("jdoe", "secret")
@@ -224,7 +224,7 @@ def test_kubernetes_issuer(test_pki: TestPKI, tls: ssl.SSLContext) -> None:
 
 def run_emulator(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "docker_credential_quayfed.emulator", *args],
+        [sys.executable, "-m", "quay_sandbox", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

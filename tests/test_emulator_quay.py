@@ -16,10 +16,10 @@ import jwt
 import pytest
 from cryptography import x509
 
-from docker_credential_quayfed.emulator.issuer import KeycloakIssuer
-from docker_credential_quayfed.emulator.keys import generate_ec_key, generate_rsa_key
-from docker_credential_quayfed.emulator.quay import EXCHANGE_PATH, QuayEmulator
-from docker_credential_quayfed.emulator.tls import TestPKI
+from quay_sandbox.issuer import KeycloakIssuer
+from quay_sandbox.keys import generate_ec_key, generate_rsa_key
+from quay_sandbox.quay import EXCHANGE_PATH, QuayEmulator
+from quay_sandbox.tls import TestPKI
 from tests.support import trusting
 from tests.support.oidc_provider import OIDCProvider
 

@@ -20,9 +20,9 @@ import pytest
 
 from docker_credential_quayfed import fastpath
 from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
-from docker_credential_quayfed.emulator.server import serve_wsgi
-from docker_credential_quayfed.emulator.tls import TestPKI
 from docker_credential_quayfed.protocol import NOT_FOUND
+from quay_sandbox.server import serve_wsgi
+from quay_sandbox.tls import TestPKI
 from tests.helper_process import Result, run_helper
 from tests.jwt_factory import fake_jwt
 from tests.test_integration import PASSWORD_ENV, ROBOT, Setup, answer_of, password_setup

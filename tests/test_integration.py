@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from docker_credential_quayfed import claims, quay, transport
-from docker_credential_quayfed.emulator.quay import QuayEmulator
-from docker_credential_quayfed.emulator.server import serve_wsgi
-from docker_credential_quayfed.emulator.tls import TestPKI
 from docker_credential_quayfed.errors import QuayError
 from docker_credential_quayfed.protocol import NOT_FOUND
+from quay_sandbox.quay import QuayEmulator
+from quay_sandbox.server import serve_wsgi
+from quay_sandbox.tls import TestPKI
 from tests.helper_process import Result, run_helper
 from tests.support.oidc_provider import KubeIssuer, OIDCProvider
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import jwt
 
-from docker_credential_quayfed.emulator.tls import TestPKI
+from quay_sandbox.tls import TestPKI
 from tests.support import trusting
 from tests.support.oidc_provider import (
     CONFIDENTIAL_SECRET,
@@ -206,7 +206,7 @@ def test_server_process_exits_when_its_parent_dies(tmp_path: Path, test_pki: Tes
         f"""
         import json, sys, time
         from pathlib import Path
-        from docker_credential_quayfed.emulator.tls import TestPKI
+        from quay_sandbox.tls import TestPKI
         from tests.support.oidc_provider import start_nanoidp
         pki = TestPKI(Path({str(test_pki.ca_cert)!r}), Path({str(test_pki.server_cert)!r}),
                       Path({str(test_pki.server_key)!r}))

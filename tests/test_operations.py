@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed.emulator.quay import QuayEmulator
+from quay_sandbox.quay import QuayEmulator
 from tests.helper_process import Result, helper_command, run_helper
 from tests.support.oidc_provider import OIDCProvider
 

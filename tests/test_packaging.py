@@ -125,6 +125,12 @@ def test_zipapp_builds_and_answers_a_cache_hit(zipapp: Path, tmp_path: Path) -> 
     assert "CA bundle loads" in smoke.check_zipapp_imports(sys.executable, zipapp)
 
 
+def test_zipapp_leaves_the_test_doubles_out(zipapp: Path) -> None:
+    names = zipfile.ZipFile(zipapp).namelist()
+    assert any(name.startswith("docker_credential_quayfed/") for name in names)
+    assert not [name for name in names if "quay_sandbox" in name or "emulator" in name]
+
+
 def test_zipapp_build_id_is_a_hash_of_the_payload(zipapp: Path) -> None:
     smoke = load("smoke.py")
     build_id = smoke.build_id(zipapp)

@@ -36,17 +36,18 @@ class DemoServers:
         self, directory: Path, *, federate: bool = True, ports: tuple[int, int] = (0, 0)
     ) -> None:
         try:
-            from docker_credential_quayfed.emulator.issuer import (
+            from quay_sandbox.issuer import (
                 IssuerClient,
                 IssuerUser,
                 KeycloakIssuer,
             )
-            from docker_credential_quayfed.emulator.quay import QuayEmulator
-            from docker_credential_quayfed.emulator.tls import make_test_pki
+            from quay_sandbox.quay import QuayEmulator
+            from quay_sandbox.tls import make_test_pki
         except ImportError as exc:
             raise QuayfedError(
-                f"the demo needs the 'demo' extra ({exc.name} is missing)",
-                "pip install 'docker-credential-quayfed[demo]'",
+                f"the demo needs the embedded servers and the 'demo' extra ({exc.name} is "
+                "missing; the single file, the RPM and the image leave them out)",
+                "from a clone of the repository: pip install '.[demo]'",
             ) from None
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -111,9 +112,10 @@ def _show_token(label: str, token: str) -> None:
 def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="quayfed-demo-") as temp:
         work = Path(temp)
+        servers = DemoServers(work / "servers")  # says what is missing before any banner
         print("1. Starting an OIDC issuer (Keycloak layout) and Quay's federation endpoint")
         print("   on loopback, both over TLS with a throw-away CA.")
-        with DemoServers(work / "servers") as servers:
+        with servers:
             registry = servers.quay.host
             print(f"   issuer: {servers.issuer.issuer}")
             print(f"   quay:   {servers.quay.url}")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed.emulator.quay import QuayEmulator
-from docker_credential_quayfed.emulator.tls import TestPKI
+from quay_sandbox.quay import QuayEmulator
+from quay_sandbox.tls import TestPKI
 from tests.e2e.clients import CLIENTS, ClientSandbox
 from tests.e2e.deployment import (
     E2E,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from docker_credential_quayfed.emulator.quay import QuayEmulator
+from quay_sandbox.quay import QuayEmulator
 from tests.e2e import helper_config
 from tests.e2e.clients import HELPER_NAME, ClientRun, ClientSandbox
 from tests.e2e.images import write_oci_image

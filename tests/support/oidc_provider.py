@@ -56,8 +56,8 @@ from typing import IO, TYPE_CHECKING, Any, Callable
 import httpx
 import jwt
 
-from docker_credential_quayfed.emulator.server import RunningServer, serve_wsgi
-from docker_credential_quayfed.emulator.tls import TestPKI
+from quay_sandbox.server import RunningServer, serve_wsgi
+from quay_sandbox.tls import TestPKI
 from tests.support import trusting
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Run an emulator in the foreground, for end-to-end tests that need it in another process.
 
-    python -m docker_credential_quayfed.emulator quay|issuer --tls-dir DIR [--port 0]
+    python -m quay_sandbox quay|issuer --tls-dir DIR [--port 0]
         [--host 127.0.0.1] [--config FILE.json] [--ca-bundle FILE]
 
 The test PKI is created in DIR unless it is already there. Once serving, ONE JSON line goes to
@@ -109,7 +109,7 @@ def _start_issuer(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m docker_credential_quayfed.emulator")
+    parser = argparse.ArgumentParser(prog="python -m quay_sandbox")
     parser.add_argument("kind", choices=("quay", "issuer"))
     parser.add_argument("--tls-dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
