@@ -209,9 +209,10 @@ def checked_robot_token(registry: RegistryConfig, robot: str, now: float) -> Rob
             "check quay_url points at Quay",
         ) from None
     if not minted.valid(now, SKEW):
+        left = minted.expires_at - now
+        when = f"expired {int(-left)}s ago" if left <= 0 else f"expires in {left:.0f}s"
         raise QuayError(
-            f"Quay returned a robot token for {registry.robot} that expired "
-            f"{int(now - minted.expires_at)}s ago",
+            f"Quay returned a robot token for {registry.robot} that {when}: too late to use",
             "check the clocks of Quay and this machine (NTP)",
         )
     log.debug(f"robot token: {claims.describe(claims.unverified_claims(robot))}")

@@ -118,7 +118,9 @@ def request_token(
             log.secret(value)
     token = body.get(token_type)
     if not isinstance(token, str) or not token:
-        present = sorted(k for k in ("id_token", "access_token") if body.get(k))
+        present = sorted(
+            k for k in ("id_token", "access_token") if isinstance(body.get(k), str) and body[k]
+        )
         fix = (
             "add openid to scope (id_tokens need it)"
             if token_type == "id_token"

@@ -24,11 +24,12 @@ def refusal(url: str, *, allow_http: bool) -> tuple[str, str] | None:
         host = parts.hostname or ""
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
-        return f"{url!r} is not a valid URL", "check the host and port"
+        return f"{shown(url)} is not a valid URL", "check the host and port"
     if not host:
-        return f"{url!r} has no host", "write it as https://HOST[:PORT]/..."
+        return f"{shown(url)} has no host", "write it as https://HOST[:PORT]/..."
+    # The URL is never repeated whole: its user info may hold a password.
     if "@" in parts.netloc or "\\" in url:
-        return f"{url!r} carries user info", "remove the user@ part: secrets never go in URLs"
+        return f"{shown(url)} carries user info", "remove the user@ part: secrets never go in URLs"
     if parts.scheme == "https":
         return None
     if parts.scheme == "http" and is_loopback(host):
