@@ -32,7 +32,12 @@ def split(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = token.strip().split(".")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise NotAJWT("not a JWT")
+    if not all(set(part) <= _BASE64URL for part in parts):
+        raise NotAJWT("not a JWT")  # a compact JWS is base64url text, the signature included
     return _part(parts[0]), _part(parts[1])
+
+
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

@@ -188,6 +188,8 @@ def setting_type(name: str) -> type:
     return _FIELD_TYPES[name]
 
 
+#: robot tokens live an hour; a day's margin is already "always refresh"
+MAX_REFRESH_MARGIN = 86400
 #: a config file larger than this is not a config file
 MAX_CONFIG = 1 << 20
 _TYPE_NAMES = {
@@ -240,6 +242,8 @@ def parse_text(text: str, path: Path, stamp: str = "") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax there") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply to be a config", "fix the file") from None
     return parse(document, path, stamp)
 
 
@@ -334,7 +338,10 @@ def _registry(
             problems.add(f"{where} has unknown key {name!r}", hint)
             continue
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                value = float("inf")  # out of every range below: reported there
         if expected is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = tuple(v.strip().lower() for v in value)
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
@@ -369,7 +376,8 @@ def _registry(
     _check_choice(values, "token_type", TOKEN_TYPES, where, problems)
     _check_choice(values, "on_failure", ON_FAILURE, where, problems)
     robot = values.get("robot", "")
-    if robot and ("+" not in robot or robot.startswith("+") or robot.endswith("+")):
+    malformed = not robot.isascii() or any(c.isspace() or c in "/\\" for c in robot)
+    if robot and ("+" not in robot or robot.startswith("+") or robot.endswith("+") or malformed):
         problems.add(
             f"{where} robot = {robot!r} is not a full robot name",
             'write it as "namespace+shortname", e.g. "quay_federation+rhbk_user"',
@@ -395,8 +403,11 @@ def _registry(
             )
     if values.get("ca_bundle"):
         values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where, problems)
-    if values.get("refresh_margin", 300) < 0:
-        problems.add(f"{where} refresh_margin must be 0 or more", "write refresh_margin = 300")
+    if not 0 <= values.get("refresh_margin", 300) <= MAX_REFRESH_MARGIN:
+        problems.add(
+            f"{where} refresh_margin must be 0 to {MAX_REFRESH_MARGIN} seconds",
+            "write refresh_margin = 300",
+        )
     if not 1 <= values.get("timeout", 25.0) <= 120:
         problems.add(f"{where} timeout must be 1 to 120 seconds", "write timeout = 25")
     if len(problems.found) > before:

@@ -29,7 +29,7 @@ _ENCODED_RUN = r"[A-Za-z0-9+/=_%.~-]{8,}"
 _MIN_RAW = 3
 _MIN_ENCODED = 12
 # Server text longer than this is cut: a person needs the gist, not a page.
-SERVER_TEXT_LIMIT = 160
+SERVER_TEXT_LIMIT = 120
 # Opaque runs this long in server text are redacted even when they match no known secret.
 _OPAQUE_RUN = r"[A-Za-z0-9+/_-]{40,}={0,2}"
 

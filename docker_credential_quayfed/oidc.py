@@ -43,7 +43,8 @@ def discover(
             "https://HOST/realms/REALM for Keycloak",
         )
     document = transport.json_object(response)
-    if document is None or not isinstance(document.get("token_endpoint"), str):
+    endpoint = document.get("token_endpoint") if document is not None else None
+    if document is None or not isinstance(endpoint, str) or not endpoint.strip():
         raise IssuerError(
             f"OIDC discovery at {url} is not an OpenID configuration (no token_endpoint)",
             "check issuer in the config",
@@ -151,7 +152,11 @@ def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint:
     if body is not None and isinstance(body.get("error"), str):
         code = log.server_text(body["error"], limit=60)
         description = body.get("error_description")
-        detail = f"{code}: {log.server_text(description)}" if isinstance(description, str) else code
+        detail = (
+            f"{code}: {log.server_text(description, limit=80)}"
+            if isinstance(description, str)
+            else code
+        )
         return IssuerError(
             f"the issuer refused the {grant} grant (HTTP {status}, {detail})",
             _ERROR_FIXES.get(code, "check the client settings at the issuer"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import http.cookiejar
 import random
 import time
 import urllib.parse
@@ -69,6 +70,8 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
         headers={"User-Agent": USER_AGENT},
         timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
         follow_redirects=False,
+        # No state between requests: a cookie a server set has no business in the next one.
+        cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         trust_env=True,
         event_hooks={"request": [refuse_cleartext]},
     )
@@ -192,6 +195,9 @@ def request(
         except httpx.HTTPError as exc:
             failure = f"{what} at {urls.shown(url)} failed: {_reason(exc)}"
             response = None
+        except UnicodeError:
+            failure = f"{what} at {urls.shown(url)} answered with unreadable headers"
+            response = None
         finally:
             _in_flight.pop()
         if response is not None:
@@ -240,10 +246,11 @@ def _send(
     finally:
         response.close()
     # The body is decoded already: drop the headers that described its encoding on the wire.
+    # Raw bytes: a header a server sent in Latin-1 or UTF-8 must survive the copy.
     headers = [
         (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in ("content-encoding", "transfer-encoding", "content-length")
+        for name, value in response.headers.raw
+        if name.lower() not in (b"content-encoding", b"transfer-encoding", b"content-length")
     ]
     return httpx.Response(
         response.status_code, headers=headers, content=b"".join(chunks), request=prepared
@@ -279,7 +286,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), 5.0)
     parsed = email.utils.parsedate_tz(value)
     if parsed is None:

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import leaks
+
 EXECUTABLE = "docker-credential-quayfed"
 
 
@@ -38,6 +40,7 @@ def run_helper(
 ) -> Result:
     data = stdin.encode() if isinstance(stdin, str) else stdin
     merged = {**os.environ, **(env or {})}
+    leaks.helper_input(action, data, env)
     done = subprocess.run(
         [*helper_command(), action, *extra_args],
         input=data,
@@ -46,4 +49,6 @@ def run_helper(
         timeout=timeout,
         check=False,
     )
-    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    leaks.helper_output(action, result.returncode, result.stdout, result.stderr, "helper")
+    return result

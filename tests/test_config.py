@@ -71,7 +71,10 @@ def test_unconfigured_registry_is_named(tmp_path: Path) -> None:
         (('robot = "quay_federation+rhbk_user"\n', ""), "missing robot"),
         (('username = "jdoe"\n', ""), "missing username"),
         (("refresh_margin = 60", 'refresh_margin = "60"'), "refresh_margin must be a number"),
-        (("refresh_margin = 60", "refresh_margin = -1"), "refresh_margin must be 0 or more"),
+        (
+            ("refresh_margin = 60", "refresh_margin = -1"),
+            "refresh_margin must be 0 to 86400 seconds",
+        ),
         (('password_env = "OIDC_PASSWORD"', 'pasword_env = "X"'), "did you mean 'password_env'"),
         (
             ('password_env = "OIDC_PASSWORD"\n', ""),
