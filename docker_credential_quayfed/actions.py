@@ -7,6 +7,8 @@ beyond what Python has loaded at start; everything else is imported only when ne
 
 from __future__ import annotations
 
+import time
+
 from docker_credential_quayfed import __version__, fastpath, log, protocol
 from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageError
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.config import Config
     from docker_credential_quayfed.fastpath import RobotToken
+
+#: when this process began its work: a get's ``timeout`` counts from here
+STARTED = time.monotonic()
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -76,7 +81,7 @@ def get(stdin: str) -> Answer:
         return NOT_FOUND
     cache = TokenCache(config.default_cache_dir())
     try:
-        outcome = broker.robot_token(registry, cache)
+        outcome = broker.robot_token(registry, cache, started=STARTED)
     except QuayfedError as exc:
         return _failed_get(registry.on_failure, key, exc.message)
     except Exception as exc:  # a bug must not take the pull down with a traceback

@@ -61,11 +61,15 @@ def robot_token(
     *,
     clock: Callable[[], float] = time.time,
     force: bool = False,
+    started: float | None = None,
 ) -> Outcome:
-    """A usable robot token for ``registry``: cached while fresh, else minted under a lock."""
+    """A usable robot token for ``registry``: cached while fresh, else minted under a lock.
+
+    ``started`` (time.monotonic) is when the command began: ``timeout`` counts from there.
+    """
     from docker_credential_quayfed.transport import Deadline
 
-    deadline = Deadline(registry.timeout)
+    deadline = Deadline(registry.timeout, started if started is not None else time.monotonic())
     key, identity = registry.key, registry.identity
     settings = settings_digest(registry)
 

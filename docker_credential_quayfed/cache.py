@@ -24,6 +24,8 @@ from docker_credential_quayfed.fastpath import RobotToken
 __all__ = ["RobotToken", "TokenCache", "robot_token_from_jwt"]
 
 FAILURE_MAGIC = "quayfed-failure 1"
+#: an iat this far in our future means the issuer's clock is ahead of ours
+CLOCK_TOLERANCE = 2.0
 
 
 class LockTimeout(CacheError):
@@ -39,6 +41,11 @@ def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> R
     issued_at = claims.numeric_claim(token_claims, "iat")
     if issued_at is None or issued_at > expires_at:
         issued_at = min(now, expires_at)
+    ahead = issued_at - now
+    if ahead > CLOCK_TOLERANCE:
+        # Issued in our future: the issuer's clock is ahead and it will stop accepting the
+        # token that much earlier by our clock. Its life is counted from our "now" instead.
+        issued_at, expires_at = now, expires_at - ahead
     return RobotToken(registry, robot, token, issued_at, expires_at)
 
 

@@ -118,8 +118,9 @@ def decode_token(
         return None
     if fields.get("registry") != registry or not robot or not token or " " in token:
         return None
-    if (exp_of or jwt_exp)(token) != expires_at:
-        return None  # the file's expiry must be the token's own
+    exp = (exp_of or jwt_exp)(token)
+    if exp is None or expires_at > exp:
+        return None  # the file may shorten the token's life (clock skew), never lengthen it
     return RobotToken(registry, robot, token, issued_at, expires_at)
 
 

@@ -177,3 +177,15 @@ def test_snapshot_lets_the_fast_path_find_the_token(tmp_path: Path, config_file:
 def test_fast_path_refuses_a_token_due_for_refresh(tmp_path: Path, config_file: Path) -> None:
     remembered(tmp_path, time.time() - 3500)
     assert fastpath.cached_answer(REGISTRY) is None
+
+
+def test_a_token_from_an_issuer_whose_clock_is_ahead_lives_by_ours(tmp_path: Path) -> None:
+    now = time.time()
+    jwt = fake_jwt({"iss": "quay", "sub": "org+bot", "iat": now + 600, "exp": now + 4200})
+    entry = robot_token_from_jwt(REGISTRY, "org+bot", jwt, now)
+    # Quay stops accepting it 3600 s after it issued it, which is 3600 s from now by our clock.
+    assert entry.expires_at == pytest.approx(now + 3600)
+    assert entry.lifetime == pytest.approx(3600)
+    cache = TokenCache(tmp_path)
+    cache.write(IDENTITY, entry)
+    assert cache.read(REGISTRY, IDENTITY) == entry  # a shortened life is not an edited file
