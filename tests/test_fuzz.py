@@ -47,6 +47,9 @@ from tests.jwt_factory import fake_jwt
 from tests.support import leaks
 from tests.support.records import record
 
+# Heavy: run by the README's test command and docs/reliability.py, not on every Python.
+pytestmark = pytest.mark.reliability
+
 EXAMPLES = int(os.environ.get("QUAYFED_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
     max_examples=EXAMPLES,

@@ -46,6 +46,9 @@ from tests.support import leaks
 from tests.support.oidc_provider import OIDCProvider
 from tests.support.records import record
 
+# Heavy: run by the README's test command and docs/reliability.py, not on every Python.
+pytestmark = pytest.mark.reliability
+
 ROBOT = "quay_federation+rhbk_user"
 PASSWORD_ENV = "QUAYFED_RACE_PASSWORD"
 PROCESSES = 200
