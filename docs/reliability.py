@@ -1,0 +1,397 @@
+"""Run the reliability suites and write ``docs/reliability.md`` from what they record.
+
+    python docs/reliability.py [--out docs/reliability.md] [--records DIR]
+
+Without ``--records`` a temporary directory becomes ``$QUAYFED_RELIABILITY_OUT`` and pytest runs
+``tests/test_faults.py`` (every fault x target x state), ``tests/test_fuzz.py`` (10000 examples
+per target) and ``tests/test_races.py``; each leaves JSON lines there (``tests/support/records``).
+With ``--records DIR`` the page is written from the records already in DIR. Every figure on the
+page comes from the records. The exit status is 1 when a recorded case broke its contract or a
+suite failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests package, when run as a script from anywhere
+
+from docker_credential_quayfed import __version__  # noqa: E402
+from tests.support.hostile import FAULTS  # noqa: E402
+from tests.support.records import OUT_ENV, read, record  # noqa: E402
+from tests.test_faults import MEMORY_CEILING_MIB, STATES, TARGETS, TIMEOUT  # noqa: E402
+
+DEFAULT_OUT = ROOT / "docs" / "reliability.md"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    env: dict[str, str]
+
+
+SUITES = (
+    Suite("faults", "tests/test_faults.py", {"QUAYFED_FAULTS_FULL": "1"}),
+    Suite("fuzz", "tests/test_fuzz.py", {"QUAYFED_FUZZ_EXAMPLES": "10000"}),
+    Suite("races", "tests/test_races.py", {}),
+)
+
+
+def run_suites(records: Path) -> None:
+    """Run each suite that exists, recording its command, exit status and duration."""
+    for suite in SUITES:
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite.path]
+        shown = " ".join([*(f"{k}={v}" for k, v in suite.env.items()), "python -m pytest -q"])
+        shown += f" {suite.path}"
+        if not (ROOT / suite.path).exists():
+            record("runs", suite=suite.name, command=shown, exit_code=None, seconds=None)
+            continue
+        print(f"running {shown}", file=sys.stderr, flush=True)
+        env = {**os.environ, **suite.env, OUT_ENV: str(records)}
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=ROOT, env=env, check=False)
+        record(
+            "runs",
+            suite=suite.name,
+            command=shown,
+            exit_code=done.returncode,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+
+# -- judging the records -------------------------------------------------------------------
+def fault_violations(row: dict[str, Any]) -> list[str]:
+    """What the test found wrong with a case; judged again from the figures if not recorded."""
+    if "violations" in row:
+        return [str(v) for v in row["violations"]]
+    found = []
+    if row.get("outcome") != row.get("expected", row.get("outcome")):
+        found.append(f"answered {row.get('outcome')}")
+    if row.get("traceback"):
+        found.append("a traceback")
+    if row.get("secret_hits"):
+        found.append(f"{row['secret_hits']} secrets in the output")
+    if row.get("limit") is not None and (row.get("seconds") or 0) > row["limit"]:
+        found.append(f"took {row['seconds']}s")
+    if (row.get("maxrss_mib") or 0) > MEMORY_CEILING_MIB:
+        found.append(f"peak RSS {row['maxrss_mib']} MiB")
+    return found
+
+
+def broken(records: Path) -> list[str]:
+    """One line per recorded breach of a contract, and per suite that failed."""
+    lines = []
+    for row in read(records, "faults"):
+        problems = fault_violations(row)
+        if problems:
+            where = f"{row['fault']} on {row['target']}, {row['state']}"
+            lines.append(f"faults: {where}: {'; '.join(problems)}")
+    for row in read(records, "fuzz"):
+        if row.get("failures"):
+            lines.append(f"fuzz: {row.get('target')}: {row['failures']} failures")
+    for row in read(records, "races"):
+        if row.get("corrupt_reads") or row.get("stuck_locks"):
+            lines.append(
+                f"races: {row.get('corrupt_reads')} corrupt reads, "
+                f"{row.get('stuck_locks')} stuck locks"
+            )
+    for row in read(records, "leaks"):
+        if row.get("hits"):
+            lines.append(f"leaks: {row['hits']} secrets found in output")
+    for row in read(records, "runs"):
+        if row.get("exit_code") not in (0, None):
+            lines.append(f"{row['suite']}: pytest exited with status {row['exit_code']}")
+    return lines
+
+
+# -- the page ------------------------------------------------------------------------------
+def matrix_order(row: dict[str, Any]) -> tuple[int, int, int]:
+    """The order of the fault table, then issuer, quay, both, then cold, cold-error, warm."""
+
+    def position(value: object, order: Sequence[str]) -> int:
+        return order.index(str(value)) if value in order else len(order)
+
+    return (
+        position(row.get("fault"), list(FAULTS)),
+        position(row.get("target"), TARGETS),
+        position(row.get("state"), STATES),
+    )
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def run_failed(kind: str, runs: list[dict[str, Any]]) -> list[str]:
+    """A note when the suite's pytest run failed: a failing test may leave no record."""
+    ran = [row for row in runs if row.get("suite") == kind]
+    if not ran or ran[-1].get("exit_code") in (0, None):
+        return []
+    return [
+        "",
+        f"pytest exited with status {ran[-1]['exit_code']}: tests failed, and a failing test may "
+        "have left no record here; its output names them.",
+    ]
+
+
+def not_run(kind: str, runs: list[dict[str, Any]]) -> str:
+    ran = [row for row in runs if row.get("suite") == kind]
+    if ran and ran[-1].get("exit_code") is None:
+        return f"Not run: `{ran[-1]['command'].split()[-1]}` does not exist yet."
+    return "Not run: no records of this kind."
+
+
+def runs_section(records: Path, runs: list[dict[str, Any]], rerun: str) -> list[str]:
+    lines = ["## What was run", ""]
+    if runs:
+        lines += table(
+            ("suite", "command", "exit status", "seconds"),
+            (
+                (
+                    row["suite"],
+                    f"`{row['command']}`",
+                    "not run (file absent)" if row["exit_code"] is None else row["exit_code"],
+                    "-" if row["seconds"] is None else row["seconds"],
+                )
+                for row in runs
+            ),
+        )
+    else:
+        lines.append(f"The records in `{records}`; no runs were recorded with them.")
+    lines += [
+        "",
+        f"docker-credential-quayfed {__version__}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs.",
+        "",
+        "Rerun everything and rewrite this page:",
+        "",
+        "```sh",
+        rerun,
+        "```",
+        "",
+    ]
+    return lines
+
+
+def faults_section(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Hostile servers (`tests/test_faults.py`)", ""]
+    if not rows:
+        return [*lines, "Not run: no records of this kind.", ""]
+    lines += [
+        "The installed helper runs `get` as clients do, with `timeout = "
+        f"{TIMEOUT}`, against a server (`tests/support/hostile.py`) that plays the OIDC issuer "
+        "and Quay and misbehaves on the issuer's side, on Quay's side, or on both. States: "
+        '`cold` (nothing cached, `on_failure = "anonymous"`), `cold-error` (nothing cached, '
+        '`on_failure = "error"`), `warm` (a valid robot token cached inside its refresh '
+        "margin). The contract: warm serves the cached token; cold answers `credentials not "
+        "found in native keychain` with one line on stderr; cold-error answers one line; a "
+        "robot token still good for Quay is served; within the timeout + 1 s plus the helper's "
+        f"own start-up; no traceback; no secret in the output; peak RSS under "
+        f"{MEMORY_CEILING_MIB:.0f} MiB.",
+        "",
+    ]
+    rows = sorted(rows, key=matrix_order)
+    kept = [row for row in rows if not fault_violations(row)]
+    by_fault: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_fault.setdefault(row["fault"], []).append(row)
+    survived = [f for f, group in by_fault.items() if all(not fault_violations(r) for r in group)]
+    rss = [row["maxrss_mib"] for row in rows if row.get("maxrss_mib") is not None]
+    lines += table(
+        ("total", "figure"),
+        (
+            ("cases run", len(rows)),
+            ("cases that kept the contract", len(kept)),
+            ("faults survived (every target and state)", f"{len(survived)} of {len(by_fault)}"),
+            ("longest answer", f"{max(row['seconds'] for row in rows):.2f} s"),
+            ("time limit (timeout + 1 s + start-up)", f"{max(r['limit'] for r in rows):.2f} s"),
+            ("memory ceiling (peak RSS of one helper)", f"{max(rss):.1f} MiB" if rss else "-"),
+            ("tracebacks", sum(1 for row in rows if row.get("traceback"))),
+            ("secret hits", sum(int(row.get("secret_hits") or 0) for row in rows)),
+        ),
+    )
+    lines += ["", "### Each fault", ""]
+    lines += table(
+        ("fault", "what the server does", "cases", "kept", "longest answer s", "peak RSS MiB"),
+        (
+            (
+                f"`{fault}`",
+                FAULTS.get(fault, ""),
+                len(group),
+                sum(1 for row in group if not fault_violations(row)),
+                seconds(max(row["seconds"] for row in group)),
+                mib(max((r["maxrss_mib"] for r in group if r.get("maxrss_mib")), default=None)),
+            )
+            for fault, group in by_fault.items()
+        ),
+    )
+    lines += ["", "### The matrix", ""]
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["fault"], row["target"], row["state"]), []).append(row)
+    lines += table(
+        (
+            "fault",
+            "target",
+            "state",
+            "outcome",
+            "longest s",
+            "traceback",
+            "secret hits",
+            "contract",
+        ),
+        (
+            (
+                f"`{fault}`",
+                target,
+                state,
+                ", ".join(sorted({str(r["outcome"]) for r in group})),
+                seconds(max(r["seconds"] for r in group)),
+                "yes" if any(r.get("traceback") for r in group) else "no",
+                max(int(r.get("secret_hits") or 0) for r in group),
+                "; ".join(sorted({v for r in group for v in fault_violations(r)})) or "kept",
+            )
+            for (fault, target, state), group in cells.items()
+        ),
+    )
+    return [*lines, ""]
+
+
+def fuzz_section(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Fuzzing (`tests/test_fuzz.py`)", ""]
+    if not rows:
+        return [*lines, not_run("fuzz", runs), ""]
+    totals: dict[str, list[int]] = {}
+    for row in rows:
+        entry = totals.setdefault(str(row.get("target")), [0, 0])
+        entry[0] += int(row.get("cases") or 0)
+        entry[1] += int(row.get("failures") or 0)
+    lines += table(
+        ("target", "cases", "failures"),
+        ((f"`{target}`", cases, failures) for target, (cases, failures) in totals.items()),
+    )
+    return [*lines, *run_failed("fuzz", runs), ""]
+
+
+RACE_FIELDS = (
+    "processes",
+    "killed",
+    "corrupt_reads",
+    "stuck_locks",
+    "exchanges",
+    "refresh_windows",
+)
+
+
+def races_section(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Races (`tests/test_races.py`)", ""]
+    if not rows:
+        return [*lines, not_run("races", runs), ""]
+    lines += table(
+        ("run", *(name.replace("_", " ") for name in RACE_FIELDS)),
+        [
+            *((n, *(row.get(name, "-") for name in RACE_FIELDS)) for n, row in enumerate(rows, 1)),
+            ("total", *(sum(int(row.get(name) or 0) for row in rows) for name in RACE_FIELDS)),
+        ],
+    )
+    return [*lines, *run_failed("races", runs), ""]
+
+
+def leaks_section(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Secrets in output (the leak recorder)", ""]
+    if not rows:
+        return [*lines, "Not run: no records of this kind.", ""]
+    lines += table(
+        ("pytest session", "bytes checked", "secrets", "hits"),
+        [
+            *(
+                (n, row.get("bytes_checked", "-"), row.get("secrets", "-"), row.get("hits", "-"))
+                for n, row in enumerate(rows, 1)
+            ),
+            (
+                "total",
+                sum(int(row.get("bytes_checked") or 0) for row in rows),
+                sum(int(row.get("secrets") or 0) for row in rows),
+                sum(int(row.get("hits") or 0) for row in rows),
+            ),
+        ],
+    )
+    return [*lines, ""]
+
+
+def page(records: Path, rerun: str) -> str:
+    runs = read(records, "runs")
+    problems = broken(records)
+    lines = [
+        "# Reliability",
+        "",
+        "Generated by `docs/reliability.py` from the records the suites below left behind; "
+        "do not edit by hand.",
+        "",
+        *runs_section(records, runs, rerun),
+        "## Verdict",
+        "",
+    ]
+    if problems:
+        lines += [f"{len(problems)} breaches of the contract:", ""]
+        lines += [f"- {problem}" for problem in problems]
+    else:
+        lines.append("Every recorded case kept its contract.")
+    lines.append("")
+    lines += faults_section(read(records, "faults"))
+    lines += fuzz_section(read(records, "fuzz"), runs)
+    lines += races_section(read(records, "races"), runs)
+    lines += leaks_section(read(records, "leaks"))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--records", type=Path, help="write the page from the records in DIR")
+    args = parser.parse_args(argv)
+    rerun = "python docs/reliability.py"
+    if args.out.resolve() != DEFAULT_OUT:
+        rerun += f" --out {shlex.quote(str(args.out))}"
+    if args.records is not None:
+        text = page(args.records, rerun)
+        problems = broken(args.records)
+    else:
+        with tempfile.TemporaryDirectory(prefix="quayfed-reliability-") as temp:
+            records = Path(temp)
+            os.environ[OUT_ENV] = str(records)
+            run_suites(records)
+            text = page(records, rerun)
+            problems = broken(records)
+    args.out.write_text(text)
+    print(f"wrote {args.out}", file=sys.stderr)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
