@@ -27,6 +27,19 @@ class SourceContext:
     session: httpx.Client
     deadline: Deadline
 
+    def secret(self, setting: str, what: str) -> str:
+        """The secret named by ``<setting>_env``, ``_file`` or ``_command``, within the deadline."""
+        from docker_credential_quayfed import secret_reader
+
+        return secret_reader.resolve(
+            what,
+            env=getattr(self.registry, f"{setting}_env"),
+            file=getattr(self.registry, f"{setting}_file"),
+            command=getattr(self.registry, f"{setting}_command"),
+            where=setting,
+            timeout=self.deadline.remaining(),
+        )
+
     def discover(self) -> Discovery:
         """The issuer's discovery document, its endpoints held to the registry's settings."""
         from docker_credential_quayfed import oidc

@@ -22,17 +22,7 @@ def has_client_secret(context: SourceContext) -> bool:
 
 
 def client_secret(context: SourceContext) -> str:
-    from docker_credential_quayfed import secret_reader
-
-    registry = context.registry
-    return secret_reader.resolve(
-        "client secret",
-        env=registry.client_secret_env,
-        file=registry.client_secret_file,
-        command=registry.client_secret_command,
-        where="client_secret",
-        timeout=context.deadline.remaining(),
-    )
+    return context.secret("client_secret", "client secret")
 
 
 def request_token(

@@ -18,17 +18,8 @@ class PasswordSource(TokenSource):
     identity_key = "username"
 
     def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed import secret_reader
-
         registry = context.registry
-        password = secret_reader.resolve(
-            "password",
-            env=registry.password_env,
-            file=registry.password_file,
-            command=registry.password_command,
-            where="password",
-            timeout=context.deadline.remaining(),
-        )
+        password = context.secret("password", "password")
         form = {
             "grant_type": "password",
             "username": registry.username,
