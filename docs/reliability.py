@@ -356,7 +356,8 @@ def page(records: Path, rerun: str) -> str:
         "",
     ]
     if problems:
-        lines += [f"{len(problems)} breaches of the contract:", ""]
+        plural = "es" if len(problems) != 1 else ""
+        lines += [f"{len(problems)} breach{plural} of the contract:", ""]
         lines += [f"- {problem}" for problem in problems]
     else:
         lines.append("Every recorded case kept its contract.")
