@@ -139,8 +139,8 @@ _ERROR_FIXES = {
     "invalid_grant": "check the username and password (or the refresh token has expired)",
     "invalid_client": "check client_id and the client secret",
     "unauthorized_client": (
-        "enable this grant on the client at the issuer (Keycloak: 'Direct access grants' for "
-        "password, 'Service accounts' on a confidential client for client_credentials)"
+        "enable this grant on the client (Keycloak: Direct access grants for password, "
+        "Service accounts for client_credentials)"
     ),
     "unsupported_grant_type": "enable this grant for the client at the issuer",
     "invalid_scope": "check scope in the config",
@@ -153,7 +153,7 @@ def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint:
         code = log.server_text(body["error"], limit=60)
         description = body.get("error_description")
         detail = (
-            f"{code}: {log.server_text(description, limit=80)}"
+            f"{code}: {log.server_text(description, limit=60)}"
             if isinstance(description, str)
             else code
         )

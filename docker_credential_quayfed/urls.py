@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import urllib.parse
 
+#: a URL longer than this is cut when shown: a message stays one short line
+SHOWN_LIMIT = 100
+
 
 def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
@@ -56,7 +59,8 @@ def shown(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    text = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return text if len(text) <= SHOWN_LIMIT else text[: SHOWN_LIMIT - 3] + "..."
 
 
 def same_origin_host(url: str, issuer: str, extra_hosts: tuple[str, ...]) -> bool:

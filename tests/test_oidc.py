@@ -221,7 +221,7 @@ def test_request_token_names_what_was_returned_when_the_wanted_token_is_absent(
     [
         ("invalid_grant", "check the username and password"),
         ("invalid_client", "check client_id and the client secret"),
-        ("unauthorized_client", "enable this grant on the client at the issuer"),
+        ("unauthorized_client", "enable this grant on the client (Keycloak"),
         ("unsupported_grant_type", "enable this grant for the client"),
         ("something_new", "check the client settings at the issuer"),
     ],
