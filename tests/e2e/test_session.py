@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from docker_credential_quayfed import claims
 from tests.e2e.deployment import E2E, PRIVATE_TAGS
 from tests.e2e.works_with import WorksWith
 
@@ -19,7 +20,6 @@ def test_pull_after_the_refresh_point_gets_a_fresh_token(e2e: E2E, works_with: W
     e2e.configure("password")
     sandbox = e2e.sandbox
 
-    started = time.monotonic()
     first = sandbox.podman_pull(e2e.private(1))
     assert first.ok, first.describe()
     assert e2e.exchanges() == 1
@@ -29,8 +29,10 @@ def test_pull_after_the_refresh_point_gets_a_fresh_token(e2e: E2E, works_with: W
     assert again.ok, again.describe()
     assert e2e.exchanges() == 1, "the cached token is served before its refresh point"
 
-    # The helper serves a cached token while more than min(margin, lifetime / 2) remains.
-    time.sleep(max(0.0, started + ROBOT_LIFETIME / 2 + 1.5 - time.monotonic()))
+    # The helper serves a cached token while more than min(margin, lifetime / 2) remains;
+    # counted from the token's own iat, so a slow first pull cannot shift the refresh point.
+    issued_at = float(claims.unverified_claims(first_token)["iat"])
+    time.sleep(max(0.0, issued_at + ROBOT_LIFETIME / 2 + 1.5 - time.time()))
     later = sandbox.podman_pull(e2e.private(7))
     assert later.ok, later.describe()
     assert e2e.exchanges() == 2, "a pull after the refresh point mints a new token"
