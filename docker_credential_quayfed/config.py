@@ -217,24 +217,32 @@ def load(path: Path | None = None) -> Config:
     path = path or default_config_path()
     try:
         stamp = fastpath.fingerprint(os.stat(path))
-        raw = files.read_regular(path, MAX_CONFIG)
-    except FileNotFoundError:
+    except OSError:
+        stamp = ""
+    text = read_text(path)
+    if text is None:
         raise ConfigError(
             f"no configuration file at {path}",
             "create it (see the README) or run 'docker-credential-quayfed configure HOST'",
-        ) from None
+        )
+    return parse_text(text, path, stamp)
+
+
+def read_text(path: Path, limit: int = MAX_CONFIG) -> str | None:
+    """The UTF-8 text of a file the helper reads or edits (config, clients' JSON files):
+    regular files only (a FIFO never hangs us), at most ``limit`` bytes; None when absent."""
+    try:
+        raw = files.read_regular(path, limit)
+    except FileNotFoundError:
+        return None
     except files.FileRefused as exc:
-        raise ConfigError(
-            f"the configuration file {path} {exc}",
-            f"point {CONFIG_ENV} at the TOML file, or create it there",
-        ) from None
+        raise ConfigError(f"{path} {exc}", "point the setting at a regular file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check its permissions") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8 TOML") from None
-    return parse_text(text, path, stamp)
+        raise ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8") from None
 
 
 def parse_text(text: str, path: Path, stamp: str = "") -> Config:

@@ -55,17 +55,14 @@ def client_files(targets: str) -> list[Path]:
 
 def read_json_file(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``; None when absent; ConfigError when it cannot be parsed."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = config.read_text(path)
+    if raw is None:
         return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", "check its permissions") from None
     if not raw.strip():
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ConfigError(
             f"{path} is not valid JSON, so it was left untouched", "fix or remove it, then retry"
         ) from None
@@ -165,11 +162,8 @@ def _table_span(lines: list[str], host: str) -> tuple[int, int] | None:
 
 def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Change:
     """Write ``settings`` into host's table (keys not given stay as they are); validate first."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        existed = True
-    except FileNotFoundError:
-        text, existed = "", False
+    found = config.read_text(path)
+    text, existed = (found, True) if found is not None else ("", False)
     current = config.parse_text(text, path) if existed else config.Config(path, {})
     table: dict[str, object] = {}
     old = current.registries.get(host)
@@ -223,9 +217,8 @@ def missing_settings(table: dict[str, object]) -> list[str]:
 
 
 def remove_registry(path: Path, host: str) -> Change:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = config.read_text(path)
+    if text is None:
         return Change(path, "absent")
     config.parse_text(text, path)
     lines = text.splitlines()

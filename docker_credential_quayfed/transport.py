@@ -132,7 +132,9 @@ def hard_deadline(deadline: Deadline) -> Iterator[None]:
 
     def expire(signum: int, frame: object) -> None:
         if armed[0]:
-            armed[0] = False
+            # Fire again shortly in case this raise lands where Python swallows it (a gc
+            # callback, a __del__); the block's exit disarms the timer for good.
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
             raise DeadlineExceeded(
                 f"{_in_flight[-1] if _in_flight else 'the refresh'} timed out "
                 f"(it must finish within {deadline.seconds:.0f}s)",

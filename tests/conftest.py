@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from docker_credential_quayfed import errors
+from docker_credential_quayfed import errors, log
 from quay_sandbox import keys as emulator_keys
 from quay_sandbox import quay as emulator_quay
 from quay_sandbox.quay import QuayEmulator
@@ -224,3 +224,13 @@ def quay(_quay_session: QuayEmulator) -> QuayEmulator:
 def quay_ca(test_pki: TestPKI) -> Path:
     """The CA file that verifies the emulator's and the providers' TLS certificates."""
     return test_pki.ca_cert
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_state() -> Iterator[None]:
+    """Secrets and warnings a test registers stay with that test, as in a process of their own."""
+    saved = (set(log._raw), set(log._encoded), set(log._said))
+    yield
+    for live, kept in zip((log._raw, log._encoded, log._said), saved):
+        live.clear()
+        live.update(kept)

@@ -6,12 +6,12 @@ cache is a real :class:`TokenCache` under ``tmp_path``, and time is the broker's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed import broker, log
+from docker_credential_quayfed import broker
 from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import (
@@ -27,16 +27,6 @@ KEY = "quay.example.com"
 ROBOT = "org+bot"
 START = 1_700_000_000.0
 HOUR = 3600.0
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_state() -> Iterator[None]:
-    """Secrets and warnings registered here stay here, as in a process of their own."""
-    saved = (set(log._raw), set(log._encoded), set(log._said))
-    yield
-    for live, kept in zip((log._raw, log._encoded, log._said), saved):
-        live.clear()
-        live.update(kept)
 
 
 class Clock:

@@ -160,3 +160,13 @@ def test_default_auth_file_follows_xdg(tmp_path: Path, monkeypatch: pytest.Monke
     assert edit.containers_auth_path() == tmp_path / "cfg" / "containers" / "auth.json"
     (tmp_path / "run").mkdir()
     assert edit.containers_auth_path() == tmp_path / "run" / "containers" / "auth.json"
+
+
+def test_a_fifo_as_a_client_file_is_refused_at_once(home: dict[str, str]) -> None:
+    docker = Path(home["DOCKER_CONFIG"])
+    docker.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(docker / "config.json")
+    result = configure(home, *ARGS, "--docker")
+    assert result.returncode == 1
+    assert "is a FIFO, not a regular file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from docker_credential_quayfed import log, quay, transport
+from docker_credential_quayfed import quay, transport
 from docker_credential_quayfed.errors import NetworkError, QuayError, QuayfedError
 from tests.jwt_factory import fake_jwt
 
@@ -23,16 +22,6 @@ ISSUER = "https://idp.example.com/realms/quay"
 OIDC_JWT = fake_jwt({"iss": ISSUER, "sub": "jdoe", "iat": 1_700_000_000, "exp": 1_700_000_300})
 ROBOT_TOKEN = fake_jwt({"sub": ROBOT, "iat": 1_700_000_000, "exp": 1_700_003_600})
 PAIR = f"issuer {ISSUER!r} and subject 'jdoe'"
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_state() -> Iterator[None]:
-    """Secrets and warnings registered here stay here, as in a process of their own."""
-    saved = (set(log._raw), set(log._encoded), set(log._said))
-    yield
-    for live, kept in zip((log._raw, log._encoded, log._said), saved):
-        live.clear()
-        live.update(kept)
 
 
 @pytest.fixture(autouse=True)

@@ -10,13 +10,13 @@ import base64
 import os
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from docker_credential_quayfed import config, log, secret_reader, sources, transport
+from docker_credential_quayfed import config, secret_reader, sources, transport
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import IssuerError, SecretError
 from docker_credential_quayfed.sources import SourceContext
@@ -30,16 +30,6 @@ PASSWORD = "correct-horse-battery"
 CLIENT_SECRET = "s3cret-of-the-client"
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_state() -> Iterator[None]:
-    """Secrets and warnings registered here stay here, as in a process of their own."""
-    saved = (set(log._raw), set(log._encoded), set(log._said))
-    yield
-    for live, kept in zip((log._raw, log._encoded, log._said), saved):
-        live.clear()
-        live.update(kept)
 
 
 def registry_config(source: str, **settings: str) -> RegistryConfig:
