@@ -111,8 +111,6 @@ def remember(settings: Config, cache: TokenCache) -> None:
 
 
 def store(stdin: str) -> Answer:
-    import time
-
     from docker_credential_quayfed import config
     from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
     from docker_credential_quayfed.claims import NotAJWT

@@ -52,7 +52,8 @@ def discover(
     announced = document.get("issuer")
     if isinstance(announced, str) and announced != issuer:
         log.warn(
-            f"the issuer announces itself as {announced!r} but the config says {issuer!r}; "
+            f"the issuer announces itself as {log.server_text(repr(announced))} but the config "
+            f"says {issuer!r}; "
             "Quay compares them exactly, so use the announced value"
         )
     found = Discovery(

@@ -23,6 +23,7 @@ from docker_credential_quayfed import (
     oidc,
     paths,
     transport,
+    urls,
 )
 from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.config import RegistryConfig
@@ -92,10 +93,13 @@ class _Checker:
         found = self.discovery
         if found.issuer != self.registry.issuer:
             return WARN, (
-                f"the issuer calls itself {found.issuer!r}, the config says "
+                f"the issuer calls itself {log.server_text(repr(found.issuer))}, the config says "
                 f"{self.registry.issuer!r}; Quay compares exactly"
             )
-        return OK, f"issuer {found.issuer}, token endpoint {found.token_endpoint}"
+        return OK, (
+            f"issuer {log.server_text(found.issuer)}, token endpoint "
+            f"{urls.shown(found.token_endpoint)}"
+        )
 
     def fetch_jwks(self) -> tuple[str, str]:
         assert self.discovery is not None
@@ -108,7 +112,8 @@ class _Checker:
         keys = body.get("keys") if body else None
         if response.status_code != 200 or not isinstance(keys, list):
             raise CheckFailed(
-                f"{self.discovery.jwks_uri} answered HTTP {response.status_code} without keys",
+                f"{urls.shown(self.discovery.jwks_uri)} answered HTTP {response.status_code} "
+                "without keys",
                 "check the issuer's JWKS endpoint",
             )
         self.jwks = {"keys": keys}
@@ -188,7 +193,8 @@ class _Checker:
             bearer = body and (body.get("token") or body.get("access_token"))
             if answer.status_code != 200 or not isinstance(bearer, str):
                 raise CheckFailed(
-                    f"the registry's token service {realm} answered HTTP {answer.status_code}",
+                    f"the registry's token service {urls.shown(realm)} answered HTTP "
+                    f"{answer.status_code}",
                     "the robot token was refused: check the robot's permissions in Quay",
                 )
             final = transport.request(
