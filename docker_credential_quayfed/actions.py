@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from docker_credential_quayfed import __version__, fastpath, log, protocol
-from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageError
+from docker_credential_quayfed.errors import ConfigError, LoginRequired, QuayfedError, UsageError
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
@@ -63,8 +63,13 @@ def get(stdin: str) -> Answer:
     key = protocol.registry_key(stdin)
     found = fastpath.cached_answer(key)
     if found is not None:
+        robot, token, ahead = found
         log.debug(f"{key}: answered by the fast path (snapshot and token file)")
-        return Answer(protocol.Credentials(key, *found).to_json())
+        if ahead:
+            from docker_credential_quayfed import background
+
+            background.start_refresh(key)
+        return Answer(protocol.Credentials(key, robot, token).to_json())
     log.debug(f"{key}: no fresh token through the fast path; taking the full path")
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache
@@ -82,12 +87,24 @@ def get(stdin: str) -> Answer:
     cache = TokenCache(config.default_cache_dir())
     try:
         outcome = broker.robot_token(registry, cache, started=STARTED)
+    except LoginRequired as exc:
+        # A person must log in: whatever on_failure says, the pull goes on anonymously.
+        log.error(f"{key}: {exc.message}")
+        return NOT_FOUND
     except QuayfedError as exc:
         return _failed_get(registry.on_failure, key, exc.message)
     except Exception as exc:  # a bug must not take the pull down with a traceback
         return _failed_get(registry.on_failure, key, internal_error(exc))
     log.debug(f"{key}: answered by the full path ({outcome.how})")
     remember(settings, cache)
+    if (
+        outcome.how == broker.CACHED
+        and registry.refresh_ahead
+        and outcome.token.ahead_due(registry.refresh_margin, time.time())
+    ):
+        from docker_credential_quayfed import background
+
+        background.start_refresh(key)
     return _credentials(key, outcome.token)
 
 

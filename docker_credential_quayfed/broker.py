@@ -21,12 +21,19 @@ from docker_credential_quayfed.cache import (
     robot_token_from_jwt,
 )
 from docker_credential_quayfed.config import RegistryConfig
-from docker_credential_quayfed.errors import NetworkError, QuayError, QuayfedError
+from docker_credential_quayfed.errors import (
+    GrantRefused,
+    IssuerError,
+    NetworkError,
+    QuayError,
+    QuayfedError,
+)
 from docker_credential_quayfed.fastpath import DEFAULT_SKEW
 
 if TYPE_CHECKING:
     import httpx
 
+    from docker_credential_quayfed.sources import SourceContext, TokenSource
     from docker_credential_quayfed.transport import Deadline
 
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
@@ -40,6 +47,18 @@ STALE_LOCK_WAIT = 1.0
 MIN_REFRESH_BUDGET = 1.0
 #: after a network-level failure, later gets answer at once for this long (erase clears it)
 FAILURE_WINDOW = 30.0
+#: an issuer's refusal with one of these (RFC 6749 5.2) is about the request, not the endpoint
+OAUTH_ERRORS = frozenset(
+    (
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+    )
+)
 #: a token is served only while more than this is left of it (clocks differ a little)
 SKEW = DEFAULT_SKEW
 
@@ -62,10 +81,13 @@ def robot_token(
     clock: Callable[[], float] = time.time,
     force: bool = False,
     started: float | None = None,
+    oidc_token: str | None = None,
 ) -> Outcome:
     """A usable robot token for ``registry``: cached while fresh, else minted under a lock.
 
     ``started`` (time.monotonic) is when the command began: ``timeout`` counts from there.
+    ``oidc_token``: the JWT to exchange, when the caller has it already (the kubelet hands
+    over the pod's service-account token); otherwise the registry's source mints one.
     """
     from docker_credential_quayfed.transport import Deadline
 
@@ -129,7 +151,7 @@ def robot_token(
                 if budget < MIN_REFRESH_BUDGET:
                     return serve_fallback("no time left to refresh before it expires")
             try:
-                fresh = mint(registry, clock, budget=budget)
+                fresh = mint(registry, clock, budget=budget, oidc_token=oidc_token)
             except QuayfedError as exc:
                 if isinstance(exc, NetworkError):
                     cache.note_failure(key, identity, settings, exc.message)
@@ -145,8 +167,36 @@ def robot_token(
         raise
 
 
+def refresh_ahead(
+    registry: RegistryConfig, cache: TokenCache, clock: Callable[[], float] = time.time
+) -> RobotToken | None:
+    """Mint the next token while the cached one is inside its refresh-ahead window; None when
+    another process holds the lock (it is refreshing) or the token is no longer due."""
+    key, identity = registry.key, registry.identity
+    try:
+        with cache.lock(key, identity, timeout=0.0):
+            cached = cache.read(key, identity)
+            if cached is None or not cached.ahead_due(registry.refresh_margin, clock()):
+                return None
+            if cache.recent_failure(key, identity, settings_digest(registry), FAILURE_WINDOW):
+                return None
+            try:
+                fresh = mint(registry, clock)
+            except NetworkError as exc:
+                cache.note_failure(key, identity, settings_digest(registry), exc.message)
+                raise
+            cache.write(identity, fresh)
+            cache.clear_failure(key, identity)
+            return fresh
+    except LockTimeout:
+        return None
+
+
 def mint(
-    registry: RegistryConfig, clock: Callable[[], float] = time.time, budget: float = 0.0
+    registry: RegistryConfig,
+    clock: Callable[[], float] = time.time,
+    budget: float = 0.0,
+    oidc_token: str | None = None,
 ) -> RobotToken:
     """Get a JWT from the configured source and exchange it at Quay (network; imports httpx).
 
@@ -158,7 +208,13 @@ def mint(
 
     deadline = transport.Deadline(budget or registry.timeout)
     with transport.hard_deadline(deadline), registry_client(registry) as session:
-        oidc_token, _ = fetch_oidc_token(registry, session, deadline, clock)
+        if oidc_token is None:
+            oidc_token, _ = fetch_oidc_token(registry, session, deadline, clock)
+        else:
+            from docker_credential_quayfed import oidc
+
+            log.secret(oidc_token, user=registry.robot)
+            oidc.check_jwt(oidc_token, "service-account", clock())
         return exchange(registry, session, oidc_token, deadline, clock)
 
 
@@ -167,16 +223,67 @@ def fetch_oidc_token(
     session: httpx.Client,
     deadline: Deadline,
     clock: Callable[[], float] = time.time,
+    *,
+    reuse: bool = True,
 ) -> tuple[str, dict[str, Any]]:
-    """The JWT from the registry's token source and its claims, refused where Quay would."""
-    from docker_credential_quayfed import oidc
-    from docker_credential_quayfed.sources import SourceContext, for_registry
+    """The JWT from the registry's token source and its claims, refused where Quay would.
 
-    oidc_token = for_registry(registry).fetch(SourceContext(registry, session, deadline))
-    log.secret(oidc_token, user=registry.robot)
+    With ``reuse``, a JWT that another robot's exchange minted with the same issuer, client
+    and identity is used again while it stays valid (doctor asks for a fresh one)."""
+    from docker_credential_quayfed import oidc
+
+    oidc_token = source_token(registry, session, deadline, clock, reuse=reuse)
     oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
     log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
     return oidc_token, oidc_claims
+
+
+def source_token(
+    registry: RegistryConfig,
+    session: httpx.Client,
+    deadline: Deadline,
+    clock: Callable[[], float] = time.time,
+    *,
+    reuse: bool = True,
+) -> str:
+    """The source's JWT, exchanged at the issuer for ``exchange_audience`` when that is set."""
+    from docker_credential_quayfed import config, logins
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.sources import SourceContext, for_registry
+
+    source = for_registry(registry)
+    cache = TokenCache(config.default_cache_dir()) if source.reusable else None
+    if cache is not None and reuse:
+        reused = logins.reusable_jwt(cache, registry, clock())
+        if reused is not None:
+            log.debug(f"reusing the JWT minted earlier for {registry.issuer} ({registry.source})")
+            return reused
+    context = SourceContext(registry, session, deadline)
+    try:
+        oidc_token = _from_source(source, context)
+    except (IssuerError, NetworkError) as exc:
+        refused = isinstance(exc, GrantRefused) and exc.code in OAUTH_ERRORS
+        if not context.discovered_from_cache or refused:
+            raise
+        # The issuer may have moved its endpoints since the document was kept: ask again.
+        log.debug(f"retrying with a fresh discovery document after: {exc.message}")
+        context = SourceContext(registry, session, deadline, fresh_discovery=True)
+        oidc_token = _from_source(source, context)
+    if cache is not None:
+        logins.keep_jwt(cache, registry, oidc_token)
+    return oidc_token
+
+
+def _from_source(source: TokenSource, context: SourceContext) -> str:
+    from docker_credential_quayfed.sources import oauth
+
+    registry = context.registry
+    oidc_token = source.fetch(context)
+    log.secret(oidc_token, user=registry.robot)
+    if registry.exchange_audience:
+        oidc_token = oauth.exchange_for_audience(context, oidc_token)
+        log.secret(oidc_token, user=registry.robot)
+    return oidc_token
 
 
 def exchange(

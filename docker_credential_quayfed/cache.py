@@ -135,6 +135,26 @@ class TokenCache:
         """Replace the file ``name`` in the cache directory atomically, private to this user."""
         self._write_private(self.directory / name, text)
 
+    def read_private(self, name: str) -> str | None:
+        """The text of the file ``name`` in the cache directory when it is ours and 0600."""
+        dir_fd = self._open_directory()
+        if dir_fd is None:
+            return None
+        try:
+            return fastpath.read_private(name, dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def remove(self, name: str) -> bool:
+        """Remove the file ``name`` from the cache directory; True if it was there."""
+        try:
+            os.unlink(self.directory / name)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False
+        return True
+
     def _write_private(self, path: Path, text: str) -> None:
         self._ensure_directory()
         files.atomic_write(path, text.encode("ascii"), 0o600)
@@ -157,11 +177,17 @@ class TokenCache:
                 removed += 1
         return removed
 
-    @contextlib.contextmanager
-    def lock(self, registry: str, identity: str, timeout: float) -> Iterator[None]:
+    def lock(
+        self, registry: str, identity: str, timeout: float
+    ) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock for this key; raises CacheError after ``timeout`` seconds."""
+        return self.lock_file(self.path_for(registry, identity).with_suffix(".lock").name, timeout)
+
+    @contextlib.contextmanager
+    def lock_file(self, name: str, timeout: float) -> Iterator[None]:
+        """Hold an exclusive lock on the file ``name`` in the cache directory."""
         self._ensure_directory()
-        lock_path = self.path_for(registry, identity).with_suffix(".lock")
+        lock_path = self.directory / name
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             fd = os.open(lock_path, flags, 0o600)

@@ -25,6 +25,7 @@ CONFIG_ENV = paths.CONFIG_ENV
 CACHE_DIR_ENV = paths.CACHE_DIR_ENV
 
 TOKEN_TYPES = ("id_token", "access_token")
+CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 ON_FAILURE = ("anonymous", "error")
 #: what every source needs
 COMMON_REQUIRED = ("robot", "issuer", "source")
@@ -60,16 +61,28 @@ SETTINGS: tuple[Setting, ...] = (
             '"/var/run/secrets/tokens/quay"'),
     Setting("token_env", "variable holding a JWT (e.g. a GitLab id_tokens variable)",
             '"QUAY_ID_TOKEN"'),
+    Setting("token_command", "command printing a JWT (split like a shell, run without one)",
+            '"my-idp-cli token --audience quay"'),
+    Setting("client_auth", "how a confidential client authenticates: client_secret_basic, "
+            "client_secret_post or private_key_jwt", '"client_secret_basic"',
+            '"client_secret_basic"'),
+    Setting("client_key_file", "PEM private key for client_auth = private_key_jwt",
+            '"/etc/quayfed/client-key.pem"'),
+    Setting("client_key_id", "kid put in the private_key_jwt assertion's header", '"quayfed-1"'),
     Setting("scope", "scope requested from the issuer", '"openid"', '"openid"'),
     Setting("token_type", "which token Quay gets: id_token or access_token", '"id_token"',
             '"id_token"'),
     Setting("audience", "audience asked of the issuer (github_actions: the token's aud)",
             '"quay"'),
+    Setting("exchange_audience", "exchange the token at the issuer for one with this audience "
+            "(RFC 8693) before Quay sees it", '"quay"'),
     Setting("quay_url", "Quay's URL", '"https://quay.example.com"', "https://<registry key>"),
     Setting("ca_bundle", "PEM bundle trusted for the issuer, Quay and the registry",
             '"/etc/pki/tls/certs/quay-ca.pem"', "system CAs"),
     Setting("refresh_margin", "seconds before expiry at which a new token is minted", "300",
             "300"),
+    Setting("refresh_ahead", "near the refresh point, answer from the cache and refresh in "
+            "the background (no pull waits)", "true", "true"),
     Setting("on_failure", "anonymous (answer not found, say why on stderr) or error",
             '"anonymous"', '"anonymous"'),
     Setting("timeout", "seconds a get may spend refreshing, everything included (1-120)", "25",
@@ -99,12 +112,18 @@ class RegistryConfig:
     client_secret_command: str = ""
     token_file: str = ""
     token_env: str = ""
+    token_command: str = ""
+    client_auth: str = "client_secret_basic"
+    client_key_file: str = ""
+    client_key_id: str = ""
     scope: str = "openid"
     token_type: str = "id_token"
     audience: str = ""
+    exchange_audience: str = ""
     quay_url: str = ""
     ca_bundle: str = ""
     refresh_margin: int = 300
+    refresh_ahead: bool = True
     on_failure: str = "anonymous"
     timeout: float = 25.0
     allow_insecure_http: bool = False
@@ -120,11 +139,10 @@ class RegistryConfig:
         """What distinguishes one credential from another for the same registry key."""
         from docker_credential_quayfed.sources import BY_NAME
 
-        identity_key = BY_NAME[self.source].identity_key
-        subject = str(getattr(self, identity_key)) if identity_key else ""
+        subject = BY_NAME[self.source].identity_of(self)
         return "\n".join(
             (self.key, self.robot, self.issuer, self.client_id, self.source, subject,
-             self.audience, self.token_type, self.quay_base_url)
+             self.audience, self.exchange_audience, self.token_type, self.quay_base_url)
         )  # fmt: skip
 
     def where(self, name: str) -> str:
@@ -137,6 +155,8 @@ class Config:
     registries: dict[str, RegistryConfig]
     #: the file's identity (device, inode, size, mtime) when it was read
     stamp: str = ""
+    #: ``[kubelet."HOST"]``: hosts whose pods may pull with their own service account
+    kubelet: dict[str, KubeletHost] = field(default_factory=dict)
 
     def registry(self, key: str) -> RegistryConfig:
         found = self.registries.get(key)
@@ -278,7 +298,7 @@ class _Problems:
 
 def parse(document: dict[str, Any], path: Path, stamp: str = "") -> Config:
     problems = _Problems(path)
-    for name in sorted(set(document) - {"registries"}):
+    for name in sorted(set(document) - {"registries", "kubelet"}):
         problems.add(
             f"unknown top-level key {name!r}", 'put registry settings under [registries."HOST"]'
         )
@@ -303,8 +323,9 @@ def parse(document: dict[str, Any], path: Path, stamp: str = "") -> Config:
         registry = _registry(key, table, path, problems)
         if registry is not None:
             registries[key] = registry
+    kubelet = _kubelet_hosts(document.get("kubelet", {}), path, problems)
     problems.raise_any()
-    return Config(path=path, registries=registries, stamp=stamp)
+    return Config(path=path, registries=registries, stamp=stamp, kubelet=kubelet)
 
 
 def _normalised_key(written: str, problems: _Problems) -> str | None:
@@ -383,6 +404,8 @@ def _registry(
                 )
     _check_choice(values, "token_type", TOKEN_TYPES, where, problems)
     _check_choice(values, "on_failure", ON_FAILURE, where, problems)
+    _check_choice(values, "client_auth", CLIENT_AUTH, where, problems)
+    _check_client_auth(values, where, problems)
     robot = values.get("robot", "")
     malformed = not robot.isascii() or any(c.isspace() or c in "/\\" for c in robot)
     if robot and ("+" not in robot or robot.startswith("+") or robot.endswith("+") or malformed):
@@ -446,6 +469,43 @@ def _checked_ca_bundle(value: str, where: str, problems: _Problems) -> str:
     return path
 
 
+def _check_client_auth(values: dict[str, Any], where: str, problems: _Problems) -> None:
+    """client_auth, the client secret and the private key must tell one story."""
+    from docker_credential_quayfed.sources.oauth import CLIENT_SECRET_KEYS
+
+    method = values.get("client_auth", "client_secret_basic")
+    secrets = [name for name in CLIENT_SECRET_KEYS if values.get(name)]
+    key_settings = [name for name in ("client_key_file", "client_key_id") if values.get(name)]
+    if method == "private_key_jwt":
+        if not values.get("client_key_file"):
+            problems.add(
+                f"{where} client_auth = 'private_key_jwt' needs client_key_file",
+                f"add client_key_file = {_example('client_key_file')}",
+            )
+        if secrets:
+            problems.add(
+                f"{where} has {', '.join(secrets)} but client_auth = 'private_key_jwt' "
+                "sends no client secret",
+                'remove the client secret setting, or choose client_auth = "client_secret_basic"',
+            )
+    elif method in CLIENT_AUTH:
+        if key_settings:
+            problems.add(
+                f"{where} has {', '.join(key_settings)} but client_auth is not 'private_key_jwt'",
+                'add client_auth = "private_key_jwt", or remove the key settings',
+            )
+        if "client_auth" in values and not secrets:
+            problems.add(
+                f"{where} client_auth = {method!r} needs a client secret",
+                "add client_secret_env, client_secret_file or client_secret_command",
+            )
+    if values.get("exchange_audience") and not values.get("client_id"):
+        problems.add(
+            f"{where} exchange_audience needs client_id (the client that exchanges the token)",
+            f"add client_id = {_example('client_id')}",
+        )
+
+
 def _check_choice(
     values: dict[str, Any],
     name: str,
@@ -464,3 +524,134 @@ _EXAMPLES = {setting.name: setting.example for setting in SETTINGS}
 
 def _example(name: str) -> str:
     return _EXAMPLES.get(name, '"..."')
+
+
+# -- [kubelet."HOST"]: the node's policy for the kubelet credential provider ------------------
+#: the keys of a ``[kubelet."HOST"]`` table (meaning, default)
+KUBELET_SETTINGS: dict[str, tuple[str, str]] = {
+    "quay_url": ("Quay's URL, where pods' tokens are exchanged", "https://<host>"),
+    "ca_bundle": ("PEM bundle trusted for Quay", "system CAs"),
+    "robots": ("robots pods may ask for (fnmatch patterns)", "any robot"),
+    "refresh_margin": ("seconds before expiry at which a new robot token is minted", "300"),
+    "timeout": ("seconds one kubelet request may spend at Quay (1-55)", "25"),
+}
+#: the kubelet kills a credential provider after one minute: answer well before that
+MAX_KUBELET_TIMEOUT = 55.0
+
+
+@dataclass(frozen=True)
+class KubeletHost:
+    """One ``[kubelet."HOST"]`` table: a registry whose pods may pull as their own robot."""
+
+    key: str
+    quay_url: str = ""
+    ca_bundle: str = ""
+    #: fnmatch patterns of the robots pods may name; empty: any robot
+    robots: tuple[str, ...] = ()
+    refresh_margin: int = 300
+    timeout: float = 25.0
+    config_file: str = field(default="", compare=False)
+
+    @property
+    def quay_base_url(self) -> str:
+        return (self.quay_url or f"https://{self.key}").rstrip("/")
+
+    def allows(self, robot: str) -> bool:
+        import fnmatch
+
+        return not self.robots or any(fnmatch.fnmatchcase(robot, p) for p in self.robots)
+
+
+def _kubelet_hosts(tables: Any, path: Path, problems: _Problems) -> dict[str, KubeletHost]:
+    """The ``[kubelet."HOST"]`` tables; each problem goes to ``problems``."""
+    if not isinstance(tables, dict):
+        problems.add("'kubelet' must be a table", 'use [kubelet."HOST"]')
+        return {}
+    hosts: dict[str, KubeletHost] = {}
+    for written, table in tables.items():
+        try:
+            key = registry_key(written)
+        except Exception:
+            key = ""
+        if key.endswith(":443") and not key.startswith("["):
+            key = key[: -len(":443")]
+        if key != written:
+            fix = f"write [kubelet.{_quote(key)}]" if key else 'e.g. [kubelet."quay.example.com"]'
+            problems.add(
+                f"kubelet key {written!r} is not a registry host as images name it",
+                f"{fix} (bare host[:port], lower case, no scheme)",
+            )
+            continue
+        where = f"[kubelet.{_quote(key)}]"
+        if not isinstance(table, dict):
+            problems.add(f"{where} must be a table", f"write {where} followed by its keys")
+            continue
+        host = _kubelet_host(key, table, where, path, problems)
+        if host is not None:
+            hosts[key] = host
+    return hosts
+
+
+def _kubelet_host(
+    key: str, table: dict[str, Any], where: str, path: Path, problems: _Problems
+) -> KubeletHost | None:
+    before = len(problems.found)
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in KUBELET_SETTINGS:
+            hint = (
+                "TLS is node policy: set ca_bundle (verification cannot be turned off)"
+                if "tls" in name or "insecure" in name or "http" in name
+                else f"use one of: {', '.join(KUBELET_SETTINGS)}"
+            )
+            problems.add(f"{where} has unknown key {name!r}", hint)
+        elif name in ("quay_url", "ca_bundle"):
+            if isinstance(value, str) and value.strip():
+                values[name] = value.strip()
+            else:
+                problems.add(f"{where} {name} must be a string", f"write {name} = {_example(name)}")
+        elif name == "robots":
+            if isinstance(value, list) and all(
+                isinstance(v, str) and v.strip() and not any(c.isspace() for c in v.strip())
+                for v in value
+            ):
+                values[name] = tuple(v.strip() for v in value)
+            else:
+                problems.add(
+                    f"{where} robots must be a list of robot names or patterns",
+                    'write robots = ["team_a+*", "team_b+puller"]',
+                )
+        elif name == "refresh_margin":
+            number = isinstance(value, int) and not isinstance(value, bool)
+            if number and 0 <= value <= MAX_REFRESH_MARGIN:
+                values[name] = value
+                continue
+            problems.add(
+                f"{where} refresh_margin must be 0 to {MAX_REFRESH_MARGIN} seconds",
+                "write refresh_margin = 300",
+            )
+        else:  # timeout
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and 1 <= value <= MAX_KUBELET_TIMEOUT:
+                values[name] = float(value)
+            else:
+                problems.add(
+                    f"{where} timeout must be 1 to {MAX_KUBELET_TIMEOUT:.0f} seconds "
+                    "(the kubelet stops a provider after 60)",
+                    "write timeout = 25",
+                )
+    url = values.get("quay_url", "")
+    if url:
+        refused = urls.refusal(url, allow_http=False) if url.startswith("https://") else None
+        if not url.startswith("https://"):
+            problems.add(
+                f"{where} quay_url = {url!r} is not an https URL",
+                'write quay_url = "https://quay.example.com"',
+            )
+        elif refused is not None:
+            problems.add(f"{where} quay_url: {refused[0]}", refused[1])
+    if values.get("ca_bundle"):
+        values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where, problems)
+    if len(problems.found) > before:
+        return None
+    return KubeletHost(key=key, config_file=str(path), **values)

@@ -58,3 +58,15 @@ class CacheError(QuayfedError):
 
 class CheckFailed(QuayfedError):
     """A doctor step found a problem (the step's verdict is FAIL)."""
+
+
+class LoginRequired(QuayfedError):
+    """An interactive source has no usable login: a person must run ``login`` again."""
+
+
+class GrantRefused(IssuerError):
+    """The issuer answered a grant with an OAuth error (``code``: its ``error`` field)."""
+
+    def __init__(self, problem: str, fix: str = "", code: str = "") -> None:
+        super().__init__(problem, fix)
+        self.code = code

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from docker_credential_quayfed import log, transport, urls
-from docker_credential_quayfed.errors import IssuerError
+from docker_credential_quayfed.errors import GrantRefused, IssuerError, QuayfedError
 from docker_credential_quayfed.transport import Deadline
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.cache import TokenCache
+
+#: how long a discovery document is used from disk before it is fetched again
+DISCOVERY_LIFETIME = 3600.0
+DISCOVERY_MAGIC = "quayfed-discovery 1"
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,24 @@ class Discovery:
     issuer: str
     token_endpoint: str
     jwks_uri: str
+    #: RFC 8628; empty when the issuer does not offer the device flow
+    device_authorization_endpoint: str = ""
+    #: for the authorization-code flow with PKCE (``login --browser``)
+    authorization_endpoint: str = ""
+    #: RFC 7009; empty when the issuer cannot revoke tokens
+    revocation_endpoint: str = ""
+    code_challenge_methods: tuple[str, ...] = ()
+    #: what the document says beyond the endpoints, for doctor (e.g. grant types)
+    grant_types: tuple[str, ...] = ()
+
+    #: the endpoints a discovery document may name, each held to the issuer's host
+    ENDPOINTS = (
+        "token_endpoint",
+        "jwks_uri",
+        "device_authorization_endpoint",
+        "authorization_endpoint",
+        "revocation_endpoint",
+    )
 
 
 def discovery_url(issuer: str) -> str:
@@ -59,13 +85,89 @@ def discover(
     found = Discovery(
         issuer=announced if isinstance(announced, str) else issuer,
         token_endpoint=document["token_endpoint"],
-        jwks_uri=str(document.get("jwks_uri") or ""),
+        jwks_uri=_text(document, "jwks_uri"),
+        device_authorization_endpoint=_text(document, "device_authorization_endpoint"),
+        authorization_endpoint=_text(document, "authorization_endpoint"),
+        revocation_endpoint=_text(document, "revocation_endpoint"),
+        code_challenge_methods=_texts(document, "code_challenge_methods_supported"),
+        grant_types=_texts(document, "grant_types_supported"),
     )
-    for name in ("token_endpoint", "jwks_uri"):
+    for name in Discovery.ENDPOINTS:
         endpoint = getattr(found, name)
         if endpoint:
             _check_endpoint(name, endpoint, issuer, endpoint_hosts, allow_http)
     return found
+
+
+def discovery_name(issuer: str) -> str:
+    import hashlib
+
+    return f"@discovery-{hashlib.sha256(issuer.encode('utf-8')).hexdigest()[:16]}.json"
+
+
+def cached_discovery(
+    cache: TokenCache,
+    issuer: str,
+    now: float,
+    *,
+    endpoint_hosts: tuple[str, ...] = (),
+    allow_http: bool = False,
+) -> Discovery | None:
+    """The issuer's discovery from disk while younger than DISCOVERY_LIFETIME, its endpoints
+    held to today's settings again; None when absent, old, damaged or now refused."""
+    text = cache.read_private(discovery_name(issuer))
+    if text is None:
+        return None
+    try:
+        document = json.loads(text)
+        fetched = float(document.pop("fetched_at"))
+        if document.pop("format") != DISCOVERY_MAGIC or document.pop("for_issuer") != issuer:
+            return None
+        for name in ("code_challenge_methods", "grant_types"):
+            document[name] = tuple(str(v) for v in document.get(name, ()))
+        found = Discovery(**document)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    if not 0 <= now - fetched < DISCOVERY_LIFETIME:
+        return None
+    try:
+        for name in Discovery.ENDPOINTS:
+            endpoint = getattr(found, name)
+            if endpoint:
+                _check_endpoint(name, endpoint, issuer, endpoint_hosts, allow_http)
+    except IssuerError:
+        return None
+    return found
+
+
+def keep_discovery(cache: TokenCache, issuer: str, found: Discovery, now: float) -> None:
+    """Write the discovery for later gets (best effort: a cold get works without it)."""
+    document = {
+        "format": DISCOVERY_MAGIC,
+        "for_issuer": issuer,
+        "fetched_at": now,
+        **asdict(found),
+    }
+    try:
+        cache.write_private(discovery_name(issuer), json.dumps(document, ensure_ascii=True))
+    except (OSError, QuayfedError, UnicodeEncodeError) as exc:
+        log.debug(f"could not keep the discovery document: {exc}")
+
+
+def forget_discovery(cache: TokenCache, issuer: str) -> bool:
+    return cache.remove(discovery_name(issuer))
+
+
+def _text(document: dict[str, Any], name: str) -> str:
+    value = document.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _texts(document: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = document.get(name)
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in value if isinstance(v, str))[:64]
 
 
 def _check_endpoint(
@@ -95,7 +197,22 @@ def request_token(
     client_auth: tuple[str, str] | None = None,
 ) -> str:
     """POST a grant to the token endpoint and return the token named by token_type."""
-    grant = form.get("grant_type", "?")
+    body = token_response(session, endpoint, form, deadline=deadline, client_auth=client_auth)
+    return pick_token(body, token_type, form.get("grant_type", "?"))
+
+
+def token_response(
+    session: httpx.Client,
+    endpoint: str,
+    form: dict[str, str],
+    *,
+    deadline: Deadline,
+    client_auth: tuple[str, str] | None = None,
+    what: str = "",
+) -> dict[str, Any]:
+    """POST a grant (or a device authorization) and return the JSON answer; every token in it
+    is registered as a secret. An OAuth error answer raises :class:`GrantRefused`."""
+    grant = what or _grant_name(form.get("grant_type", "?"))
     response = transport.request(
         session,
         "POST",
@@ -107,17 +224,29 @@ def request_token(
         headers={"Accept": "application/json"},
     )
     body = transport.json_object(response)
+    if body is not None:
+        for name in ("id_token", "access_token", "refresh_token", "device_code"):
+            value = body.get(name)
+            if isinstance(value, str):
+                log.secret(value)
     if response.status_code != 200:
         raise _token_error(response.status_code, body, grant, endpoint)
     if body is None:
         raise IssuerError(
-            f"the token endpoint {endpoint} answered HTTP 200 without JSON",
+            f"the endpoint {urls.shown(endpoint)} answered HTTP 200 without JSON",
             "check that issuer points at an OIDC provider",
         )
-    for name in ("id_token", "access_token", "refresh_token"):
-        value = body.get(name)
-        if isinstance(value, str):
-            log.secret(value)
+    return body
+
+
+def _grant_name(grant_type: str) -> str:
+    """The short name people know a grant by (device_code for RFC 8628's URN)."""
+    return grant_type.rsplit(":", 1)[-1] if grant_type.startswith("urn:") else grant_type
+
+
+def pick_token(body: dict[str, Any], token_type: str, grant_type: str) -> str:
+    """The token named by ``token_type`` in a token response, or a one-line refusal."""
+    grant = _grant_name(grant_type)
     token = body.get(token_type)
     if not isinstance(token, str) or not token:
         present = sorted(
@@ -151,6 +280,7 @@ _ERROR_FIXES = {
 
 def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint: str) -> Exception:
     if body is not None and isinstance(body.get("error"), str):
+        raw_code = body["error"]
         code = log.server_text(body["error"], limit=60)
         description = body.get("error_description")
         detail = (
@@ -158,9 +288,10 @@ def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint:
             if isinstance(description, str)
             else code
         )
-        return IssuerError(
+        return GrantRefused(
             f"the issuer refused the {grant} grant (HTTP {status}, {detail})",
             _ERROR_FIXES.get(code, "check the client settings at the issuer"),
+            code=raw_code if raw_code.isascii() and len(raw_code) <= 64 else "",
         )
     return IssuerError(
         f"the token endpoint {urls.shown(endpoint)} answered HTTP {status} to the {grant} grant",

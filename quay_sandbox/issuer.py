@@ -1,9 +1,11 @@
 """Small OIDC issuers for the ``demo`` command and for tests.
 
 :class:`KeycloakIssuer` imitates one Keycloak realm (issuer ``{base}/realms/{realm}``): discovery,
-JWKS, and a token endpoint with the password and client_credentials grants, Keycloak's error
-bodies and UUID subjects. :class:`KubernetesIssuer` imitates an API server's service-account
-issuer: discovery and JWKS, plus :meth:`KubernetesIssuer.mint` for projected-token files.
+JWKS, and a token endpoint with the password and client_credentials grants, standard token
+exchange (RFC 8693, Keycloak's "token exchange v2"), clients that authenticate with a secret or
+with a signed JWT (private_key_jwt, RFC 7523), Keycloak's error bodies and UUID subjects.
+:class:`KubernetesIssuer` imitates an API server's service-account issuer: discovery and JWKS,
+plus :meth:`KubernetesIssuer.mint` for projected-token files.
 The interop tests use the third-party nanoidp instead (``tests/support/oidc_provider.py``).
 """
 
@@ -19,6 +21,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import jwt
 
 from .keys import SigningKey, generate_rsa_key, jwks
 from .server import Request, Response, RunningServer, serve_wsgi
@@ -43,6 +47,9 @@ class IssuerUser:
 class IssuerClient:
     """A realm client. ``secret=None`` makes it public; ``service_account`` enables
     client_credentials (confidential clients only); ``direct_access`` enables the password grant.
+    ``jwt_public_key`` (an RSA or EC public key) makes it a client that authenticates with a
+    signed JWT (Keycloak's "Signed JWT" authenticator, private_key_jwt) instead of a secret;
+    ``token_exchange`` is Keycloak's "Standard token exchange" switch on the client.
     """
 
     client_id: str
@@ -50,13 +57,19 @@ class IssuerClient:
     direct_access: bool = True
     service_account: bool = False
     service_account_sub: str = field(default_factory=lambda: str(uuid.uuid4()))
+    jwt_public_key: Any = None
+    token_exchange: bool = False
 
     @property
     def public(self) -> bool:
-        return self.secret is None
+        return self.secret is None and self.jwt_public_key is None
 
 
 _INVALID_CLIENT = "Invalid client or Invalid client credentials"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+_SIGNED_JWT_FAILED = "Client authentication with signed JWT failed: "
 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
@@ -117,6 +130,9 @@ class KeycloakIssuer(_ServedIssuer):
         self.users = {user.username: user for user in users}
         self.clients = {client.client_id: client for client in clients}
         self.token_requests = 0
+        self.token_exchanges = 0
+        #: jti of every client assertion accepted: Keycloak refuses one used twice
+        self._assertion_ids: set[str] = set()
 
     @property
     def issuer(self) -> str:
@@ -133,11 +149,20 @@ class KeycloakIssuer(_ServedIssuer):
             "authorization_endpoint": f"{issuer}/protocol/openid-connect/auth",
             "token_endpoint": f"{issuer}/protocol/openid-connect/token",
             "jwks_uri": f"{issuer}/protocol/openid-connect/certs",
-            "grant_types_supported": ["password", "client_credentials", "refresh_token"],
+            "grant_types_supported": [
+                "password",
+                "client_credentials",
+                "refresh_token",
+                TOKEN_EXCHANGE,
+            ],
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+            ],
             "scopes_supported": ["openid", "profile", "email"],
         }
 
@@ -201,19 +226,28 @@ class KeycloakIssuer(_ServedIssuer):
         with self._lock:
             self.token_requests += 1
         form = request.form()
-        client_id, secret = self._client_credentials(request, form)
-        client = self.clients.get(client_id or "")
-        if client is None:
-            return _oauth_error(
-                401, "invalid_client", "Invalid client or Invalid client credentials"
-            )
-        if not client.public and not (
-            secret and secrets.compare_digest(secret, client.secret or "")
-        ):
-            return _oauth_error(
-                401, "invalid_client", "Invalid client or Invalid client credentials"
-            )
+        if "client_assertion" in form or "client_assertion_type" in form:
+            authenticated = self._signed_jwt_client(form)
+            if isinstance(authenticated, Response):
+                return authenticated
+            client = authenticated
+        else:
+            client_id, secret = self._client_credentials(request, form)
+            found = self.clients.get(client_id or "")
+            if found is None or found.jwt_public_key is not None:
+                return _oauth_error(
+                    401, "invalid_client", "Invalid client or Invalid client credentials"
+                )
+            client = found
+            if not client.public and not (
+                secret and secrets.compare_digest(secret, client.secret or "")
+            ):
+                return _oauth_error(
+                    401, "invalid_client", "Invalid client or Invalid client credentials"
+                )
         grant_type = form.get("grant_type")
+        if grant_type == TOKEN_EXCHANGE:
+            return self._token_exchange(client, form)
         audience = form.get("audience") or None
         scope = form.get("scope", "")
         if grant_type == "password":
@@ -236,6 +270,147 @@ class KeycloakIssuer(_ServedIssuer):
                 client, client.service_account_sub, username, scope, audience, False
             )
         return _oauth_error(400, "unsupported_grant_type", "Unsupported grant_type")
+
+    def _signed_jwt_client(self, form: Mapping[str, str]) -> IssuerClient | Response:
+        """The client a private_key_jwt assertion authenticates, as Keycloak's JWT client
+        validator checks it: its registered key, aud = this realm's token endpoint (or
+        issuer), an unexpired exp, and a jti not seen before."""
+        assertion_type = form.get("client_assertion_type")
+        if not assertion_type:
+            return _oauth_error(400, "invalid_client", "Parameter client_assertion_type is missing")
+        if assertion_type != ASSERTION_TYPE:
+            return _oauth_error(
+                400,
+                "invalid_client",
+                f"Parameter client_assertion_type has value '{assertion_type}' but expected "
+                f"is '{ASSERTION_TYPE}'",
+            )
+        assertion = form.get("client_assertion", "")
+        if not assertion:
+            return _oauth_error(400, "invalid_client", "client_assertion parameter missing")
+        try:
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return _oauth_error(400, "invalid_client", _SIGNED_JWT_FAILED + "Invalid token")
+        client_id = unverified.get("sub")
+        if not isinstance(client_id, str) or not client_id:
+            return _oauth_error(
+                400, "invalid_client", "Can't identify client. Subject missing on JWT token"
+            )
+        if form.get("client_id") and form["client_id"] != client_id:
+            return _oauth_error(
+                400, "invalid_client", "client_id parameter does not match sub claim"
+            )
+        client = self.clients.get(client_id)
+        if client is None or client.jwt_public_key is None:
+            return _oauth_error(401, "invalid_client", _INVALID_CLIENT)
+        try:
+            claims = jwt.decode(
+                assertion,
+                client.jwt_public_key,
+                algorithms=["RS256", "ES256"],
+                options={"verify_aud": False, "verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError:
+            return _oauth_error(
+                400,
+                "invalid_client",
+                _SIGNED_JWT_FAILED + "Signature on JWT token failed validation",
+            )
+        expected = [self.issuer, self.token_endpoint]
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if not any(aud in expected for aud in audiences):
+            return _oauth_error(
+                400,
+                "invalid_client",
+                f"{_SIGNED_JWT_FAILED}Invalid token audience. Expected audiences are "
+                f"{expected} but audience from token is '{audiences}'",
+            )
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp < time.time():
+            return _oauth_error(400, "invalid_client", _SIGNED_JWT_FAILED + "Token is not active")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            return _oauth_error(
+                400, "invalid_client", _SIGNED_JWT_FAILED + "Missing ID on the token"
+            )
+        with self._lock:
+            if jti in self._assertion_ids:
+                return _oauth_error(
+                    400, "invalid_client", _SIGNED_JWT_FAILED + "Token reuse detected"
+                )
+            self._assertion_ids.add(jti)
+        return client
+
+    def _token_exchange(self, client: IssuerClient, form: Mapping[str, str]) -> Response:
+        """Standard token exchange (Keycloak's v2, RFC 8693): an access token of this realm,
+        whose audience holds the requesting client, for one with the requested audience."""
+        with self._lock:
+            self.token_exchanges += 1
+        if not client.token_exchange or client.public:
+            return _oauth_error(
+                400,
+                "invalid_request",
+                "Standard token exchange is not enabled for the requested client",
+            )
+        subject_token = form.get("subject_token")
+        if not subject_token:
+            return _oauth_error(
+                400,
+                "invalid_request",
+                "Parameter 'subject_token' required for standard token exchange",
+            )
+        subject_token_type = form.get("subject_token_type")
+        if not subject_token_type:
+            return _oauth_error(
+                400,
+                "invalid_request",
+                "Parameter 'subject_token_type' required for standard token exchange",
+            )
+        if subject_token_type != ACCESS_TOKEN_TYPE:
+            return _oauth_error(
+                400, "invalid_request", "Parameter 'subject_token' supports access tokens only"
+            )
+        try:
+            subject = jwt.decode(
+                subject_token,
+                self.key.private_key.public_key(),
+                algorithms=[self.key.algorithm],
+                issuer=self.issuer,
+                options={"verify_aud": False},
+            )
+        except jwt.PyJWTError:
+            return _oauth_error(400, "invalid_request", "Invalid token")
+        if subject.get("typ") != "Bearer":
+            return _oauth_error(400, "invalid_request", "Invalid token")
+        requested = form.get("requested_token_type")
+        if requested and requested != ACCESS_TOKEN_TYPE:
+            return _oauth_error(400, "invalid_request", "requested_token_type unsupported")
+        audience = subject.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if client.client_id not in audiences:
+            return _oauth_error(400, "invalid_request", "Client is not within the token audience")
+        target = form.get("audience") or client.client_id
+        if target not in self.clients:
+            return _oauth_error(
+                400, "invalid_request", f"Requested audience not available: {target}"
+            )
+        scope = str(subject.get("scope") or "profile email")
+        extra = {"scope": scope}
+        if "preferred_username" in subject:
+            extra["preferred_username"] = str(subject["preferred_username"])
+        access = self.mint(str(subject["sub"]), audience=target, azp=client.client_id, extra=extra)
+        body: dict[str, Any] = {
+            "access_token": access,
+            "expires_in": self.token_lifetime,
+            "refresh_expires_in": 0,
+            "token_type": "Bearer",
+            "not-before-policy": 0,
+            "scope": scope,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+        }
+        return Response.json(200, body, headers=[("Cache-Control", "no-store")])
 
     def _token_response(
         self,

@@ -10,6 +10,7 @@ import pytest
 
 from docker_credential_quayfed import config, fastpath
 from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
+from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CacheError
 from tests.jwt_factory import fake_jwt
 
@@ -148,7 +149,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config_file = tmp_path / "config.toml"
     config_file.write_text(
         f'[registries."{REGISTRY}"]\nrobot = "org+bot"\nissuer = "https://idp.example.com"\n'
-        'source = "env"\ntoken_env = "T"\n'
+        'source = "file"\ntoken_file = "/var/run/secrets/tokens/quay"\n'
     )
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
@@ -167,7 +168,7 @@ def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken
 
 def test_snapshot_lets_the_fast_path_find_the_token(tmp_path: Path, config_file: Path) -> None:
     _, entry = remembered(tmp_path, time.time())
-    assert fastpath.cached_answer(REGISTRY) == ("org+bot", entry.token)
+    assert fastpath.cached_answer(REGISTRY) == ("org+bot", entry.token, False)
     assert fastpath.cached_answer("other.example.com") is None
     # Any edit of config.toml invalidates the snapshot until the full path rewrites it.
     config_file.write_text(config_file.read_text() + "# edited\n")
@@ -189,3 +190,22 @@ def test_a_token_from_an_issuer_whose_clock_is_ahead_lives_by_ours(tmp_path: Pat
     cache = TokenCache(tmp_path)
     cache.write(IDENTITY, entry)
     assert cache.read(REGISTRY, IDENTITY) == entry  # a shortened life is not an edited file
+
+
+def test_an_environment_identity_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token earned with one job's (or one variable's) identity is cached apart from another's."""
+    env_table = RegistryConfig(
+        key=REGISTRY, robot="org+bot", issuer="https://i", source="env", token_env="T"
+    )
+    actions_table = RegistryConfig(
+        key=REGISTRY, robot="org+bot", issuer="https://i", source="github_actions"
+    )
+    monkeypatch.setenv("T", "first.jwt.value")
+    monkeypatch.setenv("GITHUB_RUN_ID", "1")
+    seen = (env_table.identity, actions_table.identity)
+    monkeypatch.setenv("T", "second.jwt.value")
+    monkeypatch.setenv("GITHUB_RUN_ID", "2")
+    assert env_table.identity != seen[0]
+    assert actions_table.identity != seen[1]

@@ -118,7 +118,21 @@ def test_store_then_get_serves_from_cache_without_network(helper_env: dict[str, 
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
 
 
+def use_file_source(helper_env: dict[str, str]) -> None:
+    """A source whose identity is the file's, not the environment's (env's identity is the
+    variable's value, so only the full path can tell it): the fast path serves it."""
+    config = Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
+    config.write_text(
+        config.read_text().replace(
+            'source = "env"\ntoken_env = "QUAYFED_TEST_JWT"',
+            'source = "file"\ntoken_file = "/var/run/secrets/tokens/quay"',
+        )
+    )
+    assert 'source = "file"' in config.read_text()
+
+
 def test_cache_hit_imports_neither_httpx_nor_jwt(helper_env: dict[str, str]) -> None:
+    use_file_source(helper_env)
     assert store(helper_env, robot_jwt()).returncode == 0
     env = {**helper_env, "PYTHONPROFILEIMPORTTIME": "1"}
     result = run_helper("get", HOST, env=env)
@@ -209,6 +223,7 @@ def test_stale_token_is_served_when_refresh_fails(helper_env: dict[str, str]) ->
 
 
 def test_debug_log_redacts_tokens(helper_env: dict[str, str]) -> None:
+    use_file_source(helper_env)
     jwt = robot_jwt()
     assert store(helper_env, jwt).returncode == 0
     env = {**helper_env, "DOCKER_CREDENTIAL_QUAYFED_DEBUG": "1"}

@@ -876,6 +876,52 @@ def test_a_fifo_in_the_cache_cannot_hang_get(which: str, tmp_path: Path, offline
         assert_clean(outcome, f"get with a FIFO as the {which}")
 
 
+@pytest.mark.parametrize("target", ["login file", "discovery file"])
+def test_login_and_discovery_files(target: str, tmp_path: Path) -> None:
+    """Whatever the file holds, reading it gives an intact record or nothing, never an error."""
+    from docker_credential_quayfed import logins
+    from docker_credential_quayfed.config import RegistryConfig
+
+    issuer = "https://idp.fuzz.test/realms/fuzz"
+    registry = RegistryConfig(
+        key=HOST, robot=ROBOT, issuer=issuer, source="device", client_id="cli"
+    )
+    cache = TokenCache(tmp_path / "cache")
+    name = logins.login_name(registry) if target == "login file" else oidc.discovery_name(issuer)
+    fields = st.dictionaries(
+        st.sampled_from(
+            ["format", "issuer", "client_id", "refresh_token", "subject", "scope",
+             "logged_in_at", "refreshed_at", "expires_at", "for_issuer", "fetched_at",
+             "token_endpoint", "jwks_uri", "device_authorization_endpoint",
+             "code_challenge_methods", "grant_types"]
+        ),
+        st.one_of(
+            st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
+            st.lists(st.text(max_size=5), max_size=3), st.just(issuer),
+            st.just("quayfed-login 1"), st.just("quayfed-discovery 1"),
+        ),
+    )  # fmt: skip
+    counter = Counter()
+
+    @FUZZ
+    @given(content=st.binary(max_size=500) | fields.map(lambda d: json.dumps(d).encode()))
+    def case(content: bytes) -> None:
+        counter.cases += 1
+        write_private(cache.directory / name, content)
+        if target == "login file":
+            found = logins.read(cache, registry)
+            assert found is None or (found.refresh_token and found.issuer == issuer)
+            if found is not None:
+                found.expired(time.time())
+        else:
+            kept = oidc.cached_discovery(cache, issuer, time.time())
+            assert kept is None or kept.token_endpoint.startswith("https://idp.fuzz.test/")
+
+    cache.directory.mkdir(mode=0o700)
+    case()
+    record("fuzz", target=f"cache:{target}", cases=counter.cases, failures=0)
+
+
 # -- 4. issuer and Quay responses ---------------------------------------------------------------
 ISSUER = "https://issuer.fuzz.test/realms/fuzz"
 TOKEN_ENDPOINT = f"{ISSUER}/protocol/openid-connect/token"

@@ -46,7 +46,8 @@ class DemoServers:
         except ImportError as exc:
             raise QuayfedError(
                 f"the demo needs the embedded servers and the 'demo' extra ({exc.name} is "
-                "missing; the single file, the RPM and the image leave them out)",
+                "missing; the single file, the RPM, the Debian package and the image leave "
+                "them out)",
                 "from a clone of the repository: pip install '.[demo]'",
             ) from None
         directory.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,34 @@ class _Checker:
             f"{urls.shown(found.token_endpoint)}"
         )
 
+    def login_state(self) -> tuple[str, str]:
+        """source = "device": is someone logged in, since when, with which scopes."""
+        from docker_credential_quayfed import logins
+        from docker_credential_quayfed.cache import TokenCache
+
+        registry, now = self.registry, time.time()
+        login = logins.read(TokenCache(config.default_cache_dir()), registry)
+        if login is None or login.expired(now):
+            raise CheckFailed(
+                "the login has expired" if login else "nobody is logged in",
+                f"run: docker-credential-quayfed login {registry.key}",
+            )
+        until = (
+            f"refresh token valid until {logins.when(login.expires_at)}"
+            if login.expires_at is not None
+            else "refresh token without a fixed end"
+        )
+        detail = (
+            f"logged in as {login.subject or '?'} {logins.age(now - login.logged_in_at)} ago, "
+            f"renewed {logins.age(now - login.refreshed_at)} ago, {until}, "
+            f"scopes: {login.scope or '(not said)'}"
+        )
+        if self.discovery is not None and not self.discovery.device_authorization_endpoint:
+            return WARN, detail + "; the issuer announces no device endpoint (login --browser)"
+        if "offline_access" not in login.scope.split() and login.expires_at is not None:
+            return OK, detail + "; add offline_access to scope for a login that outlives sessions"
+        return OK, detail
+
     def fetch_jwks(self) -> tuple[str, str]:
         assert self.discovery is not None
         if not self.discovery.jwks_uri:
@@ -124,7 +152,7 @@ class _Checker:
 
     def mint(self) -> tuple[str, str]:
         self.oidc_token, minted = broker.fetch_oidc_token(
-            self.registry, self.session, self.deadline
+            self.registry, self.session, self.deadline, reuse=False
         )
         header = claims.split(self.oidc_token)[0]
         detail = (
@@ -258,7 +286,21 @@ def _local_checks(report: Report, host: str) -> RegistryConfig | None:
     _wiring(report, host)
     if not config_ok:
         return None
-    return loaded[0].registries[host]
+    registry = loaded[0].registries[host]
+
+    def background_refresh() -> tuple[str, str]:
+        from docker_credential_quayfed import background
+        from docker_credential_quayfed.cache import TokenCache
+
+        if not registry.refresh_ahead:
+            return OK, "refresh_ahead = false: gets refresh at the refresh point"
+        failed = background.last_failure(TokenCache(config.default_cache_dir()), host)
+        if failed is not None:
+            return WARN, f"{failed} (see {background.LOG_NAME} in the cache directory)"
+        return OK, "no failed background refresh in the last day"
+
+    _timed(report, "background refresh", background_refresh)
+    return registry
 
 
 def _wiring(report: Report, host: str) -> None:
@@ -312,6 +354,7 @@ def diagnose(host: str) -> Report:
         steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
             ("discovery", checker.discover),
             ("JWKS", checker.fetch_jwks),
+            *([("login", checker.login_state)] if registry.source == "device" else []),
             ("token minted", checker.mint),
             ("Quay exchange", checker.exchange),
             ("robot token", checker.robot_expiry),

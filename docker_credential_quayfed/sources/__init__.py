@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from docker_credential_quayfed.sources.auto import AutoSource
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+from docker_credential_quayfed.sources.buildkite import BuildkiteSource
+from docker_credential_quayfed.sources.circleci import CircleCISource
 from docker_credential_quayfed.sources.client_credentials import ClientCredentialsSource
+from docker_credential_quayfed.sources.command import CommandTokenSource
+from docker_credential_quayfed.sources.device import DeviceLoginSource
 from docker_credential_quayfed.sources.env import EnvTokenSource
 from docker_credential_quayfed.sources.file import FileTokenSource
 from docker_credential_quayfed.sources.github_actions import GitHubActionsSource
+from docker_credential_quayfed.sources.gitlab import GitLabSource
 from docker_credential_quayfed.sources.password import PasswordSource
 
 if TYPE_CHECKING:
@@ -27,6 +33,12 @@ SOURCES: tuple[type[TokenSource], ...] = (
     FileTokenSource,
     EnvTokenSource,
     GitHubActionsSource,
+    GitLabSource,
+    BuildkiteSource,
+    CircleCISource,
+    CommandTokenSource,
+    AutoSource,
+    DeviceLoginSource,
 )
 BY_NAME: dict[str, type[TokenSource]] = {source.name: source for source in SOURCES}
 

@@ -26,6 +26,10 @@ class SourceContext:
     registry: RegistryConfig
     session: httpx.Client
     deadline: Deadline
+    #: fetch the discovery document even when a recent one is on disk
+    fresh_discovery: bool = False
+    #: set once discover() answered from disk (a failure then retries with a fresh one)
+    discovered_from_cache: bool = False
 
     def secret(self, setting: str, what: str) -> str:
         """The secret named by ``<setting>_env``, ``_file`` or ``_command``, within the deadline."""
@@ -41,16 +45,35 @@ class SourceContext:
         )
 
     def discover(self) -> Discovery:
-        """The issuer's discovery document, its endpoints held to the registry's settings."""
-        from docker_credential_quayfed import oidc
+        """The issuer's discovery document, its endpoints held to the registry's settings:
+        from the cache directory while recent (``fresh_discovery`` forces a fetch)."""
+        import time
 
-        return oidc.discover(
+        from docker_credential_quayfed import config, oidc
+        from docker_credential_quayfed.cache import TokenCache
+
+        registry = self.registry
+        cache = TokenCache(config.default_cache_dir())
+        if not self.fresh_discovery:
+            found = oidc.cached_discovery(
+                cache,
+                registry.issuer,
+                time.time(),
+                endpoint_hosts=registry.endpoint_hosts,
+                allow_http=registry.allow_insecure_http,
+            )
+            if found is not None:
+                self.discovered_from_cache = True
+                return found
+        found = oidc.discover(
             self.session,
-            self.registry.issuer,
+            registry.issuer,
             self.deadline,
-            endpoint_hosts=self.registry.endpoint_hosts,
-            allow_http=self.registry.allow_insecure_http,
+            endpoint_hosts=registry.endpoint_hosts,
+            allow_http=registry.allow_insecure_http,
         )
+        oidc.keep_discovery(cache, registry.issuer, found, time.time())
+        return found
 
 
 class TokenSource:
@@ -70,6 +93,17 @@ class TokenSource:
     secret_keys: ClassVar[tuple[str, ...]] = ()
     #: the setting that tells one credential of this source from another (part of the cache key)
     identity_key: ClassVar[str] = ""
+    #: its JWTs cost a round trip to the issuer: reuse them for other robots while valid
+    reusable: ClassVar[bool] = False
+    #: its identity comes from the process environment (a CI job, a variable): every get
+    #: takes the full path, which asks :meth:`identity_of` (the fast path cannot see it)
+    ambient: ClassVar[bool] = False
+
+    @classmethod
+    def identity_of(cls, registry: RegistryConfig) -> str:
+        """What tells this credential from another (part of the cache key): the value of
+        ``identity_key``; a source whose identity comes from its environment says more."""
+        return str(getattr(registry, cls.identity_key)) if cls.identity_key else ""
 
     @classmethod
     def settings(cls) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""client_credentials grant for a confidential client (client_secret_basic)."""
+"""client_credentials grant for a confidential client (a client secret or private_key_jwt)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 class ClientCredentialsSource(TokenSource):
     name = "client_credentials"
-    summary = "client credentials grant: a confidential client's id and secret"
+    summary = "client credentials grant: a confidential client's id and secret or private key"
     required = ("client_id",)
-    one_of = (oauth.CLIENT_SECRET_KEYS,)
-    optional = oauth.GRANT_OPTIONS
-    secret_keys = oauth.CLIENT_SECRET_KEYS
+    # A secret, or the key of client_auth = "private_key_jwt" (config checks they agree).
+    one_of = ((*oauth.CLIENT_SECRET_KEYS, "client_key_file"),)
+    optional = ("client_auth", "client_key_id", *oauth.GRANT_OPTIONS)
+    secret_keys = (*oauth.CLIENT_SECRET_KEYS, "client_key_file")
     identity_key = "client_id"
+    reusable = True
 
     def fetch(self, context: SourceContext) -> str:
-        secret = oauth.client_secret(context)
         form = {"grant_type": "client_credentials", **oauth.common_form(context)}
-        return oauth.request_token(context, form, (context.registry.client_id, secret))
+        return oauth.request_token(context, form)

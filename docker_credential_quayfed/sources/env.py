@@ -8,12 +8,25 @@ from docker_credential_quayfed import log
 from docker_credential_quayfed.errors import SecretError
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from docker_credential_quayfed.config import RegistryConfig
+
 
 class EnvTokenSource(TokenSource):
     name = "env"
     summary = "a JWT in an environment variable, e.g. a GitLab id_tokens variable"
+    ambient = True
     required = ("token_env",)
     identity_key = "token_env"
+
+    @classmethod
+    def identity_of(cls, registry: RegistryConfig) -> str:
+        """The variable and a digest of the token in it: a new token is a new credential."""
+        import hashlib
+
+        value = os.environ.get(registry.token_env, "").strip().encode("utf-8", "replace")
+        return f"{registry.token_env} {hashlib.sha256(value).hexdigest()[:16]}"
 
     def fetch(self, context: SourceContext) -> str:
         name = context.registry.token_env

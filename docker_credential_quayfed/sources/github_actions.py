@@ -7,11 +7,24 @@ import os
 from docker_credential_quayfed.errors import IssuerError, SecretError
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from docker_credential_quayfed.config import RegistryConfig
+
 
 class GitHubActionsSource(TokenSource):
     name = "github_actions"
     summary = "the GitHub Actions job's OIDC token (permissions: id-token: write)"
+    ambient = True
     optional = ("audience",)
+
+    @classmethod
+    def identity_of(cls, registry: RegistryConfig) -> str:
+        """This job's run, attempt and job id: a token is never served to another job."""
+        return " ".join(
+            os.environ.get(name, "?")
+            for name in ("GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_JOB")
+        )
 
     def fetch(self, context: SourceContext) -> str:
         from docker_credential_quayfed import log, transport

@@ -13,22 +13,17 @@ class PasswordSource(TokenSource):
     summary = "password grant: a user's name and password at the issuer"
     required = ("client_id", "username")
     one_of = (PASSWORD_KEYS,)
-    optional = (*oauth.CLIENT_SECRET_KEYS, *oauth.GRANT_OPTIONS)
-    secret_keys = (*PASSWORD_KEYS, *oauth.CLIENT_SECRET_KEYS)
+    optional = (*oauth.CLIENT_SECRET_KEYS, *oauth.CLIENT_AUTH_KEYS, *oauth.GRANT_OPTIONS)
+    secret_keys = (*PASSWORD_KEYS, *oauth.CLIENT_SECRET_KEYS, "client_key_file")
     identity_key = "username"
+    reusable = True
 
     def fetch(self, context: SourceContext) -> str:
-        registry = context.registry
         password = context.secret("password", "password")
         form = {
             "grant_type": "password",
-            "username": registry.username,
+            "username": context.registry.username,
             "password": password,
             **oauth.common_form(context),
         }
-        client_auth = None
-        if oauth.has_client_secret(context):
-            client_auth = (registry.client_id, oauth.client_secret(context))
-        else:
-            form["client_id"] = registry.client_id
-        return oauth.request_token(context, form, client_auth)
+        return oauth.request_token(context, form)

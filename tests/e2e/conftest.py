@@ -152,6 +152,11 @@ def deployment(
                     "token_type": "access_token",
                 },
                 "file": {"issuer": kube_issuer.issuer, "token_file": str(token_file)},
+                "device": {
+                    "issuer": oidc_provider.issuer,
+                    "client_id": oidc_provider.public_client,
+                    "scope": "openid offline_access",
+                },
             },
             secret_env={
                 "OIDC_PASSWORD": password,

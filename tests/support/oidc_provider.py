@@ -12,6 +12,10 @@ Keycloak path (under ``/realms/quay``)         nanoidp path
 ``/protocol/openid-connect/certs``            ``/.well-known/jwks.json``
 ``/protocol/openid-connect/auth/device``      ``/device_authorization``
 ``/protocol/openid-connect/userinfo``         ``/userinfo``
+``/protocol/openid-connect/logout``           ``/logout``
+``/protocol/openid-connect/revoke``           ``/revoke`` (RFC 7009)
+``/protocol/openid-connect/auth``             ``/authorize`` (authorization code, PKCE)
+``/device`` (the page a person opens)          same
 ============================================  =====================================
 
 Differences from Keycloak that stay visible (on purpose, the helper must cope): ``sub`` is the
@@ -76,6 +80,8 @@ _KEYCLOAK_PATHS = {
     "/protocol/openid-connect/auth/device": "/device_authorization",
     "/protocol/openid-connect/userinfo": "/userinfo",
     "/protocol/openid-connect/logout": "/logout",
+    "/protocol/openid-connect/revoke": "/revoke",
+    "/protocol/openid-connect/auth": "/authorize",
 }
 _DISCOVERY_ENDPOINTS = {
     "token_endpoint": "/protocol/openid-connect/token",
@@ -84,6 +90,7 @@ _DISCOVERY_ENDPOINTS = {
     "userinfo_endpoint": "/protocol/openid-connect/userinfo",
     "authorization_endpoint": "/protocol/openid-connect/auth",
     "end_session_endpoint": "/protocol/openid-connect/logout",
+    "revocation_endpoint": "/protocol/openid-connect/revoke",
 }
 _WELL_KNOWN = "/.well-known/openid-configuration"
 
@@ -329,6 +336,37 @@ class OIDCProvider:
         )["access_token"]
         return token
 
+    def approve_device(
+        self, verification_uri: str, user_code: str, username: str = "jdoe", *, deny: bool = False
+    ) -> None:
+        """What a person does in a browser: open the verification page, sign in, and approve
+        (or deny) the code, as form posts to nanoidp's page."""
+        with httpx.Client(verify=trusting(self.ca_cert), timeout=10) as browser:
+            page = browser.get(verification_uri)
+            page.raise_for_status()
+            answer = browser.post(
+                verification_uri.split("?", 1)[0],
+                data={
+                    "user_code": user_code,
+                    "username": username,
+                    "password": self.users[username],
+                    "action": "deny" if deny else "authorize",
+                },
+            )
+            answer.raise_for_status()
+
+    def browser_login(self, authorization_url: str, username: str = "jdoe") -> httpx.Response:
+        """What a browser does with ``login --browser``'s URL: sign in at the authorization
+        endpoint and follow the redirect to the loopback listener (its answer is returned)."""
+        with httpx.Client(verify=trusting(self.ca_cert), timeout=10) as browser:
+            answer = browser.post(
+                authorization_url,
+                data={"username": username, "password": self.users[username]},
+            )
+            if answer.status_code not in (302, 303):
+                raise RuntimeError(f"nanoidp answered the sign-in with HTTP {answer.status_code}")
+            return httpx.get(answer.headers["location"], timeout=10)
+
     def mint(
         self, sub: str = "jdoe", *, audience: str | list[str] = DEFAULT_AUDIENCE, **claims: Any
     ) -> str:
@@ -396,10 +434,14 @@ oauth:
     - client_id: "{public_client}"
       token_endpoint_auth_method: "none"
       description: "public client, password grant"
+      redirect_uris: ["http://127.0.0.1/callback"]
     - client_id: "{confidential_client}"
       client_secret: "{confidential_secret}"
       token_endpoint_auth_method: "client_secret_basic"
       description: "confidential client, client_credentials"
+device_flow:
+  polling_interval: 1
+  code_expiry_seconds: 120
 jwt:
   keys_dir: "{keys_dir}"
 logging:

@@ -1,0 +1,213 @@
+"""login, logout and status: a person's login at the issuer, for ``source = "device"``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from docker_credential_quayfed.commands.help import describe
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.config import Config, RegistryConfig
+
+
+def add_parser(commands: Any) -> None:
+    login = commands.add_parser(
+        "login",
+        help='Log in at HOST\'s issuer (device code, or --browser) for source = "device".',
+        description=describe(
+            'Log in at the OIDC issuer of HOST\'s table (source = "device"): show a code to '
+            "confirm in any browser (the device authorization grant), or with --browser open "
+            "one here (authorization code with PKCE on a loopback redirect). The refresh token "
+            "is kept in the cache directory (0600) and later gets renew the login silently; "
+            "the first robot token is minted at once."
+        ),
+        epilog=(
+            "examples:\n"
+            "  docker-credential-quayfed login quay.example.com\n"
+            "  docker-credential-quayfed login --browser quay.example.com\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    login.add_argument("host", metavar="HOST")
+    login.add_argument(
+        "--browser", action="store_true", help="open a browser here instead of showing a code"
+    )
+    login.set_defaults(handler=_run_login)
+
+    logout = commands.add_parser(
+        "logout",
+        help="Revoke and forget HOST's login; erase its cached robot token.",
+        description=describe(
+            "Revoke the refresh token at the issuer (when it has a revocation endpoint), "
+            "forget it, and erase HOST's cached robot token."
+        ),
+        epilog="example:\n  docker-credential-quayfed logout quay.example.com\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    logout.add_argument("host", metavar="HOST")
+    logout.set_defaults(handler=_run_logout)
+
+    status = commands.add_parser(
+        "status",
+        help="Say who is logged in where, and until when.",
+        description=describe(
+            "For HOST, or every configured registry: the source, who is logged in (device "
+            "source), until when the refresh token and the cached robot token are valid. "
+            "Exits 1 when a device-source registry has no usable login."
+        ),
+        epilog=(
+            "examples:\n"
+            "  docker-credential-quayfed status\n"
+            "  docker-credential-quayfed status quay.example.com\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("host", metavar="HOST", nargs="?")
+    status.set_defaults(handler=_run_status)
+
+
+def _device_registry(host: str) -> tuple[Config, RegistryConfig]:
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.errors import UsageError
+    from docker_credential_quayfed.protocol import registry_key
+
+    key = registry_key(host)
+    settings = config.load()
+    registry = settings.registry(key)
+    if registry.source != "device":
+        raise UsageError(
+            f'{key} uses source = {registry.source!r}; login is for source = "device"',
+            f'set source = "device" in {registry.config_file}, or use its own credentials',
+        )
+    return settings, registry
+
+
+def _cache() -> TokenCache:
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.cache import TokenCache
+
+    return TokenCache(config.default_cache_dir())
+
+
+def _run_login(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed import actions, broker, login_flow, logins, oidc, transport
+    from docker_credential_quayfed.errors import IssuerError
+    from docker_credential_quayfed.sources import SourceContext
+
+    settings, registry = _device_registry(args.host)
+    cache = _cache()
+    with broker.registry_client(registry) as session:
+        context = SourceContext(registry, session, transport.Deadline(registry.timeout))
+        if args.browser:
+            body = login_flow.browser_login(context)
+            grant = "authorization_code"
+        else:
+            body = login_flow.device_login(context)
+            grant = "device_code"
+    token = oidc.pick_token(body, registry.token_type, grant)
+    login = logins.from_token_response(registry, body, token, time.time())
+    if login is None:
+        raise IssuerError(
+            f"the issuer gave no refresh token for {registry.key}, so the login cannot last",
+            "add offline_access to scope, or allow refresh tokens for the client at the issuer",
+        )
+    with cache.lock_file(logins.lock_name(registry), timeout=registry.timeout):
+        logins.write(cache, registry, login)
+        logins.keep_jwt(cache, registry, token)
+    cache.erase(registry.key)  # a robot token of an earlier login must not outlive it
+    outcome = broker.robot_token(registry, cache, force=True)
+    actions.remember(settings, cache)
+    who = f" as {login.subject}" if login.subject else ""
+    print(
+        f"Logged in to {registry.key}{who}; robot {outcome.token.robot} token valid until "
+        f"{logins.when(outcome.token.expires_at)}"
+        + (f", login until {logins.when(login.expires_at)}" if login.expires_at else "")
+    )
+    return 0
+
+
+def _run_logout(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed import broker, log, login_flow, logins, transport
+    from docker_credential_quayfed.errors import QuayfedError
+    from docker_credential_quayfed.sources import SourceContext
+
+    _, registry = _device_registry(args.host)
+    cache = _cache()
+    login = logins.read(cache, registry)
+    revoked = False
+    if login is not None:
+        try:
+            with broker.registry_client(registry) as session:
+                context = SourceContext(registry, session, transport.Deadline(registry.timeout))
+                revoked = login_flow.revoke(context, login.refresh_token)
+        except QuayfedError as exc:
+            log.warn(exc.message)
+    logins.forget(cache, registry)
+    erased = cache.erase(registry.key)
+    if login is None:
+        print(f"Not logged in to {registry.key}; erased {erased} cached robot token(s)")
+        return 0
+    what = "revoked at the issuer and forgotten" if revoked else "forgotten"
+    print(f"Logged out of {registry.key}: refresh token {what}, robot token erased")
+    return 0
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.protocol import registry_key
+
+    settings = config.load()
+    if args.host:
+        registries = [settings.registry(registry_key(args.host))]
+    else:
+        registries = list(settings.registries.values())
+    if not registries:
+        print(f"no registries configured in {settings.path}")
+        return 0
+    cache = _cache()
+    healthy = True
+    for registry in registries:
+        line, ok = describe_registry(registry, cache, time.time())
+        healthy = healthy and ok
+        print(line)
+    sys.stdout.flush()
+    return 0 if healthy else 1
+
+
+def describe_registry(registry: RegistryConfig, cache: TokenCache, now: float) -> tuple[str, bool]:
+    """One line on a registry's login and robot token; False when it needs a login."""
+    from docker_credential_quayfed import logins
+
+    robot = cache.read(registry.key, registry.identity)
+    if robot is not None and robot.expires_at > now:
+        robot_part = (
+            f"robot {registry.robot} token valid until {logins.when(robot.expires_at)} "
+            f"({logins.age(robot.expires_at - now)} left)"
+        )
+    else:
+        robot_part = f"robot {registry.robot}: no cached token"
+    if registry.source != "device":
+        return f"{registry.key}: source {registry.source}; {robot_part}", True
+    login = logins.read(cache, registry)
+    if login is None or login.expired(now):
+        state = "login expired" if login else "not logged in"
+        return (
+            f"{registry.key}: {state} at {registry.issuer}; "
+            f"run: docker-credential-quayfed login {registry.key}",
+            False,
+        )
+    until = (
+        f"login valid until {logins.when(login.expires_at)}"
+        if login.expires_at is not None
+        else "login without a fixed end"
+    )
+    who = login.subject or "(unknown subject)"
+    return (
+        f"{registry.key}: logged in as {who} at {registry.issuer} "
+        f"{logins.age(now - login.logged_in_at)} ago, {until}; {robot_part}",
+        True,
+    )

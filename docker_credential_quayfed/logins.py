@@ -1,0 +1,208 @@
+"""What a person's ``login`` leaves on disk: the refresh token, and the JWTs sources mint.
+
+A login belongs to an issuer and a client, not to a registry: two registries that trust the
+same realm share one login. Its file (``@login-<digest>.json``, 0600, in the token cache's
+private directory) holds the refresh token, replaced whenever the issuer rotates it. A JWT a
+source minted (``@jwt-<digest>.jwt``) is reused by other robots of the same issuer, client and
+identity while it stays valid, instead of asking the issuer again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from docker_credential_quayfed import claims, log
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.config import RegistryConfig
+
+#: a reused JWT must have at least this long left when Quay checks it
+JWT_REUSE_MARGIN = 60.0
+LOGIN_MAGIC = "quayfed-login 1"
+
+
+@dataclass(frozen=True)
+class Login:
+    """One person's login at one issuer and client."""
+
+    issuer: str
+    client_id: str
+    refresh_token: str
+    #: who logged in (the token's sub) and with which scopes
+    subject: str
+    scope: str
+    logged_in_at: float
+    refreshed_at: float
+    #: when the refresh token stops working, when the issuer says (None: not said)
+    expires_at: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def login_name(registry: RegistryConfig) -> str:
+    return f"@login-{_digest(registry.issuer, registry.client_id)}.json"
+
+
+def lock_name(registry: RegistryConfig) -> str:
+    return f"@login-{_digest(registry.issuer, registry.client_id)}.lock"
+
+
+def read(cache: TokenCache, registry: RegistryConfig) -> Login | None:
+    """The stored login for the registry's issuer and client; None when absent or unusable."""
+    text = cache.read_private(login_name(registry))
+    if text is None:
+        return None
+    try:
+        document = json.loads(text)
+        if document.pop("format") != LOGIN_MAGIC:
+            return None
+        login = Login(**document)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        log.debug(f"the login file {login_name(registry)} is not intact; ignoring it")
+        return None
+    if not _well_typed(login) or not login.refresh_token:
+        log.debug(f"the login file {login_name(registry)} is not intact; ignoring it")
+        return None
+    if login.issuer != registry.issuer or login.client_id != registry.client_id:
+        return None
+    log.secret(login.refresh_token)
+    return login
+
+
+def _well_typed(login: Login) -> bool:
+    texts = (login.issuer, login.client_id, login.refresh_token, login.subject, login.scope)
+    times = (login.logged_in_at, login.refreshed_at)
+    number = (int, float)
+    return (
+        all(isinstance(value, str) for value in texts)
+        and all(isinstance(value, number) and not isinstance(value, bool) for value in times)
+        and (login.expires_at is None or isinstance(login.expires_at, number))
+        and not isinstance(login.expires_at, bool)
+    )
+
+
+def write(cache: TokenCache, registry: RegistryConfig, login: Login) -> None:
+    log.secret(login.refresh_token)
+    document = {"format": LOGIN_MAGIC, **asdict(login)}
+    cache.write_private(login_name(registry), json.dumps(document, ensure_ascii=True) + "\n")
+
+
+def forget(cache: TokenCache, registry: RegistryConfig) -> bool:
+    """Remove the login and the JWTs minted with it; True if there was a login."""
+    cache.remove(jwt_name(registry))
+    return cache.remove(login_name(registry))
+
+
+def from_token_response(
+    registry: RegistryConfig,
+    body: dict[str, Any],
+    token: str,
+    now: float,
+    previous: Login | None = None,
+) -> Login | None:
+    """The login a token response gives (None when it carries no refresh token). A refresh
+    answer without a new refresh token keeps the previous one (no rotation)."""
+    refresh = body.get("refresh_token")
+    if not isinstance(refresh, str) or not refresh:
+        if previous is None:
+            return None
+        return Login(**{**asdict(previous), "refreshed_at": now})
+    try:
+        token_claims = claims.unverified_claims(token)
+    except claims.NotAJWT:
+        token_claims = {}
+    subject = token_claims.get("preferred_username") or token_claims.get("sub")
+    scope = body.get("scope")
+    return Login(
+        issuer=registry.issuer,
+        client_id=registry.client_id,
+        refresh_token=refresh,
+        subject=str(subject) if subject else (previous.subject if previous else ""),
+        scope=scope if isinstance(scope, str) else (previous.scope if previous else ""),
+        logged_in_at=previous.logged_in_at if previous else now,
+        refreshed_at=now,
+        expires_at=_refresh_expiry(body, refresh, now),
+    )
+
+
+def _refresh_expiry(body: dict[str, Any], refresh: str, now: float) -> float | None:
+    """Keycloak says ``refresh_expires_in`` (0: an offline token, no fixed end); others put an
+    ``exp`` in a JWT refresh token; otherwise nobody says."""
+    seconds = body.get("refresh_expires_in")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return now + float(seconds) if seconds > 0 else None
+    try:
+        return claims.numeric_claim(claims.unverified_claims(refresh), "exp")
+    except claims.NotAJWT:
+        return None
+
+
+# -- JWT reuse across robots ------------------------------------------------------------------
+
+
+def jwt_name(registry: RegistryConfig) -> str:
+    """One name per issuer, client, source, identity and token request: the robot, the
+    registry and Quay are deliberately not part of it."""
+    from docker_credential_quayfed.sources import BY_NAME
+
+    identity_key = BY_NAME[registry.source].identity_key
+    subject = str(getattr(registry, identity_key)) if identity_key else ""
+    digest = _digest(
+        registry.issuer,
+        registry.client_id,
+        registry.source,
+        subject,
+        registry.scope,
+        registry.audience,
+        registry.token_type,
+        registry.exchange_audience,
+    )
+    return f"@jwt-{digest}.jwt"
+
+
+def reusable_jwt(cache: TokenCache, registry: RegistryConfig, now: float) -> str | None:
+    """A JWT minted earlier for the same issuer, client and identity, still valid long enough."""
+    token = (cache.read_private(jwt_name(registry)) or "").strip()
+    if not token:
+        return None
+    try:
+        expires = claims.numeric_claim(claims.unverified_claims(token), "exp")
+    except claims.NotAJWT:
+        return None
+    if expires is None or expires - now < JWT_REUSE_MARGIN:
+        return None
+    log.secret(token)
+    return token
+
+
+def keep_jwt(cache: TokenCache, registry: RegistryConfig, token: str) -> None:
+    """Remember a freshly minted JWT for other robots (best effort)."""
+    from docker_credential_quayfed.errors import QuayfedError
+
+    try:
+        cache.write_private(jwt_name(registry), token + "\n")
+    except (OSError, QuayfedError, UnicodeEncodeError) as exc:
+        log.debug(f"could not keep the JWT for reuse: {exc}")
+
+
+def age(seconds: float) -> str:
+    """A duration as people say it: 45s, 12m, 3h, 6d."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))

@@ -1,0 +1,88 @@
+"""A person's login (``docker-credential-quayfed login HOST``), renewed with its refresh token.
+
+``login`` runs the device authorization grant (RFC 8628) or, with ``--browser``, the
+authorization-code flow with PKCE, and keeps the refresh token; each ``get`` that needs a new
+JWT uses the refresh-token grant silently. With no login, or one the issuer no longer
+accepts, the answer is "not found" and one line saying to log in again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from docker_credential_quayfed import log, logins
+from docker_credential_quayfed.errors import GrantRefused, LoginRequired
+from docker_credential_quayfed.sources import oauth
+from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.cache import TokenCache
+
+#: waiting for another process that is renewing the same login
+LOGIN_LOCK_WAIT = 5.0
+
+
+class DeviceLoginSource(TokenSource):
+    name = "device"
+    summary = "a person's login (login HOST: device code, or --browser), renewed silently"
+    required = ("client_id",)
+    optional = (
+        *oauth.CLIENT_SECRET_KEYS,
+        *oauth.CLIENT_AUTH_KEYS,
+        *oauth.GRANT_OPTIONS,
+    )
+    secret_keys = oauth.CLIENT_SECRET_KEYS
+    reusable = True
+
+    def fetch(self, context: SourceContext) -> str:
+        from docker_credential_quayfed import config
+        from docker_credential_quayfed.cache import TokenCache
+
+        registry = context.registry
+        cache = TokenCache(config.default_cache_dir())
+        wait = min(LOGIN_LOCK_WAIT, context.deadline.remaining())
+        # One renewal at a time: a rotated refresh token is good for one use only.
+        with cache.lock_file(logins.lock_name(registry), timeout=max(wait, 0.0)):
+            login = logins.read(cache, registry)
+            now = time.time()
+            if login is None or login.expired(now):
+                state = "the login has expired" if login else "nobody is logged in"
+                raise LoginRequired(
+                    f"{state} at {registry.issuer} for {registry.key}",
+                    f"run: docker-credential-quayfed login {registry.key}",
+                )
+            return renew(context, cache, login)
+
+
+def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str:
+    """The refresh-token grant; stores the rotated refresh token before anything else."""
+    from docker_credential_quayfed import oidc
+
+    registry = context.registry
+    found = context.discover()
+    form = {"grant_type": "refresh_token", "refresh_token": login.refresh_token}
+    client_auth = oauth.authenticate(context, form, found.token_endpoint)
+    try:
+        body = oidc.token_response(
+            context.session,
+            found.token_endpoint,
+            form,
+            deadline=context.deadline,
+            client_auth=client_auth,
+        )
+    except GrantRefused as exc:
+        if exc.code != "invalid_grant":
+            raise
+        logins.forget(cache, registry)
+        raise LoginRequired(
+            f"the issuer no longer accepts the login for {registry.key} ({exc.code})",
+            f"run: docker-credential-quayfed login {registry.key}",
+        ) from None
+    token = oidc.pick_token(body, registry.token_type, "refresh_token")
+    renewed = logins.from_token_response(registry, body, token, time.time(), previous=login)
+    if renewed is not None:
+        if renewed.refresh_token != login.refresh_token:
+            log.debug(f"the issuer rotated the refresh token for {registry.key}")
+        logins.write(cache, registry, renewed)
+    return token
