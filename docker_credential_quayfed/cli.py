@@ -21,13 +21,21 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _STDIN_LIMIT = 1 << 16
+#: the kubelet credential provider's executable name (the provider's ``name``)
+KUBELET_PROVIDER = "quay-credential-provider"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and _called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
+        args = ["kubelet", *args]  # the single-file zipapp installed under the provider's name
     try:
         if args and args[0] in protocol.ACTIONS:
             return _protocol(args)
+        if args and args[0] == "kubelet":
+            from docker_credential_quayfed import kubelet
+
+            return kubelet.main(args[1:])
         from docker_credential_quayfed.commands import run
 
         try:
@@ -40,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _called_as_kubelet_provider(program: str) -> bool:
+    """The kubelet runs a provider by the name in its config: quay-credential-provider."""
+    name = program.replace("\\", "/").rsplit("/", 1)[-1]
+    return name in (KUBELET_PROVIDER, f"{KUBELET_PROVIDER}.pyz")
 
 
 def _protocol(args: list[str]) -> int:

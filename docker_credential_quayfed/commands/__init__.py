@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from docker_credential_quayfed import __version__
 from docker_credential_quayfed.commands.help import describe
@@ -24,6 +25,10 @@ protocol actions (called by clients; input on stdin):
   erase      registry host in; drops its cached token
   list       prints {"host": "robot", ...} for the configured registries
   version    prints the name and version
+
+kubelet image credential provider (also installed as quay-credential-provider):
+  kubelet    CredentialProviderRequest in, CredentialProviderResponse out: each pod pulls
+             as the robot its service account names (see docs/kubelet.md)
 
 examples:
   docker-credential-quayfed demo
@@ -62,7 +67,14 @@ PROTOCOL_EXAMPLES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from docker_credential_quayfed.commands import configure, demo, doctor, federation, token
+    from docker_credential_quayfed.commands import (
+        configure,
+        demo,
+        doctor,
+        federation,
+        login,
+        token,
+    )
 
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
@@ -81,9 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     # One module per command, each owning its parser and handler.
-    for command in (demo, configure, token, federation, doctor):
+    for command in (demo, configure, login, token, federation, doctor):
         command.add_parser(commands)
+    _add_kubelet(commands)
     return parser
+
+
+def _add_kubelet(commands: Any) -> None:
+    """The kubelet front end reads its own arguments (``cli`` hands them over before argparse);
+    this entry gives it a place in --help, the man page and the shell completions."""
+    kubelet = commands.add_parser(
+        "kubelet",
+        help="Kubelet image credential provider (also installed as quay-credential-provider).",
+        description=describe(
+            "Read a CredentialProviderRequest (credentialprovider.kubelet.k8s.io/v1) on stdin "
+            "and write a CredentialProviderResponse: each pod pulls as the robot its service "
+            "account's quay.io/federated-robot-account annotation names, within the node's "
+            '[kubelet."HOST"] policy (see docs/kubelet.md).'
+        ),
+        epilog="example (as the kubelet runs it):\n  quay-credential-provider --config "
+        "/etc/docker-credential-quayfed/config.toml < request.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kubelet.add_argument("--config", metavar="PATH", help="the TOML file (default as for get)")
+    kubelet.add_argument("--cache-dir", metavar="PATH", help="the token cache directory")
 
 
 def print_help(command: str) -> int:

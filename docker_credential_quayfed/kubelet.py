@@ -1,0 +1,440 @@
+"""The kubelet image credential provider: a second front end to the same broker.
+
+The kubelet runs ``quay-credential-provider`` (or ``docker-credential-quayfed kubelet``) with a
+``CredentialProviderRequest`` (credentialprovider.kubelet.k8s.io/v1) on stdin and reads a
+``CredentialProviderResponse`` from stdout. Two ways to answer:
+
+- pod identity: the request carries the pod's service-account token and the service account's
+  annotations. The robot comes from ``quay.io/federated-robot-account``; everything that decides
+  where the token may go and how TLS is checked comes from the node's ``[kubelet."HOST"]``
+  table, never from an annotation. The robot token is cached per Quay host, robot and the
+  token's ``iss`` and ``sub``, so one service account never gets another's robot token.
+- node identity: no token in the request; the image's registry is answered from the helper's
+  own ``[registries."HOST"]`` table, exactly as ``get`` would.
+
+Every failure is one line on stderr and a non-zero exit with nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from docker_credential_quayfed import __version__, claims, log, paths
+from docker_credential_quayfed.config import RegistryConfig
+from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageError
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.broker import Outcome
+    from docker_credential_quayfed.config import Config
+
+PROGRAM = "quay-credential-provider"
+API_VERSION = "credentialprovider.kubelet.k8s.io/v1"
+REQUEST_KIND = "CredentialProviderRequest"
+RESPONSE_KIND = "CredentialProviderResponse"
+
+#: the service-account annotation naming the robot (required in service-account mode)
+ROBOT_ANNOTATION = "quay.io/federated-robot-account"
+#: annotations naming the Quay host when it is not the image's registry (both spellings exist)
+HOST_ANNOTATIONS = ("quay.io/host-override", "quay.io/host")
+#: annotations that would let whoever can annotate a service account weaken the node's TLS
+TLS_ANNOTATIONS = ("quay.io/ignore-tls-verify", "quay.io/plain-http", "quay.io/certificate-file")
+
+#: the credential depends on the registry, not on the image's path (see docs/kubelet.md)
+CACHE_KEY_TYPE = "Registry"
+
+#: a request holds one image, one token and a few annotations: far below this
+MAX_REQUEST = 1 << 16
+_FALSE_WORDS = ("", "0", "false", "no", "off")
+
+USAGE = f"""\
+usage: {PROGRAM} [--config PATH] [--cache-dir PATH]
+       docker-credential-quayfed kubelet [--config PATH] [--cache-dir PATH]
+
+Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a
+CredentialProviderRequest on stdin, writes a CredentialProviderResponse on stdout.
+
+  --config PATH     the TOML configuration (default: $DOCKER_CREDENTIAL_QUAYFED_CONFIG)
+  --cache-dir PATH  the robot token cache (default: $DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR)
+
+See docs/kubelet.md for the kubelet's CredentialProviderConfig.
+"""
+
+
+# -- the wire format -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    """A CredentialProviderRequest, checked."""
+
+    image: str
+    service_account_token: str = ""
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def annotation(self, name: str) -> str:
+        return dict(self.annotations).get(name, "").strip()
+
+    def __repr__(self) -> str:
+        return f"Request({self.image!r}, token={'yes' if self.service_account_token else 'no'})"
+
+
+def parse_request(text: str) -> Request:
+    """The request on stdin; a UsageError (one line, no token in it) for anything else."""
+    fix = f"the kubelet sends apiVersion {API_VERSION}, kind {REQUEST_KIND} and an image"
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        raise UsageError(f"stdin is not a JSON {REQUEST_KIND}", fix) from None
+    if not isinstance(document, dict):
+        raise UsageError(f"stdin is not a JSON object ({REQUEST_KIND})", fix)
+    token = document.get("serviceAccountToken")
+    if isinstance(token, str):
+        log.secret(token)  # before anything below can put it in a message
+    api_version = document.get("apiVersion")
+    if api_version != API_VERSION:
+        raise UsageError(
+            f"unsupported apiVersion {_shown(api_version)} (this provider speaks {API_VERSION})",
+            f"set apiVersion: {API_VERSION} for this provider in the kubelet's "
+            "CredentialProviderConfig",
+        )
+    kind = document.get("kind")
+    if kind != REQUEST_KIND:
+        raise UsageError(f"unexpected kind {_shown(kind)} (expected {REQUEST_KIND})", fix)
+    image = document.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise UsageError("the request names no image", fix)
+    if token is not None and not isinstance(token, str):
+        raise UsageError("serviceAccountToken in the request is not a string", fix)
+    annotations = document.get("serviceAccountAnnotations")
+    if annotations is None:
+        annotations = {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise UsageError("serviceAccountAnnotations in the request is not a map of strings", fix)
+    return Request(
+        image=image.strip(),
+        service_account_token=(token or "").strip(),
+        annotations=tuple(sorted(annotations.items())),
+    )
+
+
+def _shown(value: object) -> str:
+    return log.server_text(repr(value), 60)
+
+
+def registry_of(image: str) -> str:
+    """The image's registry ``host[:port]``, split as the kubelet splits it (before the first /)."""
+    from docker_credential_quayfed.protocol import registry_key
+
+    first = image.split("/", 1)[0]
+    problem = UsageError(
+        f"the image {_shown(image)} names no registry host",
+        "list only registry hosts in this provider's matchImages",
+    )
+    if "/" not in image or not ("." in first or ":" in first or first == "localhost"):
+        raise problem
+    try:
+        key = registry_key(first)
+    except UsageError:
+        raise problem from None
+    if key != first.lower():
+        raise problem
+    return first
+
+
+def go_duration(seconds: float) -> str:
+    """``seconds`` as Go's time.Duration prints it (``55m0s``, ``1h0m0s``, ``0s``)."""
+    total = max(int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def encode_response(registry: str, credentials: tuple[str, str] | None, cache_for: float) -> str:
+    """The CredentialProviderResponse: ``auth`` for ``registry`` (none: no credentials)."""
+    response: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": RESPONSE_KIND,
+        "cacheKeyType": CACHE_KEY_TYPE,
+        "cacheDuration": go_duration(cache_for),
+    }
+    if credentials is not None:
+        username, password = credentials
+        response["auth"] = {registry: {"username": username, "password": password}}
+    return json.dumps(response, separators=(",", ":"))
+
+
+# -- the flow ------------------------------------------------------------------------------------
+def answer(text: str, config_path: Path, cache_dir: Path) -> str:
+    """The response JSON for the request ``text``; raises a QuayfedError when there is none."""
+    request = parse_request(text)
+    registry = registry_of(request.image)
+    if request.service_account_token:
+        return pod_identity(request, registry, config_path, cache_dir)
+    return node_identity(registry, config_path, cache_dir)
+
+
+def _load(config_path: Path) -> Config:
+    from docker_credential_quayfed import config
+
+    return config.load(config_path)
+
+
+def host_key(host: str) -> str:
+    """A registry host as config tables name it: lower case, no default https port."""
+    key = host.strip().lower()
+    return key[: -len(":443")] if key.endswith(":443") and not key.startswith("[") else key
+
+
+def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: Path) -> str:
+    """Exchange the pod's service-account token for the robot its annotation names."""
+    from docker_credential_quayfed import broker
+    from docker_credential_quayfed.cache import TokenCache
+
+    token = request.service_account_token
+    for name in TLS_ANNOTATIONS:
+        value = request.annotation(name)
+        if value.lower() not in _FALSE_WORDS:
+            raise UsageError(
+                f"refusing the annotation {name}={_shown(value)}: TLS settings are node policy",
+                'remove it from the service account; the node\'s [kubelet."HOST"] table sets '
+                "ca_bundle, and verification is never turned off",
+            )
+    robot = request.annotation(ROBOT_ANNOTATION)
+    if not robot:
+        raise UsageError(
+            f"the service account has no {ROBOT_ANNOTATION} annotation",
+            f"annotate it with {ROBOT_ANNOTATION}: namespace+robot, and list the key in "
+            "requiredServiceAccountAnnotationKeys",
+        )
+    if not _robot_name(robot):
+        raise UsageError(
+            f"{ROBOT_ANNOTATION} = {_shown(robot)} is not a full robot name",
+            'write it as "namespace+shortname"',
+        )
+    overrides = {request.annotation(name) for name in HOST_ANNOTATIONS} - {""}
+    if len(overrides) > 1:
+        raise UsageError(
+            f"{' and '.join(HOST_ANNOTATIONS)} name different hosts",
+            "keep one of the two annotations",
+        )
+    override = _override_host(overrides.pop()) if overrides else ""
+    settings = _load(config_path)
+    quay_host = override or host_key(registry)
+    node = settings.kubelet.get(quay_host)
+    if node is None:
+        table = f'[kubelet."{quay_host}"] table to {settings.path}'
+        if override:
+            raise ConfigError(
+                f"this node does not let pods pull from {HOST_ANNOTATIONS[0]} {quay_host} "
+                "with their own identity",
+                f"remove the annotation, or, if that Quay is trusted, add a {table}",
+            )
+        raise ConfigError(
+            f"this node does not let pods pull from registry {quay_host} with their own identity",
+            f"add a {table}",
+        )
+    if override and host_key(registry) not in settings.kubelet:
+        raise ConfigError(
+            f"this node does not let pods send Quay robot tokens to {registry}",
+            f'add a [kubelet."{host_key(registry)}"] table to {settings.path}',
+        )
+    if not node.allows(robot):
+        raise ConfigError(
+            f'robot {robot} is not in robots for [kubelet."{quay_host}"] on this node',
+            f"ask the node's administrator to allow it in {settings.path}",
+        )
+    issuer, subject = _service_account(token)
+    pod = ServiceAccountRobot(
+        key=quay_host,
+        robot=robot,
+        issuer=issuer,
+        subject=subject,
+        source="env",  # never asked: the pod's token is handed to the broker as it is
+        quay_url=node.quay_base_url,
+        ca_bundle=node.ca_bundle,
+        refresh_margin=node.refresh_margin,
+        timeout=node.timeout,
+        config_file=node.config_file,
+    )
+    log.debug(f"{registry}: {subject} (iss {issuer}) asks for {robot} at {pod.quay_base_url}")
+    outcome = broker.robot_token(pod, TokenCache(cache_dir), started=_started(), oidc_token=token)
+    return _respond(registry, outcome, node.refresh_margin)
+
+
+def node_identity(registry: str, config_path: Path, cache_dir: Path) -> str:
+    """No service-account token: the node's own ``[registries."HOST"]`` answers, as ``get`` does."""
+    from docker_credential_quayfed import broker
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.protocol import registry_key
+
+    settings = _load(config_path)
+    key = host_key(registry_key(registry))
+    configured = settings.registries.get(key)
+    if configured is None:
+        log.debug(f"{key} has no [registries] table and the request no token: no credentials")
+        return encode_response(registry, None, 0)
+    outcome = broker.robot_token(configured, TokenCache(cache_dir), started=_started())
+    return _respond(registry, outcome, configured.refresh_margin)
+
+
+def _respond(registry: str, outcome: Outcome, refresh_margin: int) -> str:
+    from docker_credential_quayfed import broker
+
+    token = outcome.token
+    # The kubelet keeps the credential until our own refresh point, never past it; a token
+    # served because a refresh failed is not cached at all, so the next pull asks again.
+    cache_for = 0.0
+    if outcome.how != broker.STALE:
+        cache_for = token.refresh_at(refresh_margin) - time.time()
+    log.debug(f"{registry}: robot token {outcome.how}; kubelet caches it {go_duration(cache_for)}")
+    return encode_response(registry, (token.robot, token.token), cache_for)
+
+
+def _override_host(value: str) -> str:
+    from docker_credential_quayfed.protocol import registry_key
+
+    try:
+        key = registry_key(value)
+    except UsageError:
+        key = ""
+    if not key or key != value.strip().lower():
+        raise UsageError(
+            f"{HOST_ANNOTATIONS[0]} = {_shown(value)} is not a registry host",
+            "write the bare host[:port] of Quay, e.g. quay.example.com",
+        )
+    return host_key(key)
+
+
+def _robot_name(robot: str) -> bool:
+    namespace, plus, short = robot.partition("+")
+    return bool(
+        len(robot) <= 255
+        and plus
+        and namespace
+        and short
+        and robot.isascii()
+        and "+" not in short
+        and not any(c.isspace() or c in "/\\:" for c in robot)
+    )
+
+
+def _service_account(token: str) -> tuple[str, str]:
+    """``iss`` and ``sub`` of the pod's token (unverified: Quay verifies it at the exchange)."""
+    fix = "the kubelet must send a service-account token (check tokenAttributes)"
+    try:
+        header, token_claims = claims.split(token)
+    except claims.NotAJWT:
+        raise UsageError("the service-account token in the request is not a JWT", fix) from None
+    if not header.get("kid"):
+        raise UsageError(
+            "the service-account token has no kid header, which Quay requires",
+            "check the cluster's service-account signing key configuration",
+        )
+    issuer, subject = token_claims.get("iss"), token_claims.get("sub")
+    if not isinstance(issuer, str) or not issuer or not isinstance(subject, str) or not subject:
+        raise UsageError("the service-account token has no iss or sub claim", fix)
+    expires = claims.numeric_claim(token_claims, "exp")
+    if expires is not None and expires <= time.time():
+        raise UsageError(
+            f"the service-account token of {log.server_text(subject, 80)} has expired",
+            "check the node's clock; the kubelet sends a fresh token on each pull",
+        )
+    return issuer, subject
+
+
+# -- the broker's view of a pod's request ---------------------------------------------------------
+#: the variable the broker's ``env`` source reads the pod's token from (this process only)
+
+
+@dataclass(frozen=True)
+class ServiceAccountRobot(RegistryConfig):
+    """A robot asked for by one service account: its cache identity is the account's own."""
+
+    subject: str = ""
+
+    @property
+    def identity(self) -> str:
+        # Host, robot and the service account (iss and sub): nothing else may share the token.
+        return "\n".join(
+            ("kubelet", self.key, self.robot, self.issuer, self.subject, self.quay_base_url)
+        )
+
+
+def _started() -> float:
+    from docker_credential_quayfed import actions
+
+    return actions.STARTED
+
+
+# -- the command -------------------------------------------------------------------------------
+def main(argv: Sequence[str]) -> int:
+    """Run one request: the response on stdout and 0, or one line on stderr and non-zero."""
+    try:
+        options = _options(list(argv))
+        if options is None:
+            return 0
+        config_path, cache_dir = options
+        response = answer(_read_stdin(), config_path, cache_dir)
+    except QuayfedError as exc:
+        log.error(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug or an OS error: one line, never a traceback
+        from docker_credential_quayfed.cli import _unexpected
+
+        log.error(_unexpected(exc))
+        return 1
+    try:
+        sys.stdout.write(response + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        return 1
+    return 0
+
+
+def _options(args: list[str]) -> tuple[Path, Path] | None:
+    """(config file, cache directory) from argv and the environment; None after --help."""
+    chosen: dict[str, str] = {}
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return None
+        if arg == "--version":
+            sys.stdout.write(f"{PROGRAM} {__version__}\n")
+            return None
+        name, equals, value = arg.partition("=")
+        if name not in ("--config", "--cache-dir"):
+            raise UsageError(f"unknown argument {_shown(arg)}", f"see '{PROGRAM} --help'")
+        if not equals:
+            if not args:
+                raise UsageError(f"{name} needs a path", f"write {name} PATH")
+            value = args.pop(0)
+        if not value.strip():
+            raise UsageError(f"{name} needs a path", f"write {name} PATH")
+        chosen[name] = os.path.abspath(os.path.expanduser(value.strip()))
+    config_path = chosen.get("--config") or paths.config_file()
+    cache_dir = chosen.get("--cache-dir") or paths.cache_dir()
+    return Path(config_path), Path(cache_dir)
+
+
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read(MAX_REQUEST + 1) if sys.stdin else b""
+    if len(data) > MAX_REQUEST:
+        raise UsageError(
+            f"the request on stdin is over {MAX_REQUEST} bytes",
+            "send one CredentialProviderRequest",
+        )
+    return data.decode("utf-8", "replace")

@@ -1,0 +1,463 @@
+"""Golden CredentialProviderRequest/Response pairs (tests/golden/kubelet/), each response
+checked against the facts recorded from the kubelet's own types (upstream-api.json).
+
+The provider runs as the kubelet runs it: exec of the installed executable with the
+configured args and env, the request on stdin, a one-minute timeout. Tokens come from the
+Kubernetes-like issuer nanoidp signs for; Quay is the emulator, over TLS with the test CA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docker_credential_quayfed import claims, kubelet
+from quay_sandbox.quay import QuayEmulator
+from tests.support import leaks
+from tests.support.oidc_provider import KubeIssuer
+
+GOLDEN = Path(__file__).parent / "golden" / "kubelet"
+FACTS: dict[str, Any] = json.loads((GOLDEN / "upstream-api.json").read_text())
+PROVIDER = "quay-credential-provider"
+#: the kubelet kills a provider after this long (pkg/credentialprovider/plugin/plugin.go)
+KUBELET_TIMEOUT = float(FACTS["kubelet_behaviour"]["exec_timeout_seconds"])
+PULLER_ROBOT = "quay_federation+puller_a"
+NODE_ROBOT = "quay_federation+node"
+NODE_ACCOUNT = ("kube-system", "node-puller")
+REFRESH_MARGIN = 300
+
+CASES = (
+    "pod-identity",
+    "pod-identity-host-override",
+    "pod-identity-quay-host",
+    "node-identity",
+    "node-identity-unconfigured",
+)
+
+
+# -- running the provider the way the kubelet does ---------------------------------------------
+def provider_executable(name: str = PROVIDER) -> Path:
+    """The installed executable next to this interpreter (``pip install -e .`` puts it there)."""
+    beside = Path(sys.executable).with_name(name)
+    if not beside.exists():
+        pytest.fail(f"{name} is not installed next to {sys.executable}; run 'pip install -e .'")
+    return beside
+
+
+@dataclass(frozen=True)
+class ProviderRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def response(self) -> dict[str, Any]:
+        assert self.returncode == 0, self.stderr
+        value: dict[str, Any] = json.loads(self.stdout)
+        return value
+
+    def refused(self) -> str:
+        """The one stderr line of a refusal (no stdout at all, no traceback)."""
+        assert self.returncode != 0, self.stdout
+        assert self.stdout == "", "a failed request must print nothing on stdout"
+        lines = self.stderr.splitlines()
+        assert len(lines) == 1, self.stderr
+        assert "Traceback" not in self.stderr
+        return lines[0]
+
+
+def run_provider(
+    stdin: str,
+    *,
+    executable: Path | None = None,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> ProviderRun:
+    """exec ``executable args...`` with ``env`` merged into this environment, ``stdin`` in."""
+    program = executable or provider_executable()
+    done = subprocess.run(
+        [str(program), *args],
+        input=stdin.encode(),
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        timeout=KUBELET_TIMEOUT,
+        check=False,
+    )
+    run = ProviderRun(done.returncode, done.stdout.decode(), done.stderr.decode())
+    leaks.observe(run.stderr, f"{program.name} stderr (exit {run.returncode})")
+    if run.returncode == 0 and run.stdout.startswith("{"):
+        for entry in (json.loads(run.stdout).get("auth") or {}).values():
+            leaks.known(entry["password"], "robot token answered to the kubelet")
+    else:
+        leaks.observe(run.stdout, f"{program.name} stdout (exit {run.returncode})")
+    return run
+
+
+# -- the checker: a response against the recorded upstream facts --------------------------------
+_GO_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]*)?(ns|us|\u00b5s|ms|s|m|h))+)$")
+_AUTH_KEY = re.compile(r"^[a-z0-9*.\-]+(:[0-9]+)?(/[^\s]*)?$")
+
+
+def response_problems(response: Any, request: dict[str, Any]) -> list[str]:
+    """Why the kubelet would not use ``response`` for ``request`` (empty: it would)."""
+    api = FACTS["credentialprovider"]
+    spec = api["response"]
+    if not isinstance(response, dict):
+        return ["the response is not a JSON object"]
+    problems = []
+    unknown = sorted(set(response) - set(spec["fields"]))
+    if unknown:
+        problems.append(f"fields the kubelet's strict decoder refuses: {unknown}")
+    for name, facts in spec["fields"].items():
+        if facts["required"] and name not in response:
+            problems.append(f"required field {name} is missing")
+    if response.get("apiVersion") != request.get("apiVersion"):
+        problems.append("apiVersion differs from the request's")
+    if response.get("apiVersion") != api["apiVersion"]:
+        problems.append(f"apiVersion is not {api['apiVersion']}")
+    if response.get("kind") != spec["kind"]:
+        problems.append(f"kind is not {spec['kind']}")
+    if "cacheKeyType" in response and (
+        response["cacheKeyType"] not in spec["fields"]["cacheKeyType"]["values"]
+    ):
+        problems.append(f"cacheKeyType {response['cacheKeyType']!r} is not a valid value")
+    duration = response.get("cacheDuration")
+    if duration is not None and not (isinstance(duration, str) and _GO_DURATION.match(duration)):
+        problems.append(f"cacheDuration {duration!r} is not a Go duration")
+    auth = response.get("auth")
+    if auth is not None:
+        if not isinstance(auth, dict):
+            return [*problems, "auth is not a map"]
+        for key, entry in auth.items():
+            if not _AUTH_KEY.match(key):
+                problems.append(f"auth key {key!r} is not an image match pattern")
+            if not isinstance(entry, dict) or set(entry) != set(spec["AuthConfig"]):
+                problems.append(f"auth[{key!r}] does not hold exactly username and password")
+                continue
+            if not all(isinstance(value, str) for value in entry.values()):
+                problems.append(f"auth[{key!r}] username/password are not strings")
+            token = request.get("serviceAccountToken")
+            if token and entry.get("password") == token:
+                problems.append("the password is the service-account token itself")
+    return problems
+
+
+def go_seconds(duration: str) -> float:
+    """Seconds in a Go duration made of h, m and s (what the provider prints)."""
+    if duration == "0":
+        return 0.0
+    parts = re.findall(r"([0-9]+)([hms])", duration)
+    assert "".join(f"{n}{u}" for n, u in parts) == duration, duration
+    return float(sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts))
+
+
+# -- the golden environment --------------------------------------------------------------------
+@dataclass
+class GoldenNode:
+    """One node: its config (node.toml filled in), cache directory and the running servers."""
+
+    quay: QuayEmulator
+    issuer: KubeIssuer
+    directory: Path
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "config.toml"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.directory / "cache"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(self.cache_dir)}
+
+    def fill(self, text: str) -> str:
+        for name, value in self.values.items():
+            text = text.replace("{{" + name + "}}", value)
+
+        def token(match: re.Match[str]) -> str:
+            namespace, name = match.group(1).split("/")
+            return self.issuer.mint(namespace, name)
+
+        return re.sub(r"\{\{token ([a-z0-9-]+/[a-z0-9-]+)\}\}", token, text)
+
+    def run(self, stdin: str, **kwargs: Any) -> ProviderRun:
+        kwargs.setdefault("args", ("--config", str(self.config)))
+        kwargs.setdefault("env", self.env)
+        return run_provider(stdin, **kwargs)
+
+
+@pytest.fixture
+def node(quay: QuayEmulator, kube_issuer: KubeIssuer, tmp_path: Path) -> GoldenNode:
+    return golden_node(quay, kube_issuer, tmp_path)
+
+
+def golden_node(quay: QuayEmulator, kube_issuer: KubeIssuer, tmp_path: Path) -> GoldenNode:
+    """node.toml filled in for the running servers; robots puller_a and node in Quay."""
+    port = quay.host.rsplit(":", 1)[1]
+    node_token = kube_issuer.write_token(tmp_path / "node-token", namespace=NODE_ACCOUNT[0],
+                                         name=NODE_ACCOUNT[1])  # fmt: skip
+    quay.add_robot(
+        PULLER_ROBOT,
+        federation=[(kube_issuer.issuer, "system:serviceaccount:apps:puller-a")],
+    )
+    quay.add_robot(
+        NODE_ROBOT,
+        federation=[(kube_issuer.issuer, "system:serviceaccount:{}:{}".format(*NODE_ACCOUNT))],
+    )
+    setup = GoldenNode(quay, kube_issuer, tmp_path)
+    setup.values = {
+        "registry": quay.host,
+        "alias": f"localhost:{port}",
+        "quay_url": quay.url or "",
+        "ca_bundle": str(kube_issuer.ca_cert),
+        "issuer": kube_issuer.issuer,
+        "node_token_file": str(node_token),
+    }
+    setup.config.write_text(setup.fill((GOLDEN / "node.toml").read_text()))
+    return setup
+
+
+# -- the facts themselves, and the checker, can fail --------------------------------------------
+def _response(**overrides: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderResponse",
+        "cacheKeyType": "Registry",
+        "cacheDuration": "55m0s",
+        "auth": {"quay.example.com": {"username": "org+robot", "password": "robot-token"}},
+    }
+    response.update(overrides)
+    return {k: v for k, v in response.items() if v is not None}
+
+
+_REQUEST = {
+    "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+    "kind": "CredentialProviderRequest",
+    "image": "quay.example.com/org/app:1",
+    "serviceAccountToken": "sa-token",
+}
+
+
+@pytest.mark.parametrize("key_type", FACTS["credentialprovider"]["response"]["fields"]
+                         ["cacheKeyType"]["values"])  # fmt: skip
+@pytest.mark.parametrize("with_token", [True, False])
+def test_checker_accepts_each_cache_key_type(key_type: str, with_token: bool) -> None:
+    request = dict(_REQUEST) if with_token else {**_REQUEST, "serviceAccountToken": ""}
+    assert response_problems(_response(cacheKeyType=key_type), request) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"cacheKeyType": "Pod"}, "not a valid value"),
+        ({"cacheKeyType": None}, "required field cacheKeyType"),
+        ({"serviceAccountTokenCacheType": "ServiceAccount"}, "strict decoder refuses"),
+        ({"cacheDuration": "55 minutes"}, "not a Go duration"),
+        ({"apiVersion": "credentialprovider.kubelet.k8s.io/v1beta1"}, "differs from the request"),
+        ({"kind": "CredentialProviderRequest"}, "kind is not"),
+        ({"auth": {"quay.example.com": {"username": "org+robot"}}}, "exactly username"),
+        ({"auth": {"https://quay.example.com": {"username": "u", "password": "p"}}}, "auth key"),
+        (
+            {"auth": {"quay.example.com": {"username": "org+robot", "password": "sa-token"}}},
+            "service-account token itself",
+        ),
+    ],
+)
+def test_checker_refuses_what_the_kubelet_refuses(overrides: dict[str, Any], problem: str) -> None:
+    problems = response_problems(_response(**overrides), _REQUEST)
+    assert any(problem in p for p in problems), problems
+
+
+def test_the_provider_speaks_the_recorded_api() -> None:
+    api = FACTS["credentialprovider"]
+    assert (
+        api["apiVersion"],
+        api["request"]["kind"],
+        api["response"]["kind"],
+    ) == (kubelet.API_VERSION, kubelet.REQUEST_KIND, kubelet.RESPONSE_KIND)
+    assert kubelet.CACHE_KEY_TYPE in api["response"]["fields"]["cacheKeyType"]["values"]
+    # every golden request uses only the request's fields
+    for path in GOLDEN.glob("*.request.json"):
+        request = json.loads(path.read_text())
+        assert set(request) <= set(api["request"]["fields"]), path.name
+        required = {n for n, f in api["request"]["fields"].items() if f["required"]}
+        assert required <= set(request), path.name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_files_are_valid_responses(case: str) -> None:
+    """Each golden response, its placeholders filled with sample values, is one the kubelet uses."""
+    samples = {
+        "{{registry}}": "quay.example.com:8443",
+        "{{alias}}": "mirror.example.com",
+        "{{duration}}": "54m59s",
+        "{{robot token}}": "robot-token",
+    }
+
+    def filled(name: str) -> Any:
+        text = (GOLDEN / name).read_text()
+        for placeholder, value in samples.items():
+            text = text.replace(placeholder, value)
+        return json.loads(re.sub(r"\{\{token [^}]+\}\}", "sa-token", text))
+
+    request, response = filled(f"{case}.request.json"), filled(f"{case}.response.json")
+    assert response_problems(response, request) == []
+    assert "{{" not in json.dumps(response)
+
+
+# -- the round trips -----------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES)
+def test_golden_round_trip(node: GoldenNode, case: str) -> None:
+    request_text = node.fill((GOLDEN / f"{case}.request.json").read_text())
+    expected = json.loads(node.fill((GOLDEN / f"{case}.response.json").read_text()))
+    request = json.loads(request_text)
+
+    run = node.run(request_text)
+    response = run.response()
+    assert response_problems(response, request) == []
+    assert run.stdout.count("\n") == 1 and run.stdout.endswith("\n"), "one line of JSON"
+
+    now = time.time()
+    lifetime = node.quay.token_lifetime
+    if expected["cacheDuration"] == "{{duration}}":
+        seconds = go_seconds(response["cacheDuration"])
+        assert lifetime - REFRESH_MARGIN - 30 <= seconds <= lifetime - REFRESH_MARGIN
+        response["cacheDuration"] = "{{duration}}"
+    for entry in (response.get("auth") or {}).values():
+        robot_claims = claims.unverified_claims(entry["password"])
+        assert robot_claims["sub"] == entry["username"]
+        assert robot_claims["exp"] > now + lifetime - 60
+        entry["password"] = "{{robot token}}"
+    assert response == expected
+
+
+def test_refusals(node: GoldenNode) -> None:
+    cases = json.loads((GOLDEN / "refusals.json").read_text())
+    attempted = 0
+    for case in cases:
+        stdin = node.fill(case["stdin"] if "stdin" in case else json.dumps(case["request"]))
+        tokens = [json.loads(stdin).get("serviceAccountToken", "")] if "request" in case else []
+        before = node.quay.counters_snapshot()["exchanges_attempted"]
+        line = node.run(stdin).refused()
+        assert case["stderr"] in line, (case["name"], line)
+        for token in tokens:
+            assert not token or token not in line
+        assert "eyJ" not in line
+        attempted += node.quay.counters_snapshot()["exchanges_attempted"] - before
+    # Only the one case that reaches Quay asked it anything; node policy refused the others.
+    assert attempted == 1
+    assert not list(node.cache_dir.glob("*.token"))
+
+
+# -- the documented configuration fits the kubelet and this provider ------------------------------
+DOCS = Path(__file__).parent.parent / "docs" / "kubelet.md"
+
+
+def _documented(kind: str) -> list[dict[str, Any]]:
+    yaml = pytest.importorskip("yaml")
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), re.S)
+    documents = [yaml.safe_load(block) for block in blocks]
+    return [d for d in documents if isinstance(d, dict) and d.get("kind") == kind]
+
+
+def config_problems(document: dict[str, Any]) -> list[str]:
+    """Why the kubelet (1.34+) would refuse ``document`` or not call this provider with it."""
+    facts = FACTS["kubelet_config"]
+    problems = []
+    if (document.get("apiVersion"), document.get("kind")) != (facts["apiVersion"], facts["kind"]):
+        problems.append("not a kubelet.config.k8s.io/v1 CredentialProviderConfig")
+    providers = document.get("providers") or []
+    if not providers:
+        problems.append("no providers")
+    for provider in providers:
+        fields, attributes = facts["provider_fields"], facts["tokenAttributes_fields"]
+        problems += [f"unknown provider field {n}" for n in sorted(set(provider) - set(fields))]
+        problems += [
+            f"provider field {n} is required"
+            for n, f in fields.items()
+            if f["required"] and not provider.get(n)
+        ]
+        if provider.get("apiVersion") not in fields["apiVersion"]["values"]:
+            problems.append("apiVersion is not one the kubelet knows")
+        if provider.get("name") != PROVIDER:
+            problems.append(f"name is not the executable's name {PROVIDER}")
+        if not _GO_DURATION.match(str(provider.get("defaultCacheDuration", ""))):
+            problems.append("defaultCacheDuration is not a Go duration")
+        for variable in provider.get("env") or []:
+            if set(variable) != set(facts["ExecEnvVar"]):
+                problems.append("an env entry is not exactly name and value")
+        tokens = provider.get("tokenAttributes")
+        if tokens is None:
+            continue
+        if provider.get("apiVersion") != FACTS["credentialprovider"]["apiVersion"]:
+            problems.append("tokenAttributes needs apiVersion credentialprovider.kubelet.k8s.io/v1")
+        problems += [
+            f"unknown tokenAttributes field {n}" for n in sorted(set(tokens) - set(attributes))
+        ]
+        problems += [
+            f"tokenAttributes.{n} is required"
+            for n, f in attributes.items()
+            if f["required"] and n not in tokens
+        ]
+        if "cacheType" in tokens and tokens["cacheType"] not in attributes["cacheType"]["values"]:
+            problems.append("cacheType is not Token or ServiceAccount")
+        if not isinstance(tokens.get("requireServiceAccount"), bool):
+            problems.append("requireServiceAccount is not a bool")
+        required = tokens.get("requiredServiceAccountAnnotationKeys") or []
+        optional = tokens.get("optionalServiceAccountAnnotationKeys") or []
+        if required and tokens.get("requireServiceAccount") is not True:
+            problems.append("required annotation keys need requireServiceAccount: true")
+        if set(required) & set(optional) or len(set(required)) != len(required):
+            problems.append("annotation keys repeated, or both required and optional")
+        if kubelet.ROBOT_ANNOTATION not in required + optional:
+            problems.append(f"{kubelet.ROBOT_ANNOTATION} is not passed to the provider")
+        if set(kubelet.TLS_ANNOTATIONS) & set(required + optional):
+            problems.append("a TLS annotation is passed to the provider (it refuses them)")
+        if not set(optional) <= {*kubelet.HOST_ANNOTATIONS, kubelet.ROBOT_ANNOTATION}:
+            problems.append("an optional annotation key the provider does not read")
+    return problems
+
+
+def test_documented_credential_provider_config() -> None:
+    (document,) = _documented("CredentialProviderConfig")
+    assert config_problems(document) == []
+    # the checker can fail: each of these breaks the kubelet's rules or the provider's
+    provider = document["providers"][0]
+    tokens = provider["tokenAttributes"]
+    broken = [
+        {**provider, "name": "quay"},
+        {**provider, "defaultCacheDuration": None},
+        {**provider, "apiVersion": "credentialprovider.kubelet.k8s.io/v1beta1"},
+        {**provider, "tokenAttributes": {k: v for k, v in tokens.items() if k != "cacheType"}},
+        {**provider, "tokenAttributes": {**tokens, "cacheType": "Pod"}},
+        {**provider, "tokenAttributes": {**tokens, "requireServiceAccount": False}},
+        {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
+                                         ["quay.io/ignore-tls-verify"]}},
+    ]  # fmt: skip
+    for wrong in broken:
+        assert config_problems({**document, "providers": [wrong]}), wrong
+
+
+def test_documented_service_account_and_node_config(tmp_path: Path) -> None:
+    from docker_credential_quayfed import config
+
+    (account,) = _documented("ServiceAccount")
+    assert kubelet.ROBOT_ANNOTATION in account["metadata"]["annotations"]
+    tables = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.S)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    for table in tables:
+        text = table.replace("/etc/pki/tls/certs/quay-ca.pem", str(ca))
+        settings = config.parse_text(text, tmp_path / "config.toml")
+        assert settings.kubelet
