@@ -1,74 +1,163 @@
-"""Figures for `get`: wall time and peak memory against baselines measured in the same run.
+"""Figures for `get`, each a ratio to a baseline measured alternately in the same run.
 
-Each round runs the baseline and the measured command back to back (alternating which goes
-first), so machine noise hits both alike. Printed:
+    python benchmarks/bench_get.py [--rounds N] [--helper PATH] [--zipapp PATH]
+                                   [--concurrent N] [--no-cold] [--json PATH] [--strict]
 
-- cache-hit `get` vs `python -c pass`            (goal: time <= 1.5x, memory <= 1.3x)
-- cold `get` (mint + exchange) vs `python -c "import httpx, jwt"`   (goal: time <= 1.5x)
+Prints one table, ratio first (``benchmarks/report.py`` renders the same table into the
+README from the JSON that ``--json`` writes). Times are medians of wall time; peak memory is
+each command's own ``ru_maxrss``, taken by a tiny C parent (see ``measure.py``). Groups:
 
-The cold case runs against the embedded issuer and Quay emulator on loopback with TLS, so it
-needs the `demo` extra (cryptography, trustme).
+- cache hit, all alternated round-robin: the helper's `get` answered from its cache, the
+  interpreter floor ``python -I -S -c pass``, ``python -c pass``, the same `get` with 500
+  registries configured, the single-file zipapp (``--zipapp``), two Go helpers from Debian
+  (``peers.py``), and two method checks: programs that allocate 50 MiB more and sleep 20 ms
+  more than the floor must read that much more;
+- cold `get` (discovery, password grant, exchange over loopback TLS against the embedded
+  issuer and Quay emulator; needs the ``demo`` extra) against ``python -c "import httpx, jwt"``;
+- ``--concurrent`` cold `get`s started at once: the issuer and the emulator count the token
+  requests and exchanges, every process must answer, and the slowest answer is reported.
+
+Goals are reported, met or not (``--strict``: exit 1 when one is missed). A method check on
+memory that fails, or a measured command that answers wrongly, makes the run exit 1: its
+figures would mean nothing.
+
+To add a figure, write a function that takes the :class:`Bench` and returns :class:`Row`
+objects, and append it to ``FIGURES``; the table and the README follow. A figure measured
+against the cache hit alternates its command with a cache-hit `get` of its own (as the
+500-registry row does inside :func:`cache_hit_figures`), never against figures of another
+group.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
 import os
+import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import peers
+import report
+from measure import Command, MeasureError, Runner, alternate
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.commands.demo import DemoServers
 
 HOST = "bench.quay.test"
+ROBOT = "org+bench"
+MANY_REGISTRIES = 500
+ALLOCATED_MIB = 50
+SLEPT_MS = 20
+METHOD_TOLERANCE = (0.9, 1.2)
 
 
 @dataclass(frozen=True)
-class Sample:
-    seconds: float
-    peak_kib: int
+class Row:
+    """One line of the table: the ratio, its goal, and the figures it comes from."""
+
+    key: str
+    what: str
+    ratio: float | None
+    goal: str = ""
+    met: bool | None = None  # None: no goal
+    measured: str = ""
+    baseline: str = ""
 
 
-def run_once(argv: Sequence[str], stdin: bytes, env: dict[str, str]) -> Sample:
-    """Wall time and the child's own peak RSS (from wait4, not the cumulative RUSAGE_CHILDREN)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    runner: Runner
+    workdir: Path
+    python: str
+    helper: list[str]
+    #: the median cold `get` in seconds, once measured
+    cold_seconds: float | None = None
+    #: the measurement cannot be trusted: the run exits 1
+    failures: list[str] = field(default_factory=list)
+    #: what a missed goal said, printed after the table
+    notes: list[str] = field(default_factory=list)
+
+
+def at_most(ratio: float, limit: float) -> tuple[str, bool]:
+    return f"<= {limit:g}", ratio <= limit
+
+
+def within(ratio: float, low: float, high: float) -> tuple[str, bool]:
+    return f"{low:g} to {high:g}", low <= ratio <= high
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def timing(command: Command) -> str:
+    peak = command.median_peak_mib()
+    memory = f", {peak:.1f} MiB" if peak is not None else ""
+    return f"{ms(command.median_seconds())}{memory}"
+
+
+def time_row(key: str, what: str, measured: Command, baseline: Command, goal: float = 0) -> Row:
+    ratio = measured.median_seconds() / baseline.median_seconds()
+    text, met = at_most(ratio, goal) if goal else ("", None)
+    return Row(
+        key,
+        what,
+        ratio,
+        text,
+        met,
+        f"{measured.label}: {timing(measured)}",
+        f"{baseline.label}: {timing(baseline)}",
     )
-    assert process.stdin is not None and process.stdout is not None
-    assert process.stderr is not None
-    process.stdin.write(stdin)
-    process.stdin.close()
-    out = process.stdout.read()
-    err = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({process.returncode}): {out!r} {err!r}")
-    return Sample(elapsed, int(usage.ru_maxrss))
 
 
+def memory_row(
+    key: str, what: str, measured: Command, baseline: Command, goal: float = 0
+) -> Row | None:
+    measured_mib = measured.median_peak_mib()
+    baseline_mib = baseline.median_peak_mib()
+    if measured_mib is None or baseline_mib is None:
+        return None
+    ratio = measured_mib / baseline_mib
+    text, met = at_most(ratio, goal) if goal else ("", None)
+    return Row(
+        key,
+        what,
+        ratio,
+        text,
+        met,
+        f"{measured.label}: {measured_mib:.1f} MiB",
+        f"{baseline.label}: {baseline_mib:.1f} MiB",
+    )
+
+
+# -- setup ---------------------------------------------------------------------------------
 def helper_argv(explicit: str) -> list[str]:
     if explicit:
-        return [explicit]
+        return [os.path.abspath(shutil.which(explicit) or explicit)]
     beside = Path(sys.executable).with_name("docker-credential-quayfed")
     if beside.exists():
         return [str(beside)]
-    found = shutil.which("docker-credential-quayfed")
-    if not found:
+    installed = shutil.which("docker-credential-quayfed")
+    if not installed:
         raise SystemExit("docker-credential-quayfed is not installed (pip install .)")
-    return [found]
+    return [os.path.abspath(installed)]
+
+
+def interpreter_of(helper: str) -> str:
+    """The python3 an installed launcher starts (the one beside it), else this one."""
+    beside = Path(os.path.realpath(helper)).with_name("python3")
+    return str(beside) if os.access(beside, os.X_OK) else sys.executable
 
 
 def fake_robot_token(lifetime: int) -> str:
@@ -76,131 +165,374 @@ def fake_robot_token(lifetime: int) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    claims = {"iss": "quay", "sub": "org+bench", "iat": now, "exp": now + lifetime}
+    claims = {"iss": "quay", "sub": ROBOT, "iat": now, "exp": now + lifetime}
     return f"{segment({'alg': 'RS256', 'kid': 'k'})}.{segment(claims)}.c2ln"
 
 
-def compare(
-    label: str,
-    baseline: tuple[Sequence[str], bytes, dict[str, str]],
-    measured: tuple[Sequence[str], bytes, dict[str, str]],
-    rounds: int,
-    before_measured: object = None,
-) -> tuple[list[Sample], list[Sample]]:
-    base_samples: list[Sample] = []
-    measured_samples: list[Sample] = []
-    for round_number in range(rounds + 1):
-        order = [0, 1] if round_number % 2 == 0 else [1, 0]
-        for which in order:
-            if which == 0:
-                sample = run_once(*baseline)
-                if round_number:
-                    base_samples.append(sample)
-            else:
-                if callable(before_measured):
-                    before_measured()
-                sample = run_once(*measured)
-                if round_number:  # round 0 warms the page cache for both
-                    measured_samples.append(sample)
-    return base_samples, measured_samples
-
-
-def report(
-    label: str, base: list[Sample], measured: list[Sample], time_goal: float, mem_goal: float
-) -> dict[str, float]:
-    base_time = statistics.median(s.seconds for s in base)
-    measured_time = statistics.median(s.seconds for s in measured)
-    base_mem = statistics.median(s.peak_kib for s in base)
-    measured_mem = statistics.median(s.peak_kib for s in measured)
-    time_ratio = measured_time / base_time
-    mem_ratio = measured_mem / base_mem
-    print(
-        f"{label}: median {measured_time * 1000:.1f} ms vs baseline {base_time * 1000:.1f} ms "
-        f"-> time ratio {time_ratio:.2f} (goal <= {time_goal}); peak RSS {measured_mem / 1024:.1f}"
-        f" MiB vs {base_mem / 1024:.1f} MiB -> memory ratio {mem_ratio:.2f}"
-        + (f" (goal <= {mem_goal})" if mem_goal else "")
+def registry_toml(host: str) -> str:
+    """A registry whose source is not ambient (its token may be answered from the cache); the
+    issuer and Quay are a closed port, so only a cache hit can answer."""
+    return (
+        f'[registries."{host}"]\nrobot = "{ROBOT}"\nissuer = "https://127.0.0.1:1/realms/bench"\n'
+        'client_id = "bench"\nsource = "password"\nusername = "bench"\n'
+        'password_env = "QUAYFED_BENCH_UNUSED"\nquay_url = "https://127.0.0.1:1"\n'
     )
-    return {"time_ratio": time_ratio, "memory_ratio": mem_ratio, "ms": measured_time * 1000}
 
 
-def write_config(directory: Path, body: str) -> dict[str, str]:
-    config = directory / "config.toml"
+def helper_env(directory: Path, config: str) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
-    config.write_text(body)
+    (directory / "config.toml").write_text(config, encoding="utf-8")
     env = dict(os.environ)
-    env.pop("DOCKER_CREDENTIAL_QUAYFED_DEBUG", None)
-    env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"] = str(config)
+    for name in [n for n in env if n.startswith(("DOCKER_CREDENTIAL_QUAYFED_", "PYTHON"))]:
+        del env[name]
+    env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"] = str(directory / "config.toml")
     env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"] = str(directory / "cache")
+    env["XDG_CACHE_HOME"] = str(directory / "xdg-cache")  # where the zipapp unpacks itself
     return env
 
 
-def cache_hit(helper: list[str], rounds: int, workdir: Path) -> dict[str, float]:
-    env = write_config(
-        workdir,
-        f"""[registries."{HOST}"]
-robot = "org+bench"
-issuer = "https://127.0.0.1:1/realms/bench"
-source = "env"
-token_env = "BENCH_UNUSED"
-quay_url = "https://127.0.0.1:1"
-""",
+def store_token(helper: Sequence[str], env: dict[str, str]) -> None:
+    payload = {"ServerURL": HOST, "Username": ROBOT, "Secret": fake_robot_token(86400)}
+    done = subprocess.run(
+        [*helper, "store"], input=json.dumps(payload).encode(), env=env, capture_output=True
     )
-    payload = json.dumps(
-        {"ServerURL": HOST, "Username": "org+bench", "Secret": fake_robot_token(3600)}
-    ).encode()
-    run_once([*helper, "store"], payload, env)
-    base, measured = compare(
-        "cache hit",
-        ([sys.executable, "-c", "pass"], b"", env),
-        ([*helper, "get"], HOST.encode(), env),
-        rounds,
-    )
-    return report("cache-hit get", base, measured, 1.5, 1.3)
+    if done.returncode != 0:
+        raise MeasureError(f"store failed ({done.returncode}): {done.stdout!r} {done.stderr!r}")
 
 
-def cold(helper: list[str], rounds: int, workdir: Path) -> dict[str, float] | None:
+def answers_credentials(out: bytes) -> bool:
+    return out.startswith(b'{"ServerURL": "' + HOST.encode() + b'"') and b'"Secret": "' in out
+
+
+def python_command(bench: Bench, label: str, *args: str) -> Command:
+    return Command(label, [bench.python, *args], helper_env(bench.workdir / "python", ""))
+
+
+# -- figures -------------------------------------------------------------------------------
+def cache_hit_figures(bench: Bench) -> list[Row]:
+    env = helper_env(bench.workdir / "hit", registry_toml(HOST))
+    store_token(bench.helper, env)
+    others = "".join(registry_toml(f"r{n}.quay.test") for n in range(MANY_REGISTRIES - 1))
+    many_env = helper_env(bench.workdir / "many", others + registry_toml(HOST))
+    store_token(bench.helper, many_env)
+
+    floor = python_command(bench, "python -I -S -c pass", "-I", "-S", "-c", "pass")
+    plain = python_command(bench, "python -c pass", "-c", "pass")
+    allocating = python_command(
+        bench,
+        f"floor + {ALLOCATED_MIB} MiB",
+        "-I",
+        "-S",
+        "-c",
+        f"b = b'x' * ({ALLOCATED_MIB} << 20)",
+    )
+    sleeping = python_command(
+        bench,
+        f"floor + {SLEPT_MS} ms sleep",
+        *("-I", "-S", "-c", f"import time; time.sleep({SLEPT_MS / 1000})"),
+    )
+    hit = Command("get", [*bench.helper, "get"], env, HOST.encode(), answer_ok=answers_credentials)
+    many = Command(
+        f"get, {MANY_REGISTRIES} registries",
+        [*bench.helper, "get"],
+        many_env,
+        HOST.encode(),
+        answer_ok=answers_credentials,
+    )
+    commands = [floor, plain, hit, many, allocating, sleeping]
+    zipapp = None
+    if bench.args.zipapp:
+        zipapp_env = {**env, "PATH": f"{Path(bench.python).parent}{os.pathsep}{env['PATH']}"}
+        path = os.path.abspath(bench.args.zipapp)
+        zipapp = Command(
+            "zipapp get", [path, "get"], zipapp_env, HOST.encode(), answer_ok=answers_credentials
+        )
+        bench.runner.run(zipapp)  # the first run unpacks it: not what is measured
+        commands.append(zipapp)
+    unmeasured: list[Row] = []
+    measured_peers = []
+    for peer in peers.peers(bench.workdir):
+        if peer.command is None:
+            note = f"not installed (apt-get install {peer.package})"
+            unmeasured.append(Row(peer.key, f"against `{peer.label}`", None, measured=note))
+            continue
+        try:
+            bench.runner.run(peer.command)
+        except MeasureError as exc:  # a peer that cannot answer is reported, not measured
+            unmeasured.append(Row(peer.key, f"against `{peer.label}`", None, measured=str(exc)))
+            continue
+        measured_peers.append(peer)
+        commands.append(peer.command)
+    alternate(bench.runner, commands, bench.args.rounds)
+
+    rows = method_rows(bench, floor, allocating, sleeping)
+    rows.append(
+        time_row(
+            "cache_hit_vs_floor",
+            "cache-hit `get`, time, against the interpreter floor",
+            hit,
+            floor,
+            1.15,
+        )
+    )
+    rows.append(
+        time_row(
+            "cache_hit_vs_python", "cache-hit `get`, time, against `python -c pass`", hit, plain
+        )
+    )
+    memory = memory_row(
+        "cache_hit_memory", "cache-hit `get`, peak memory, against the floor", hit, floor, 1.3
+    )
+    if memory is not None:
+        rows.append(memory)
+    rows.append(
+        time_row(
+            "many_registries",
+            f"cache-hit `get` with {MANY_REGISTRIES} registries configured, against one",
+            many,
+            hit,
+            1.05,
+        )
+    )
+    if zipapp is not None:
+        rows.append(
+            time_row(
+                "zipapp_cache_hit",
+                "single-file zipapp, cache-hit `get` (after its one-time unpack)"
+                ", against `python -c pass`",
+                zipapp,
+                plain,
+                1.5,
+            )
+        )
+    for peer in measured_peers:
+        assert peer.command is not None
+        rows.append(
+            time_row(
+                peer.key,
+                f"cache-hit `get` against `{peer.label}` ({peer.asked})",
+                hit,
+                peer.command,
+            )
+        )
+    return rows + unmeasured
+
+
+def method_rows(bench: Bench, floor: Command, allocating: Command, sleeping: Command) -> list[Row]:
+    """Programs that cost a known amount more must read that much more."""
+    rows = []
+    low, high = METHOD_TOLERANCE
+    floor_mib = floor.median_peak_mib()
+    allocating_mib = allocating.median_peak_mib()
+    if floor_mib is not None and allocating_mib is not None:
+        ratio = (allocating_mib - floor_mib) / ALLOCATED_MIB
+        goal, met = within(ratio, low, high)
+        rows.append(
+            Row(
+                "method_memory",
+                f"method check: a program that allocates {ALLOCATED_MIB} MiB more "
+                "(measured difference / 50 MiB)",
+                ratio,
+                goal,
+                met,
+                f"{allocating_mib:.1f} MiB",
+                f"floor: {floor_mib:.1f} MiB",
+            )
+        )
+        if not met:
+            bench.failures.append(
+                f"peak memory cannot tell programs apart: +{ALLOCATED_MIB} MiB read as "
+                f"+{allocating_mib - floor_mib:.1f} MiB"
+            )
+    slept = sleeping.median_seconds() - floor.median_seconds()
+    ratio = slept / (SLEPT_MS / 1000)
+    goal, met = within(ratio, low, high)
+    rows.append(
+        Row(
+            "method_time",
+            f"method check: a program that sleeps {SLEPT_MS} ms more "
+            f"(measured difference / {SLEPT_MS} ms)",
+            ratio,
+            goal,
+            met,
+            ms(sleeping.median_seconds()),
+            f"floor: {ms(floor.median_seconds())}",
+        )
+    )
+    return rows
+
+
+def cold_figures(bench: Bench) -> list[Row]:
+    if bench.args.no_cold:
+        return []
     try:
         from docker_credential_quayfed.commands.demo import DemoServers
     except ImportError as exc:
-        print(f"cold get: skipped ({exc}); install the demo extra to measure it")
-        return None
-    with DemoServers(workdir / "servers") as servers:
-        env = write_config(workdir, servers.config_toml(HOST))
+        return [Row("cold", "cold `get`", None, measured=f"skipped: {exc} (the demo extra)")]
+    with DemoServers(bench.workdir / "servers") as servers:
+        env = helper_env(bench.workdir / "cold", servers.config_toml(HOST))
         env.update(servers.environment())
         cache_dir = Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
 
         def empty_cache() -> None:
             shutil.rmtree(cache_dir, ignore_errors=True)
 
-        base, measured = compare(
-            "cold",
-            ([sys.executable, "-c", "import httpx, jwt"], b"", env),
-            ([*helper, "get"], HOST.encode(), env),
-            rounds,
-            before_measured=empty_cache,
+        baseline = Command(
+            'python -c "import httpx, jwt"', [bench.python, "-c", "import httpx, jwt"], env
         )
-    return report("cold get (mint + exchange)", base, measured, 1.5, 0)
+        cold = Command(
+            "cold get", [*bench.helper, "get"], env, HOST.encode(), empty_cache, answers_credentials
+        )
+        alternate(bench.runner, [baseline, cold], max(bench.args.rounds // 2, 3))
+        bench.cold_seconds = cold.median_seconds()
+        rows = [
+            time_row(
+                "cold",
+                "cold `get` (discovery, password grant, exchange, over TLS), time, against "
+                '`python -c "import httpx, jwt"`',
+                cold,
+                baseline,
+                1.5,
+            )
+        ]
+        memory = memory_row(
+            "cold_memory", "cold `get`, peak memory, against the same", cold, baseline
+        )
+        if memory is not None:
+            rows.append(memory)
+        if bench.args.concurrent:
+            empty_cache()
+            begun = time.monotonic()
+            rows.append(concurrent_row(bench, servers, env, bench.args.concurrent))
+            print(f"concurrent gets: {time.monotonic() - begun:.1f} s", flush=True)
+    return rows
+
+
+def lowest_priority() -> None:
+    """The issuer and Quay run in this process's threads, where in use they run elsewhere: the
+    helpers must not starve them of this machine's CPU."""
+    os.nice(19)
+
+
+def concurrent_row(bench: Bench, servers: DemoServers, env: dict[str, str], count: int) -> Row:
+    """``count`` cold gets at once: one token request, one exchange, every one answers."""
+    issuer, quay = servers.issuer, servers.quay
+    token_requests = issuer.token_requests
+    exchanges = quay.counters_snapshot()["exchanges_attempted"]
+    stdin = bench.workdir / "concurrent-stdin"
+    stdin.write_bytes(HOST.encode())
+    outputs = [bench.workdir / f"concurrent-{n}.out" for n in range(count)]
+    started: dict[int, float] = {}
+    answered: dict[int, tuple[float, int]] = {}
+    processes: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
+    for index, output in enumerate(outputs):
+        errors = output.with_suffix(".err")
+        with stdin.open("rb") as i, output.open("wb") as o, errors.open("wb") as e:
+            started[index] = time.perf_counter()
+            process = subprocess.Popen(
+                [*bench.helper, "get"],
+                stdin=i,
+                stdout=o,
+                stderr=e,
+                env=env,
+                preexec_fn=lowest_priority,
+            )
+        processes[process.pid] = (index, process)
+    while len(answered) < count:
+        pid, status = os.wait()
+        if pid in processes:
+            index, process = processes[pid]
+            process.returncode = os.waitstatus_to_exitcode(status)
+            answered[index] = (time.perf_counter(), process.returncode)
+    slowest = max(answered[n][0] - started[n] for n in range(count))
+    answers = {outputs[n].read_bytes() for n in range(count) if answered[n][1] == 0}
+    ok = sum(
+        1
+        for n in range(count)
+        if answered[n][1] == 0 and answers_credentials(outputs[n].read_bytes())
+    )
+    token_requests = issuer.token_requests - token_requests
+    exchanges = quay.counters_snapshot()["exchanges_attempted"] - exchanges
+    met = ok == count and token_requests == 1 and exchanges == 1 and len(answers) == 1
+    if not met:
+        said = sorted({o.with_suffix(".err").read_text(errors="replace").strip() for o in outputs})
+        bench.notes.append(
+            f"{count} concurrent cold gets: {ok} answered, {token_requests} token requests, "
+            f"{exchanges} exchanges, {len(answers)} different answers; they said: "
+            + " / ".join(said)[:1500]
+        )
+    single = bench.cold_seconds or float("nan")
+    return Row(
+        "concurrent_cold",
+        f"{count} concurrent cold `get`s: slowest answer against one cold `get`",
+        slowest / single,
+        "1 token request, 1 exchange, all answer",
+        met,
+        f"{ok}/{count} answered, {token_requests} token request(s), {exchanges} exchange(s); "
+        f"slowest {slowest * 1000:.0f} ms",
+        f"one cold get: {ms(single)}",
+    )
+
+
+FIGURES: list[Callable[[Bench], list[Row]]] = [cache_hit_figures, cold_figures]
+
+
+# -- main ------------------------------------------------------------------------------------
+def results(bench: Bench, rows: list[Row]) -> dict[str, object]:
+    return {
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+            "python": platform.python_version(),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+            "rounds": bench.args.rounds,
+            "memory": "ru_maxrss from a tiny C parent"
+            if bench.runner.memory_measured
+            else "not measured (no C compiler)",
+        },
+        "rows": [asdict(row) for row in rows],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--rounds", type=int, default=25)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=25, help="samples per command (%(default)s)")
     parser.add_argument("--helper", default="", help="helper executable (default: installed)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    parser.add_argument("--no-cold", action="store_true", help="measure the cache hit only")
+    parser.add_argument("--zipapp", default="", help="the single-file zipapp to measure too")
+    parser.add_argument("--concurrent", type=int, default=200, help="%(default)s; 0: skip")
+    parser.add_argument("--no-cold", action="store_true", help="no cold or concurrent gets")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
     args = parser.parse_args(argv)
-    helper = helper_argv(args.helper)
-    print(f"python {sys.version.split()[0]}, helper {' '.join(helper)}, {args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="quayfed-bench-") as temp:
-        figures = {"cache_hit": cache_hit(helper, args.rounds, Path(temp) / "hit")}
-        cold_figures = (
-            None if args.no_cold else cold(helper, max(args.rounds // 2, 3), Path(temp) / "cold")
+        workdir = Path(temp)
+        helper = helper_argv(args.helper)
+        bench = Bench(args, Runner(workdir), workdir, interpreter_of(helper[0]), helper)
+        print(
+            f"python {platform.python_version()} ({bench.python}), helper "
+            f"{' '.join(bench.helper)}, {args.rounds} rounds"
         )
-        if cold_figures is not None:
-            figures["cold"] = cold_figures
+        rows: list[Row] = []
+        try:
+            for figure in FIGURES:
+                begun = time.monotonic()
+                rows += figure(bench)
+                print(f"{figure.__name__}: {time.monotonic() - begun:.1f} s", flush=True)
+        except MeasureError as exc:
+            print(f"bench_get: {exc}", file=sys.stderr)
+            return 1
+        figures = results(bench, rows)
+    print(report.render_text(figures))
     if args.json:
-        print(json.dumps(figures))
-    return 0
+        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    for note in bench.notes:
+        print(f"bench_get: {note}")
+    for failure in bench.failures:
+        print(f"bench_get: {failure}", file=sys.stderr)
+    missed = [row.key for row in rows if row.met is False]
+    if missed and args.strict:
+        print(f"bench_get: goals not met: {', '.join(missed)}", file=sys.stderr)
+    return 1 if bench.failures or (missed and args.strict) else 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.config import Config
 
 TOKEN_MAGIC = "quayfed-token 1"
-SNAPSHOT_MAGIC = "quayfed-config 1"
+SNAPSHOT_MAGIC = "quayfed-config 2"
 SNAPSHOT_NAME = "config.snapshot"
 MAX_FILE = 1 << 16
 #: token files are named ``<escaped key>=<identity digest>.token``; "=" never occurs in an
@@ -83,6 +83,15 @@ class RobotToken:
     def refresh_due(self, refresh_margin: float, now: float) -> bool:
         """The refresh rule: True once the token reaches its refresh point."""
         return now >= self.refresh_at(refresh_margin)
+
+    def ahead_at(self, refresh_margin: float) -> float:
+        """When a background refresh may start: min(2 x refresh_margin, 3/4 of the lifetime)
+        before expiry (never after the refresh point)."""
+        return self.expires_at - min(2 * refresh_margin, self.lifetime * 0.75)
+
+    def ahead_due(self, refresh_margin: float, now: float) -> bool:
+        """Inside the refresh-ahead window: still served, but worth refreshing now."""
+        return self.ahead_at(refresh_margin) <= now < self.refresh_at(refresh_margin)
 
     def valid(self, now: float, skew: float = DEFAULT_SKEW) -> bool:
         return self.expires_at - now > skew
@@ -174,12 +183,13 @@ def is_digest(text: str) -> bool:
 
 # -- the config snapshot -----------------------------------------------------------------
 class SnapshotEntry:
-    __slots__ = ("digest", "refresh_margin", "robot")
+    __slots__ = ("ahead", "digest", "refresh_margin", "robot")
 
-    def __init__(self, digest: str, refresh_margin: float, robot: str) -> None:
+    def __init__(self, digest: str, refresh_margin: float, robot: str, ahead: bool) -> None:
         self.digest = digest
         self.refresh_margin = refresh_margin
         self.robot = robot
+        self.ahead = ahead
 
 
 def fingerprint(info: os.stat_result) -> str:
@@ -189,7 +199,8 @@ def fingerprint(info: os.stat_result) -> str:
 def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEntry]) -> str:
     lines = [SNAPSHOT_MAGIC, config_file, stamp]
     for key, entry in sorted(entries.items()):
-        lines.append(f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot}")
+        ahead = "ahead" if entry.ahead else "-"
+        lines.append(f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}")
     return "\n".join(lines) + "\n"
 
 
@@ -203,12 +214,12 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> Snapsh
     for line in lines[3:]:
         if line.startswith(prefix):
             parts = line.split(" ")
-            if len(parts) != 4:
+            if len(parts) != 5 or parts[4] not in ("ahead", "-"):
                 return None
             if not is_digest(parts[1]):
                 return None  # a file name is built from it: nothing but a digest will do
             try:
-                return SnapshotEntry(parts[1], float(parts[2]), parts[3])
+                return SnapshotEntry(parts[1], float(parts[2]), parts[3], parts[4] == "ahead")
             except ValueError:
                 return None
     return None
@@ -217,10 +228,14 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> Snapsh
 def remember(settings: Config, cache: TokenCache) -> None:
     """Record which token file answers each registry key while config.toml keeps its stamp."""
     from docker_credential_quayfed.cache import identity_digest
+    from docker_credential_quayfed.sources import BY_NAME
 
     entries = {
-        key: SnapshotEntry(identity_digest(r.identity), float(r.refresh_margin), r.robot)
+        key: SnapshotEntry(
+            identity_digest(r.identity), float(r.refresh_margin), r.robot, r.refresh_ahead
+        )
         for key, r in settings.registries.items()
+        if not BY_NAME[r.source].ambient  # its identity is the environment's: full path
     }
     text = encode_snapshot(str(settings.path), settings.stamp, entries)
     dir_fd = open_private_dir(str(cache.directory))
@@ -275,8 +290,9 @@ def read_private(path: str, dir_fd: int | None = None) -> str | None:
 
 
 # -- the fast path -------------------------------------------------------------------------
-def cached_answer(key: str) -> tuple[str, str] | None:
-    """(robot, token) for ``key`` when a fresh one is on disk and config.toml is unchanged."""
+def cached_answer(key: str) -> tuple[str, str, bool] | None:
+    """(robot, token, refresh ahead?) for ``key`` when a fresh one is on disk and config.toml
+    is unchanged; the flag says the token is inside its refresh-ahead window."""
     config_file = paths.config_file()
     try:
         stamp = fingerprint(os.stat(config_file))
@@ -300,6 +316,7 @@ def cached_answer(key: str) -> tuple[str, str] | None:
     token = decode_token(text, key)
     if token is None or token.robot != entry.robot:
         return None
-    if token.refresh_due(entry.refresh_margin, time.time()):
+    now = time.time()
+    if token.refresh_due(entry.refresh_margin, now):
         return None
-    return token.robot, token.token
+    return token.robot, token.token, entry.ahead and token.ahead_due(entry.refresh_margin, now)

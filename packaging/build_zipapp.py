@@ -1,7 +1,7 @@
 """Build dist/docker-credential-quayfed: one executable file that needs only python3 >= 3.9.
 
-The file is a zipapp (PEP 441): a ``#!/usr/bin/env python3`` line followed by a zip that
-holds the package and its pure-Python dependencies (httpx, httpcore, h11, anyio, idna,
+The file is a zipapp (PEP 441): a few lines of ``/bin/sh`` followed by a zip that holds the
+package and its pure-Python dependencies (httpx, httpcore, h11, anyio, idna,
 certifi, pyjwt, platformdirs, and for Python 3.9/3.10 tomli, exceptiongroup and
 typing_extensions). Dependencies are resolved by pip running under the oldest supported
 Python, so that every environment marker for 3.9 is honoured; the newer Pythons need a
@@ -12,9 +12,13 @@ The archive is reproducible: entries are sorted and carry one fixed timestamp
 archive. On the first run it unpacks the payload into
 ``$XDG_CACHE_HOME/docker-credential-quayfed/zipapp-<build id>`` and byte-compiles it there
 for the running interpreter (``zipapp_unpack.py``, stored as ``_quayfed_unpack``); later runs
-import the package from that directory, as fast as from a wheel. When no such directory can
-be used, the zipapp runs from the archive: certifi then finds its cacert.pem through
-importlib.resources, which copies it to a private (0600) temporary file.
+import the package from that directory, as fast as from a wheel. The sh lines start those runs
+as ``python3 -S`` on that directory directly: Python running the zip itself would import runpy
+(importlib.util, contextlib, functools...), read the zip's index and run `site`, which cost a
+cache-hit `get` more than its own work. ``python3 FILE`` runs the archive the ordinary way,
+and so do the sh lines when there is no unpacked copy yet or PYTHONPATH is set. When no such
+directory can be used, the zipapp runs from the archive: certifi then finds its cacert.pem
+through importlib.resources, which copies it to a private (0600) temporary file.
 
     python packaging/build_zipapp.py [--output PATH] [--resolve-with PYTHON]
 """
@@ -43,14 +47,49 @@ else:
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "docker_credential_quayfed"
 DEFAULT_OUTPUT = ROOT / "dist" / "docker-credential-quayfed"
-SHEBANG = b"#!/usr/bin/env python3\n"
 OLDEST_PYTHON = (3, 9)
 COMPILED_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 UNPACK_SOURCE = Path(__file__).resolve().parent / "zipapp_unpack.py"
 UNPACK_MODULE = "_quayfed_unpack"
-# Written into the archive with the build id. Kept to syntax that any python3 can parse (to
-# explain an old one), and to imports of os and sys alone: after the first run, this is all
-# that runs before the package itself is imported from the unpacked, compiled directory.
+# Where a first run unpacks the payload, and whether that copy can be used: shared by the
+# archive's __main__ and the shell boot below. Kept to syntax that any python3 can parse (to
+# explain an old one), to imports of os and sys alone, and to double quotes (the boot travels
+# in single quotes).
+UNPACKED_TEMPLATE = """\
+BUILD_ID = "{build_id}"
+
+
+def _private_directory(path):
+    # A directory, not a symlink, of this user, closed to everyone else.
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return info.st_mode & 0o170077 == 0o040000 and info.st_uid == os.getuid()
+
+
+def _build_directory():
+    # (directory, marker) for this interpreter, or None: then everything runs from the zip.
+    tag = sys.implementation.cache_tag
+    if tag is None or not hasattr(os, "getuid"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
+    if not os.path.isabs(base):
+        return None
+    root = os.path.join(base, "docker-credential-quayfed", "zipapp-" + BUILD_ID)
+    return root, ".compiled-%s-opt%d" % (tag, sys.flags.optimize)
+
+
+def _ready(root, marker):
+    return (
+        _private_directory(os.path.dirname(root))
+        and _private_directory(root)
+        and os.path.exists(os.path.join(root, marker))
+        and os.path.exists(os.path.join(root, ".complete"))
+    )
+"""
+# The archive's __main__: what `python3 FILE` runs. After the first run this is all that runs
+# before the package itself is imported from the unpacked, compiled directory.
 MAIN_TEMPLATE = """\
 \"\"\"docker-credential-quayfed as one file: the package and its dependencies are inside.
 
@@ -65,35 +104,15 @@ if sys.version_info < {oldest!r}:
     sys.stderr.write("docker-credential-quayfed needs Python 3.9 or newer\\n")
     sys.exit(1)
 
-BUILD_ID = "{build_id}"
-
-
-def _private_directory(path):
-    # A directory, not a symlink, of this user, closed to everyone else.
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return info.st_mode & 0o170077 == 0o040000 and info.st_uid == os.getuid()
-
+{unpacked}
 
 def _unpacked():
     # The payload unpacked and compiled for this interpreter, or None: run from the zip.
-    tag = sys.implementation.cache_tag
-    if tag is None or not hasattr(os, "getuid"):
+    found = _build_directory()
+    if found is None:
         return None
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
-    if not os.path.isabs(base):
-        return None
-    parent = os.path.join(base, "docker-credential-quayfed")
-    root = os.path.join(parent, "zipapp-" + BUILD_ID)
-    marker = ".compiled-%s-opt%d" % (tag, sys.flags.optimize)
-    if (
-        _private_directory(parent)
-        and _private_directory(root)
-        and os.path.exists(os.path.join(root, marker))
-        and os.path.exists(os.path.join(root, ".complete"))
-    ):
+    root, marker = found
+    if _ready(root, marker):
         return root
     try:
         from {unpack_module} import prepare
@@ -127,12 +146,55 @@ else:
 
 sys.exit(main())
 """
+# The shell boot before the zip: the file is run by sh, which starts python3 -S on this code.
+# When a first run has unpacked and compiled the payload for this interpreter, it imports the
+# package from there: no zipimport, no runpy (importlib.util, contextlib, functools...) and no
+# `site`, which cost a cache hit more than the helper's own work. Otherwise, or with a
+# PYTHONPATH (whose sitecustomize expects the ordinary start), Python runs the archive as it
+# is, __main__ and all.
+BOOT_TEMPLATE = """\
+import os
+import sys
+
+del sys.argv[0]  # "-c": the file is argv[0] after it, as when Python runs it
+if sys.path[:1] == [""]:
+    del sys.path[0]  # -c puts the working directory first: nothing is imported from there
+{unpacked}
+_found = sys.version_info >= {oldest!r} and _build_directory()
+if _found and _ready(*_found):
+    sys.path.insert(0, _found[0])
+    from docker_credential_quayfed.cli import main
+
+    sys.exit(main())
+import runpy
+
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+SHELL_TEMPLATE = """\
+#!/bin/sh
+# docker-credential-quayfed as one file: a zip of the package and its dependencies follows.
+# python3 can run this file as it is; sh starts python3 on the copy a first run unpacked.
+[ -z "${{PYTHONPATH-}}" ] || exec python3 "$0" "$@"
+exec python3 -S -c '{boot}' "$0" "$@"
+"""
+
+
+def unpacked_source(build_id: str) -> str:
+    return UNPACKED_TEMPLATE.format(build_id=build_id)
 
 
 def main_source(build_id: str) -> str:
     return MAIN_TEMPLATE.format(
-        oldest=OLDEST_PYTHON, build_id=build_id, unpack_module=UNPACK_MODULE
+        oldest=OLDEST_PYTHON, unpacked=unpacked_source(build_id), unpack_module=UNPACK_MODULE
     )
+
+
+def shell_boot(build_id: str) -> bytes:
+    """The lines before the zip: sh, then python3 on the unpacked copy when it is there."""
+    boot = BOOT_TEMPLATE.format(oldest=OLDEST_PYTHON, unpacked=unpacked_source(build_id))
+    if "'" in boot:
+        raise BuildError("the shell boot's Python must not contain a single quote")
+    return SHELL_TEMPLATE.format(boot=boot).encode("ascii")
 
 
 def payload_id(tree: Path) -> str:
@@ -237,14 +299,15 @@ def fixed_timestamp() -> tuple[int, int, int, int, int, int]:
     return (stamp[0], stamp[1], stamp[2], stamp[3], stamp[4], stamp[5])
 
 
-def write_archive(tree: Path, output: Path) -> int:
-    """Shebang + zip, written beside ``output`` and renamed over it; returns the entry count."""
+def write_archive(tree: Path, output: Path, boot: bytes) -> int:
+    """Shell boot + zip, written beside ``output`` and renamed over it; returns the entry
+    count."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     date_time = fixed_timestamp()
     count = 0
     with partial.open("wb") as stream:
-        stream.write(SHEBANG)
+        stream.write(boot)
         with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, path in archive_entries(tree):
                 info = zipfile.ZipInfo(name, date_time)
@@ -273,8 +336,9 @@ def build(output: Path, resolve_with: str | None) -> int:
         if compiled:
             names = ", ".join(str(p.relative_to(tree)) for p in compiled)
             raise BuildError(f"compiled files would make the zipapp platform-bound: {names}")
-        (tree / "__main__.py").write_text(main_source(payload_id(tree)), encoding="utf-8")
-        return write_archive(tree, output)
+        build_id = payload_id(tree)
+        (tree / "__main__.py").write_text(main_source(build_id), encoding="utf-8")
+        return write_archive(tree, output, shell_boot(build_id))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """The zipapp's first run: unpack the payload into a private per-build directory, compile it.
 
 Stored in the zipapp as ``_quayfed_unpack.py`` and imported by its ``__main__`` (from inside
-the archive) only when ``$XDG_CACHE_HOME/docker-credential-quayfed/zipapp-<build id>`` is
-missing, incomplete, or not yet compiled for the running interpreter and optimization level.
+the archive; the sh lines before the zip hand over to ``__main__`` then) only when
+``$XDG_CACHE_HOME/docker-credential-quayfed/zipapp-<build id>`` is missing, incomplete, or not
+yet compiled for the running interpreter and optimization level.
 Later runs only stat that directory and a marker in it, put it first on ``sys.path`` and
 import the package from real files with a ``__pycache__``: no zipimport compiling every module
 on every run. That is the scheme of shiv (and of PEX).

@@ -29,6 +29,15 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     block_on_close = False
     allow_reuse_address = True
     ssl_context: ssl.SSLContext | None = None
+    #: connections and requests since the start, by the client's User-Agent (what a client
+    #: costs: the emulator's own fetches of the issuer's keys are told apart)
+    _counting = threading.Lock()
+
+    def count(self, agent: str, *, connection: bool) -> None:
+        with self._counting:
+            tally = self.__dict__.setdefault("tally", {})
+            connections, requests = tally.get(agent, (0, 0))
+            tally[agent] = (connections + int(connection), requests + 1)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The TLS handshake runs here, in the connection's own thread, so that a slow or broken
@@ -76,6 +85,8 @@ class _QuietHandler(WSGIRequestHandler):
             return
         if not self.parse_request():
             return
+        # wsgiref answers one request per connection: each request is a connection's first.
+        self.server.count(self.headers.get("User-Agent", ""), connection=True)  # type: ignore[attr-defined]
         # Read the whole body first: answering early (401, 403) and closing with unread bytes
         # would make the TLS stack reset the connection before the client reads the answer.
         try:
@@ -153,6 +164,14 @@ class RunningServer:
 
     def __repr__(self) -> str:
         return f"RunningServer({self.url!r})"
+
+    def traffic(self, agent_prefix: str = "") -> tuple[int, int]:
+        """(connections, requests) since the server started from clients whose User-Agent
+        starts with ``agent_prefix``."""
+        tally: dict[str, tuple[int, int]] = self._server.__dict__.get("tally", {})
+        with self._server._counting:
+            chosen = [v for k, v in tally.items() if k.startswith(agent_prefix)]
+        return sum(c for c, _ in chosen), sum(r for _, r in chosen)
 
 
 def serve_wsgi(

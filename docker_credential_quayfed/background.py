@@ -1,0 +1,101 @@
+"""Refresh ahead: a `get` inside a token's refresh-ahead window answers from the cache at once
+and leaves one detached process to mint the next token, so no pull waits on the network.
+
+The refresh runs in a grandchild (double fork, new session) whose standard streams are
+/dev/null: it holds none of the client's pipes, and the client never waits for it. It takes
+the registry's refresh lock without waiting (single flight: whoever holds the lock is already
+refreshing). Its failures go to ``background.log`` in the cache directory (0600), which
+``doctor`` reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from docker_credential_quayfed.cache import TokenCache
+
+LOG_NAME = "background.log"
+#: the log keeps its last lines only
+MAX_LOG = 1 << 14
+
+
+def start_refresh(key: str) -> None:
+    """Start the detached refresh of ``key``'s token; returns at once (best effort)."""
+    try:
+        pid = os.fork()
+    except OSError:
+        return
+    if pid:
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, 0)  # the middle process exits as soon as it has forked
+        return
+    code = 1
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        quiet = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(quiet, fd)
+        code = refresh(key)
+    except BaseException:  # nothing may escape a detached child (it has no one to tell)
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def refresh(key: str) -> int:
+    """Mint ``key``'s next token unless another process is at it or it is no longer due."""
+    from docker_credential_quayfed import broker, config
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.errors import QuayfedError
+
+    try:
+        settings = config.load()
+    except QuayfedError:
+        return 1
+    registry = settings.registries.get(key)
+    if registry is None or not registry.refresh_ahead:
+        return 0
+    cache = TokenCache(config.default_cache_dir())
+    try:
+        broker.refresh_ahead(registry, cache)
+    except QuayfedError as exc:
+        note(cache, f"{key}: refreshing ahead failed: {exc.message}")
+        return 1
+    except Exception as exc:
+        from docker_credential_quayfed.actions import internal_error
+
+        note(cache, f"{key}: refreshing ahead failed: {internal_error(exc)}")
+        return 1
+    return 0
+
+
+def note(cache: TokenCache, line: str) -> None:
+    """Append one redacted line to the background log (0600), keeping its tail."""
+    from docker_credential_quayfed import log
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    old = cache.read_private(LOG_NAME) or ""
+    text = (old + f"{stamp} {log.redact(' '.join(line.split()))}\n")[-MAX_LOG:]
+    text = text[text.find("\n") + 1 :] if len(text) == MAX_LOG else text
+    with contextlib.suppress(Exception):  # the log is a courtesy: never a reason to fail
+        cache.write_private(LOG_NAME, text.encode("ascii", "replace").decode("ascii"))
+
+
+def last_failure(cache: TokenCache, key: str, within: float = 86400.0) -> str | None:
+    """The newest line of the background log about ``key`` when it is recent, for doctor."""
+    for line in reversed((cache.read_private(LOG_NAME) or "").strip().splitlines()):
+        stamp, _, message = line.partition(" ")
+        if not message.startswith(f"{key}: "):
+            continue
+        try:
+            when = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        except ValueError:
+            return None
+        return message if time.time() - when < within else None
+    return None
