@@ -38,8 +38,8 @@ CONFIG = f"""\
 [registries."{REGISTRY}"]
 robot = "{ROBOT}"
 issuer = "https://127.0.0.1:1/realms/x"
-source = "env"
-token_env = "QUAYFED_SMOKE_UNUSED_TOKEN"
+source = "file"
+token_file = "/nonexistent/quayfed-smoke-token"
 quay_url = "https://127.0.0.1:1"
 """
 # Imported from inside the zipapp: the network path's dependencies and the CA bundle.
@@ -119,7 +119,6 @@ def check_helper(
             **(extra_env or {}),
         }
         env.pop("DOCKER_CREDENTIAL_QUAYFED_DEBUG", None)
-        env.pop("QUAYFED_SMOKE_UNUSED_TOKEN", None)
         version = run([*helper, "version"], env).strip()
         if version != f"docker-credential-quayfed {expected_version}":
             raise SmokeError(f"version printed {version!r}, expected {expected_version}")

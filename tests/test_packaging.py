@@ -5,6 +5,7 @@ packaging/ci.sh runs the slower checks (wheel installs, three Pythons, rpmlint, 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -117,7 +118,7 @@ def unpacked_now(result: subprocess.CompletedProcess[str]) -> bool:
 
 def test_zipapp_builds_and_answers_a_cache_hit(zipapp: Path, tmp_path: Path) -> None:
     smoke = load("smoke.py")
-    assert zipapp.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert zipapp.read_bytes().startswith(b"#!/bin/sh\n")
     assert os.stat(zipapp).st_mode & 0o777 == 0o755
     helper = [sys.executable, "-I", "-S", str(zipapp)]
     done = smoke.check_helper(helper, VERSION, {"XDG_CACHE_HOME": str(tmp_path / "xdg")})
@@ -328,3 +329,153 @@ def test_container_entrypoint_configures_the_helper_and_runs_the_command(tmp_pat
     auth = (tmp_path / "containers" / "auth.json").read_text()
     assert '"quay.example.com": "quayfed"' in auth
     assert '"quay2.example.com:8443": "quayfed"' in auth
+
+
+COMPLETIONS = PACKAGING / "completions"
+BASH_COMPLETION = COMPLETIONS / "bash" / "docker-credential-quayfed"
+FISH_COMPLETION = COMPLETIONS / "fish" / "docker-credential-quayfed.fish"
+ZSH_COMPLETION = COMPLETIONS / "zsh" / "_docker-credential-quayfed"
+# Sources the script, finds the function bash registered for the command, and prints what it
+# offers for the words given (the last one is the word being completed).
+BASH_COMPLETE = r"""
+source "$1"; shift
+function=$(complete -p docker-credential-quayfed | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMPREPLY=()
+"$function" docker-credential-quayfed "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}"
+"""
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    from docker_credential_quayfed.commands import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("the parser has no commands")
+
+
+def long_flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings if "--" in flag}
+
+
+def test_completions_are_generated_from_the_current_parser() -> None:
+    pytest.importorskip("shtab", reason="shtab comes with the dev extra")
+    make_completions = load("make_completions.py")
+    for shell, name in make_completions.SCRIPTS.items():
+        committed = (COMPLETIONS / name).read_text(encoding="utf-8")
+        assert make_completions.render(shell) == committed, (
+            "run: python packaging/make_completions.py"
+        )
+
+
+def test_wheel_installs_the_committed_completions() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for directory, script in (
+        ("share/bash-completion/completions", BASH_COMPLETION),
+        ("share/zsh/site-functions", ZSH_COMPLETION),
+        ("share/fish/vendor_completions.d", FISH_COMPLETION),
+    ):
+        assert f'"{directory}" = ["{script.relative_to(ROOT)}"]' in pyproject
+
+
+def complete_in_bash(*words: str) -> set[str]:
+    result = subprocess.run(
+        [
+            "bash",
+            "--norc",
+            "--noprofile",
+            "-c",
+            BASH_COMPLETE,
+            "bash",
+            str(BASH_COMPLETION),
+            *words,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    return set(result.stdout.split())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completion_offers_the_commands_and_their_flags() -> None:
+    commands = command_parsers()
+    assert {"get", "configure", "doctor", "token"} <= set(commands)
+    assert complete_in_bash("docker-credential-quayfed", "") == set(commands)
+    assert complete_in_bash("docker-credential-quayfed", "conf") == {"configure"}
+    configure_flags = long_flags(commands["configure"])
+    assert {"--robot", "--issuer", "--source", "--podman"} <= configure_flags
+    offered = complete_in_bash("docker-credential-quayfed", "configure", "--")
+    assert offered == configure_flags
+    sources = complete_in_bash("docker-credential-quayfed", "configure", "--source", "")
+    assert {"password", "client_credentials", "file", "env"} <= sources
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="needs fish (apt-get install fish)")
+def test_fish_completion_offers_the_commands_and_their_flags() -> None:
+    def complete(line: str) -> set[str]:
+        script = f"source {FISH_COMPLETION}; complete -C '{line}'"
+        result = subprocess.run(
+            ["fish", "--no-config", "-c", script],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0 and not result.stderr, result.stderr
+        return {line.split("\t")[0] for line in result.stdout.splitlines()}
+
+    commands = command_parsers()
+    assert complete("docker-credential-quayfed ") == set(commands)
+    assert long_flags(commands["configure"]) <= complete("docker-credential-quayfed configure --")
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh (apt-get install zsh)")
+def test_zsh_completion_parses_and_names_the_command() -> None:
+    result = subprocess.run(
+        ["zsh", "-n", str(ZSH_COMPLETION)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    script = ZSH_COMPLETION.read_text(encoding="utf-8")
+    assert script.startswith("#compdef docker-credential-quayfed\n")
+    assert all(f"{name}:" in script for name in command_parsers())
+
+
+def requirement_floors(requirements: list[str]) -> dict[str, str]:
+    """{"httpx": "0.23.3", ...} for each "name>=version" (or "name==version") requirement."""
+    floors = {}
+    for requirement in requirements:
+        match = re.fullmatch(
+            r"([A-Za-z0-9_.-]+)\s*(?:>=|==)\s*([0-9][^;,\s]*)\s*(?:;.*)?", requirement
+        )
+        assert match is not None, f"no lower bound in {requirement!r}"
+        floors[match.group(1).lower()] = match.group(2)
+    return floors
+
+
+def test_pyproject_lower_bounds_are_the_versions_ci_tests() -> None:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lines = (ROOT / ".ci" / "minimum-versions.txt").read_text(encoding="utf-8").splitlines()
+    tested = requirement_floors([line for line in lines if line and not line.startswith("#")])
+    assert requirement_floors(project["dependencies"]) == tested
+    # The Debian package depends on Debian's packages of the same versions or newer.
+    control = (PACKAGING / "debian" / "control").read_text(encoding="utf-8")
+    debian_names = {"httpx": "python3-httpx", "pyjwt": "python3-jwt"}
+    for name in ("httpx", "pyjwt", "platformdirs"):
+        package = debian_names.get(name, f"python3-{name}")
+        assert f"{package} (>= {tested[name]})" in control, package
+
+
+def test_debian_changelog_version_is_the_package_version() -> None:
+    changelog = (PACKAGING / "debian" / "changelog").read_text(encoding="utf-8")
+    match = re.match(r"docker-credential-quayfed \(([^)-]+)-(\d+)\) ", changelog)
+    assert match is not None
+    assert match.group(1) == VERSION, "add a debian/changelog entry for __version__ (dch -v)"
