@@ -160,13 +160,17 @@ def interpreter_of(helper: str) -> str:
     return str(beside) if os.access(beside, os.X_OK) else sys.executable
 
 
-def fake_robot_token(lifetime: int) -> str:
+def robot_token_at(issued: float, expires: float) -> str:
     def segment(value: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
-    now = int(time.time())
-    claims = {"iss": "quay", "sub": ROBOT, "iat": now, "exp": now + lifetime}
+    claims = {"iss": "quay", "sub": ROBOT, "iat": int(issued), "exp": int(expires)}
     return f"{segment({'alg': 'RS256', 'kid': 'k'})}.{segment(claims)}.c2ln"
+
+
+def fake_robot_token(lifetime: int) -> str:
+    now = time.time()
+    return robot_token_at(now, now + lifetime)
 
 
 def registry_toml(host: str) -> str:
@@ -474,7 +478,112 @@ def concurrent_row(bench: Bench, servers: DemoServers, env: dict[str, str], coun
     )
 
 
-FIGURES: list[Callable[[Bench], list[Row]]] = [cache_hit_figures, cold_figures]
+def refresh_ahead_figures(bench: Bench) -> list[Row]:
+    """A `get` inside the refresh-ahead window (it answers from the cache and starts the
+    detached refresh) against a plain cache hit, alternated."""
+    now = time.time()
+    # A one-hour token 590 s from expiry: past min(2 x 300, 2700) s before it, not yet at 300.
+    window = robot_token_at(now - 3010, now + 590)
+    env = helper_env(bench.workdir / "window", registry_toml(HOST))
+    payload = {"ServerURL": HOST, "Username": ROBOT, "Secret": window}
+    done = subprocess.run(
+        [*bench.helper, "store"], input=json.dumps(payload).encode(), env=env, capture_output=True
+    )
+    if done.returncode != 0:
+        raise MeasureError(f"store failed ({done.returncode}): {done.stdout!r}")
+    hit_env = helper_env(bench.workdir / "window-hit", registry_toml(HOST))
+    store_token(bench.helper, hit_env)
+
+    def settle() -> None:
+        time.sleep(0.2)  # untimed: the previous sample's background refresh ends first
+
+    inside = Command(
+        "get in the window",
+        [*bench.helper, "get"],
+        env,
+        HOST.encode(),
+        settle,
+        answers_credentials,
+    )
+    hit = Command(
+        "cache-hit get",
+        [*bench.helper, "get"],
+        hit_env,
+        HOST.encode(),
+        settle,
+        answers_credentials,
+    )
+    alternate(bench.runner, [hit, inside], bench.args.rounds)
+    started = (Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]) / "background.log").exists()
+    if not started:
+        bench.failures.append("no get inside the window started a background refresh")
+    return [
+        time_row(
+            "refresh_ahead",
+            "`get` inside the refresh-ahead window (answers from the cache, starts the "
+            "background refresh), against a cache-hit `get`",
+            inside,
+            hit,
+            1.15,
+        )
+    ]
+
+
+def round_trip_figures(bench: Bench) -> list[Row]:
+    """What one cold `get` costs on the wire once the discovery document is kept: connections
+    and requests counted at the embedded issuer and Quay (the helper's own, by User-Agent)."""
+    if bench.args.no_cold:
+        return []
+    try:
+        from docker_credential_quayfed.commands.demo import DemoServers
+    except ImportError as exc:
+        return [Row("round_trips", "cold `get`", None, measured=f"skipped: {exc}")]
+    with DemoServers(bench.workdir / "wire") as servers:
+        env = helper_env(bench.workdir / "wire-helper", servers.config_toml(HOST))
+        env.update(servers.environment())
+        cache_dir = Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
+        agent = "docker-credential-quayfed/"
+
+        def traffic() -> tuple[int, int]:
+            counted = [s.traffic(agent) for s in (servers.issuer_server, servers.quay_server)]
+            return sum(c for c, _ in counted), sum(r for _, r in counted)
+
+        def cold_get() -> tuple[int, int]:
+            before = traffic()
+            done = subprocess.run(
+                [*bench.helper, "get"], input=HOST.encode(), env=env, capture_output=True
+            )
+            if not answers_credentials(done.stdout):
+                raise MeasureError(f"cold get failed: {done.stdout[:200]!r}")
+            after = traffic()
+            return after[0] - before[0], after[1] - before[1]
+
+        first = cold_get()
+        for pattern in ("*.token", "@jwt-*"):
+            for path in cache_dir.glob(pattern):
+                path.unlink()
+        kept = cold_get()
+    met = kept == (2, 2)
+    return [
+        Row(
+            "round_trips",
+            "cold `get` with the discovery document kept: TLS connections and requests, "
+            "against the first ever (discovery fetched)",
+            kept[1] / first[1],
+            "2 connections, 2 requests",
+            met,
+            f"{kept[0]} connection(s), {kept[1]} request(s)",
+            f"first ever: {first[0]} connection(s), {first[1]} request(s)",
+        )
+    ]
+
+
+FIGURES: list[Callable[[Bench], list[Row]]] = [
+    cache_hit_figures,
+    refresh_ahead_figures,
+    cold_figures,
+    round_trip_figures,
+]
 
 
 # -- main ------------------------------------------------------------------------------------

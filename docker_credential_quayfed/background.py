@@ -1,17 +1,14 @@
 """Refresh ahead: a `get` inside a token's refresh-ahead window answers from the cache at once
 and leaves one detached process to mint the next token, so no pull waits on the network.
 
-The refresh runs in a grandchild (double fork, new session) whose standard streams are
-/dev/null: it holds none of the client's pipes, and the client never waits for it. It takes
+The refresh runs in a child in a session of its own whose standard streams are /dev/null:
+it holds none of the client's pipes, and the client never waits for it. It takes
 the registry's refresh lock without waiting (single flight: whoever holds the lock is already
 refreshing). Its failures go to ``background.log`` in the cache directory (0600), which
 ``doctor`` reports.
 """
 
-from __future__ import annotations
-
-import contextlib
-import os
+import posix
 import time
 
 TYPE_CHECKING = False
@@ -24,28 +21,28 @@ MAX_LOG = 1 << 14
 
 
 def start_refresh(key: str) -> None:
-    """Start the detached refresh of ``key``'s token; returns at once (best effort)."""
+    """Start the detached refresh of ``key``'s token; returns at once (best effort).
+
+    One fork: the command exits right after answering, and the child, in a session of its
+    own, is then adopted by init (no process waits for it, nor it for anyone)."""
     try:
-        pid = os.fork()
+        pid = posix.fork()
     except OSError:
         return
     if pid:
-        with contextlib.suppress(OSError):
-            os.waitpid(pid, 0)  # the middle process exits as soon as it has forked
         return
     code = 1
     try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        quiet = os.open(os.devnull, os.O_RDWR)
+        posix.nice(10)  # below the pulls: the client and its next gets come first
+        posix.setsid()
+        quiet = posix.open("/dev/null", posix.O_RDWR)
         for fd in (0, 1, 2):
-            os.dup2(quiet, fd)
+            posix.dup2(quiet, fd)
         code = refresh(key)
     except BaseException:  # nothing may escape a detached child (it has no one to tell)
         code = 1
     finally:
-        os._exit(code)
+        posix._exit(code)
 
 
 def refresh(key: str) -> int:
@@ -75,7 +72,7 @@ def refresh(key: str) -> int:
     return 0
 
 
-def note(cache: TokenCache, line: str) -> None:
+def note(cache: "TokenCache", line: str) -> None:
     """Append one redacted line to the background log (0600), keeping its tail."""
     from docker_credential_quayfed import log
 
@@ -83,11 +80,13 @@ def note(cache: TokenCache, line: str) -> None:
     old = cache.read_private(LOG_NAME) or ""
     text = (old + f"{stamp} {log.redact(' '.join(line.split()))}\n")[-MAX_LOG:]
     text = text[text.find("\n") + 1 :] if len(text) == MAX_LOG else text
-    with contextlib.suppress(Exception):  # the log is a courtesy: never a reason to fail
+    try:
         cache.write_private(LOG_NAME, text.encode("ascii", "replace").decode("ascii"))
+    except Exception:  # the log is a courtesy: never a reason to fail
+        return
 
 
-def last_failure(cache: TokenCache, key: str, within: float = 86400.0) -> str | None:
+def last_failure(cache: "TokenCache", key: str, within: float = 86400.0) -> "str | None":
     """The newest line of the background log about ``key`` when it is recent, for doctor."""
     for line in reversed((cache.read_private(LOG_NAME) or "").strip().splitlines()):
         stamp, _, message = line.partition(" ")

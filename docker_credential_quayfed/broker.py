@@ -208,14 +208,29 @@ def mint(
 
     deadline = transport.Deadline(budget or registry.timeout)
     with transport.hard_deadline(deadline), registry_client(registry) as session:
-        if oidc_token is None:
-            oidc_token, _ = fetch_oidc_token(registry, session, deadline, clock)
-        else:
+        if oidc_token is not None:
             from docker_credential_quayfed import oidc
 
             log.secret(oidc_token, user=registry.robot)
             oidc.check_jwt(oidc_token, "service-account", clock())
-        return exchange(registry, session, oidc_token, deadline, clock)
+            return exchange(registry, session, oidc_token, deadline, clock)
+        minted, _ = fetch_oidc_token(registry, session, deadline, clock)
+        try:
+            return exchange(registry, session, minted, deadline, clock)
+        except QuayError:
+            # Quay refused this JWT: a kept copy would only be refused again.
+            forget_kept_jwt(registry)
+            raise
+
+
+def forget_kept_jwt(registry: RegistryConfig) -> None:
+    """Drop the JWT kept for reuse by the registry's issuer, client and identity."""
+    from docker_credential_quayfed import config, logins
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.sources import for_registry
+
+    if for_registry(registry).reusable:
+        TokenCache(config.default_cache_dir()).remove(logins.jwt_name(registry))
 
 
 def fetch_oidc_token(

@@ -2,19 +2,24 @@
 
 Protocol actions (get, store, erase, list, version) go to ``actions`` without argparse, so a
 cache hit stays fast; every other command goes through ``commands``, one module per command.
+A `get` that the cache answers (without a debug log) is written from here through
+``protocol`` and ``fastpath`` alone: it imports nothing else (inside the refresh-ahead
+window, ``background`` too, which starts the detached refresh after the answer).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` on the cache-hit path (importing it costs a get
+# measurable time): annotations Python 3.9 cannot evaluate are written as strings.
 
 import sys
 
-from docker_credential_quayfed import actions, log, protocol
-from docker_credential_quayfed.errors import QuayfedError, UsageError
+from docker_credential_quayfed import fastpath, paths, protocol
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from docker_credential_quayfed import actions
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -25,7 +30,7 @@ _STDIN_LIMIT = 1 << 16
 KUBELET_PROVIDER = "quay-credential-provider"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: "Sequence[str] | None" = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if argv is None and _called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
         args = ["kubelet", *args]  # the single-file zipapp installed under the provider's name
@@ -36,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from docker_credential_quayfed import kubelet
 
             return kubelet.main(args[1:])
+        from docker_credential_quayfed import log
         from docker_credential_quayfed.commands import run
+        from docker_credential_quayfed.errors import QuayfedError
 
         try:
             return run(args)
@@ -59,6 +66,9 @@ def _called_as_kubelet_provider(program: str) -> bool:
 def _protocol(args: list[str]) -> int:
     action = args[0]
     if len(args) > 1:
+        from docker_credential_quayfed import actions
+        from docker_credential_quayfed.errors import UsageError
+
         if args[1] in ("-h", "--help"):
             from docker_credential_quayfed.commands import print_help
 
@@ -68,24 +78,61 @@ def _protocol(args: list[str]) -> int:
             f"see '{PROGRAM} --help'",
         )
         return _write(actions.Answer.failure(usage.message, EXIT_USAGE))
+    stdin = _read_stdin() if action in ("get", "store", "erase") else ""
+    if action == "get":
+        hit = _cache_hit(stdin)
+        if hit is not None:
+            answer, key, ahead = hit
+            _write_line(answer)
+            if ahead:  # answered; the next token is minted in the background
+                from docker_credential_quayfed import background
+
+                background.start_refresh(key)
+            return 0
+    from docker_credential_quayfed import actions
+
     try:
-        result = actions.run(action, _read_stdin() if action in ("get", "store", "erase") else "")
+        result = actions.run(action, stdin)
     except Exception as exc:  # a bug or an OS error: one line, never a traceback
         result = actions.Answer.failure(_unexpected(exc))
     return _write(result)
 
 
-def _write(result: actions.Answer) -> int:
+def _cache_hit(stdin: str) -> "tuple[str, str, bool] | None":
+    """(the credentials' JSON, the registry key, inside the refresh-ahead window?) when the
+    cache answers; None sends the get on to ``actions`` (which answers everything else the
+    same way, and logs when asked to)."""
+    if paths.environ(paths.DEBUG_ENV):
+        return None
+    try:
+        key = protocol.registry_key(stdin)
+        found = fastpath.cached_answer(key)
+    except Exception:  # bad input or anything odd: actions says what, in its own words
+        return None
+    if found is None:
+        return None
+    robot, token, ahead = found
+    return protocol.Credentials(key, robot, token).to_json(), key, ahead
+
+
+def _write(result: "actions.Answer") -> int:
     if result.text:
-        try:
-            sys.stdout.write(result.text + "\n")
-            sys.stdout.flush()
-        except (OSError, ValueError):
-            pass
+        _write_line(result.text)
     return result.code
 
 
+def _write_line(text: str) -> int:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _unexpected(exc: BaseException) -> str:
+    from docker_credential_quayfed import actions, log
+
     if log.debug_enabled():
         import traceback
 

@@ -6,7 +6,7 @@ snapshot (written by :func:`remember` after each full-path answer, read by
 here and in the snapshot, nowhere else.
 
 A `get` that finds a fresh token must cost little more than starting Python, so this module
-imports only what the interpreter has already loaded (os, sys, time) and reads two small
+imports only what the interpreter has already loaded (posix, sys, time) and reads two small
 text files: the config snapshot (which registry keys map to which cache file, valid while
 config.toml is unchanged) and the token file, through a directory descriptor opened without
 following a symlink, and only when both the directory and the file are private to this user.
@@ -14,10 +14,10 @@ A token's own ``exp`` claim decides its life, whatever the file says. Anything u
 None, and the full path (config.py, cache.py, broker.py) takes over.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` on the cache-hit path (importing it costs a get
+# measurable time): annotations Python 3.9 cannot evaluate are written as strings.
 
-import os
-import stat
+import posix
 import time
 
 from docker_credential_quayfed import paths
@@ -39,6 +39,8 @@ KEY_SEPARATOR = "="
 _NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 _DIGEST_CHARS = frozenset("0123456789abcdef")
 DIGEST_LENGTH = 16
+#: stat's S_IFMT and S_IFREG (the stat module is not imported on the fast path)
+_S_IFMT, _S_IFREG = 0o170000, 0o100000
 _B64URL = {c: i for i, c in enumerate(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 )}  # fmt: skip
@@ -106,8 +108,8 @@ def encode_token(entry: RobotToken) -> str:
 
 
 def decode_token(
-    text: str, registry: str, exp_of: Callable[[str], float | None] | None = None
-) -> RobotToken | None:
+    text: str, registry: str, exp_of: "Callable[[str], float | None] | None" = None
+) -> "RobotToken | None":
     """The token file's entry; None when corrupt, for another key, or its times were edited.
 
     ``exp_of`` reads the JWT's ``exp`` (default: the light scanner below).
@@ -133,7 +135,7 @@ def decode_token(
     return RobotToken(registry, robot, token, issued_at, expires_at)
 
 
-def jwt_exp(token: str) -> float | None:
+def jwt_exp(token: str) -> "float | None":
     """The ``exp`` claim of a compact JWT, read without json or base64 (a cache hit loads
     neither); None when it cannot be read unambiguously (then the full path decides)."""
     parts = token.split(".")
@@ -192,7 +194,7 @@ class SnapshotEntry:
         self.ahead = ahead
 
 
-def fingerprint(info: os.stat_result) -> str:
+def fingerprint(info: posix.stat_result) -> str:
     return f"{info.st_dev} {info.st_ino} {info.st_size} {info.st_mtime_ns}"
 
 
@@ -204,7 +206,7 @@ def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEnt
     return "\n".join(lines) + "\n"
 
 
-def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> SnapshotEntry | None:
+def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> "SnapshotEntry | None":
     lines = text.split("\n")
     if len(lines) < 3 or lines[0] != SNAPSHOT_MAGIC or lines[1] != config_file:
         return None
@@ -225,7 +227,7 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> Snapsh
     return None
 
 
-def remember(settings: Config, cache: TokenCache) -> None:
+def remember(settings: "Config", cache: "TokenCache") -> None:
     """Record which token file answers each registry key while config.toml keeps its stamp."""
     from docker_credential_quayfed.cache import identity_digest
     from docker_credential_quayfed.sources import BY_NAME
@@ -244,45 +246,49 @@ def remember(settings: Config, cache: TokenCache) -> None:
         try:
             current = read_private(SNAPSHOT_NAME, dir_fd)
         finally:
-            os.close(dir_fd)
+            posix.close(dir_fd)
     if current != text:
         cache.write_private(SNAPSHOT_NAME, text)
 
 
 # -- reading private files -----------------------------------------------------------------
-def open_private_dir(directory: str) -> int | None:
+def open_private_dir(directory: str) -> "int | None":
     """A descriptor of ``directory`` when it is a real directory of ours, closed to others."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = posix.open(
+            directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
+        )
     except OSError:
         return None
-    info = os.fstat(fd)
-    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        os.close(fd)
+    info = posix.fstat(fd)
+    if info.st_uid != posix.getuid() or info.st_mode & 0o077:
+        posix.close(fd)
         return None
     return fd
 
 
-def read_private(path: str, dir_fd: int | None = None) -> str | None:
+def read_private(path: str, dir_fd: "int | None" = None) -> "str | None":
     """A regular 0600-style file of ours, opened without following symlinks and without
     blocking (a FIFO); None for anything else."""
     try:
-        fd = os.open(
-            path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        fd = posix.open(
+            path,
+            posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC | posix.O_NONBLOCK,
+            dir_fd=dir_fd,
         )
     except OSError:
         return None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        info = posix.fstat(fd)
+        if (info.st_mode & _S_IFMT) != _S_IFREG or info.st_uid != posix.getuid():
             return None
-        if stat.S_IMODE(info.st_mode) & 0o077:
+        if info.st_mode & 0o077:
             return None  # others could read it: not trusted, the full path replaces it
-        data = os.read(fd, MAX_FILE)
+        data = posix.read(fd, MAX_FILE)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
         return data.decode("ascii")
     except UnicodeDecodeError:
@@ -290,12 +296,12 @@ def read_private(path: str, dir_fd: int | None = None) -> str | None:
 
 
 # -- the fast path -------------------------------------------------------------------------
-def cached_answer(key: str) -> tuple[str, str, bool] | None:
+def cached_answer(key: str) -> "tuple[str, str, bool] | None":
     """(robot, token, refresh ahead?) for ``key`` when a fresh one is on disk and config.toml
     is unchanged; the flag says the token is inside its refresh-ahead window."""
     config_file = paths.config_file()
     try:
-        stamp = fingerprint(os.stat(config_file))
+        stamp = fingerprint(posix.stat(config_file))
     except OSError:
         return None
     dir_fd = open_private_dir(paths.cache_dir())
@@ -310,7 +316,7 @@ def cached_answer(key: str) -> tuple[str, str, bool] | None:
             return None
         text = read_private(token_file_name(key, entry.digest), dir_fd)
     finally:
-        os.close(dir_fd)
+        posix.close(dir_fd)
     if text is None:
         return None
     token = decode_token(text, key)

@@ -50,7 +50,11 @@ class FakeMint:
         self.budgets: list[float] = []
 
     def __call__(
-        self, registry: RegistryConfig, clock: Callable[[], float], budget: float = 0.0
+        self,
+        registry: RegistryConfig,
+        clock: Callable[[], float],
+        budget: float = 0.0,
+        oidc_token: str | None = None,
     ) -> RobotToken:
         self.budgets.append(budget)
         self.during()

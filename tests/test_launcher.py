@@ -294,7 +294,8 @@ def test_the_launchers_differ_only_in_their_last_call() -> None:
     provider = (ROOT / "bin" / PROVIDER).read_text(encoding="utf-8")
     start = "from docker_credential_quayfed.cli import main\n"
     assert main.split(start)[0] == provider.split(start)[0]
-    assert main.endswith(start + "\nsys.exit(main())\n")
+    assert main.endswith("\nsys.exit(main())\n")
+    assert main.rsplit("\nsys.exit(", 1)[0] == provider.rsplit("\n# The kubelet runs", 1)[0]
 
 
 def base_interpreter() -> str:

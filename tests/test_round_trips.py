@@ -90,3 +90,13 @@ def test_a_kept_discovery_that_no_longer_works_is_fetched_again(wire: Wire) -> N
     wire.get()
     assert wire.issuer.token_requests == 2
     assert "/moved" not in next(cache.glob("@discovery-*.json")).read_text()
+
+
+def test_a_jwt_quay_refused_is_not_kept_for_reuse(wire: Wire) -> None:
+    wire.get()
+    assert list(wire.realm.cache_dir.glob("@jwt-*"))
+    wire.forget("*.token")
+    wire.quay.add_robot(ROBOT, federation=[(wire.issuer.issuer, "someone-else")])
+    refused = run_helper("get", wire.quay.host, env=wire.env)
+    assert refused.returncode == 1 and "continuing without credentials" in refused.stderr
+    assert not list(wire.realm.cache_dir.glob("@jwt-*")), "a refused JWT would be refused again"

@@ -61,8 +61,9 @@ class DemoServers:
         self.ports = ports
 
     def __enter__(self) -> DemoServers:
-        self.issuer.start(pki=self.pki, port=self.ports[0])
-        self.quay.start(pki=self.pki, port=self.ports[1])
+        #: the running servers (their traffic() counts what a client costs)
+        self.issuer_server = self.issuer.start(pki=self.pki, port=self.ports[0])
+        self.quay_server = self.quay.start(pki=self.pki, port=self.ports[1])
         entries = [(self.issuer.issuer, self.user.sub)] if self.federate else []
         self.quay.add_robot(ROBOT, federation=entries, permissions={"quay_federation/*": {"pull"}})
         return self
