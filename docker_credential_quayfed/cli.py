@@ -37,20 +37,21 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     try:
         if args and args[0] in protocol.ACTIONS:
             return _protocol(args)
-        if args and args[0] == "kubelet":
-            from docker_credential_quayfed import kubelet
-
-            return kubelet.main(args[1:])
         from docker_credential_quayfed import log
-        from docker_credential_quayfed.commands import run
         from docker_credential_quayfed.errors import QuayfedError
 
         try:
+            if args and args[0] == "kubelet":
+                from docker_credential_quayfed import kubelet
+
+                return kubelet.main(args[1:])
+            from docker_credential_quayfed.commands import run
+
             return run(args)
         except QuayfedError as exc:
             log.error(exc.message)
             return exc.exit_code
-        except Exception as exc:  # a bug or an OS error: one line, never a traceback
+        except Exception as exc:  # a bug, an OS error, a missing module: one line, no traceback
             log.error(_unexpected(exc))
             return EXIT_FAILURE
     except KeyboardInterrupt:
@@ -138,6 +139,11 @@ def _unexpected(exc: BaseException) -> str:
 
         # Asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1; redacted like every other line.
         sys.stderr.write(log.redact(traceback.format_exc()))
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return (
+            f"the Python module {exc.name} is missing; reinstall {PROGRAM} with its "
+            "dependencies (pipx, the .deb or the RPM bring them)"
+        )
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}; check the file system and permissions"

@@ -251,3 +251,24 @@ def test_unusable_cache_dir_is_one_line(helper_env: dict[str, str], tmp_path: Pa
     assert result.returncode == 1
     assert "cache directory" in result.stdout
     assert_no_traceback(result)
+
+
+def test_a_missing_module_is_one_line_naming_it(helper_env: dict[str, str], tmp_path: Path) -> None:
+    """A broken install (a dependency gone): every front end says which module, no traceback."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Gone:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('tomllib', 'tomli'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Gone())\n"
+    )
+    env = {**helper_env, "PYTHONPATH": str(hooks)}
+    for argv, stdin in ((("list",), ""), (("kubelet",), "{}"), (("status",), "")):
+        result = run_helper(argv[0], stdin, env=env, extra_args=argv[1:])
+        assert result.returncode == 1, result
+        said = (result.stdout + result.stderr).strip().splitlines()
+        assert len(said) == 1 and "Traceback" not in result.stderr, result
+        assert "the Python module toml" in said[0] and "is missing; reinstall" in said[0]

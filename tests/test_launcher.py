@@ -68,6 +68,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return found
 
 
+def toml_reader() -> list[str]:
+    """Before Python 3.11, `store` reads the config with tomli (tomllib is 3.11's): the same
+    version this interpreter has."""
+    if sys.version_info >= (3, 11):
+        return []
+    from importlib.metadata import version
+
+    return [f"tomli=={version('tomli')}"]
+
+
+def copy_packages(source: Path, destination: Path) -> None:
+    """The package, and tomli where `store` needs it, into another layout."""
+    for name in (PACKAGE, *(["tomli"] if sys.version_info < (3, 11) else [])):
+        shutil.copytree(source / name, destination / name)
+
+
 def make_venv(root: Path, wheel: Path | None) -> Venv:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     venv = Venv(root)
@@ -83,6 +99,7 @@ def make_venv(root: Path, wheel: Path | None) -> Venv:
                 "-q",
                 "--no-deps",
                 str(wheel),
+                *toml_reader(),
             ],
             capture_output=True,
             text=True,
@@ -204,7 +221,7 @@ def test_a_debian_layout_starts_without_site(venv: Venv, tmp_path: Path) -> None
     prefix = tmp_path / "usr"
     (prefix / "bin").mkdir(parents=True)
     dist_packages = prefix / "lib" / "python3" / "dist-packages"
-    shutil.copytree(venv.site_packages / PACKAGE, dist_packages / PACKAGE)
+    copy_packages(venv.site_packages, dist_packages)
     (prefix / "bin" / "python3").symlink_to(base_interpreter())
     shutil.copy2(venv.bin / LAUNCHER, prefix / "bin" / LAUNCHER)
     start = cache_hit([str(prefix / "bin" / LAUNCHER)], helper_env(tmp_path))
@@ -218,7 +235,7 @@ def test_a_package_found_only_through_site_starts_the_ordinary_way(
     """An editable install: the package is elsewhere, named by a .pth file in site-packages."""
     other = make_venv(tmp_path / "editable", None)
     elsewhere = tmp_path / "checkout"
-    shutil.copytree(venv.site_packages / PACKAGE, elsewhere / PACKAGE)
+    copy_packages(venv.site_packages, elsewhere)
     other.site_packages.mkdir(parents=True, exist_ok=True)
     (other.site_packages / "checkout.pth").write_text(f"{elsewhere}\n", encoding="utf-8")
     shutil.copy2(venv.bin / LAUNCHER, other.bin / LAUNCHER)
