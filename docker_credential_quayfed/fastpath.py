@@ -33,6 +33,8 @@ TOKEN_MAGIC = "quayfed-token 1"
 SNAPSHOT_MAGIC = "quayfed-config 2"
 SNAPSHOT_NAME = "config.snapshot"
 MAX_FILE = 1 << 16
+#: the snapshot holds a line per registry: room for thousands
+MAX_SNAPSHOT = 1 << 20
 #: token files are named ``<escaped key>=<identity digest>.token``; "=" never occurs in an
 #: escaped key, so a name belongs to exactly one key (erase matches exactly)
 KEY_SEPARATOR = "="
@@ -207,24 +209,23 @@ def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEnt
 
 
 def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> "SnapshotEntry | None":
-    lines = text.split("\n")
-    if len(lines) < 3 or lines[0] != SNAPSHOT_MAGIC or lines[1] != config_file:
+    header = f"{SNAPSHOT_MAGIC}\n{config_file}\n{stamp}\n"
+    if not text.startswith(header):
         return None
-    if lines[2] != stamp:
+    # One search in C for the key's line, however many registries (no list of lines).
+    start = text.find(f"\n{key} ", len(header) - 1)
+    if start < 0:
         return None
-    prefix = key + " "
-    for line in lines[3:]:
-        if line.startswith(prefix):
-            parts = line.split(" ")
-            if len(parts) != 5 or parts[4] not in ("ahead", "-"):
-                return None
-            if not is_digest(parts[1]):
-                return None  # a file name is built from it: nothing but a digest will do
-            try:
-                return SnapshotEntry(parts[1], float(parts[2]), parts[3], parts[4] == "ahead")
-            except ValueError:
-                return None
-    return None
+    end = text.find("\n", start + 1)
+    parts = text[start + 1 : end if end >= 0 else len(text)].split(" ")
+    if len(parts) != 5 or parts[4] not in ("ahead", "-"):
+        return None
+    if not is_digest(parts[1]):
+        return None  # a file name is built from it: nothing but a digest will do
+    try:
+        return SnapshotEntry(parts[1], float(parts[2]), parts[3], parts[4] == "ahead")
+    except ValueError:
+        return None
 
 
 def remember(settings: "Config", cache: "TokenCache") -> None:
@@ -244,7 +245,7 @@ def remember(settings: "Config", cache: "TokenCache") -> None:
     current = None
     if dir_fd is not None:
         try:
-            current = read_private(SNAPSHOT_NAME, dir_fd)
+            current = read_private(SNAPSHOT_NAME, dir_fd, MAX_SNAPSHOT)
         finally:
             posix.close(dir_fd)
     if current != text:
@@ -267,7 +268,7 @@ def open_private_dir(directory: str) -> "int | None":
     return fd
 
 
-def read_private(path: str, dir_fd: "int | None" = None) -> "str | None":
+def read_private(path: str, dir_fd: "int | None" = None, limit: int = MAX_FILE) -> "str | None":
     """A regular 0600-style file of ours, opened without following symlinks and without
     blocking (a FIFO); None for anything else."""
     try:
@@ -284,7 +285,15 @@ def read_private(path: str, dir_fd: "int | None" = None) -> "str | None":
             return None
         if info.st_mode & 0o077:
             return None  # others could read it: not trusted, the full path replaces it
-        data = posix.read(fd, MAX_FILE)
+        data = posix.read(fd, min(limit, MAX_FILE))
+        if len(data) == MAX_FILE < limit:  # a large snapshot: the rest, a chunk at a time
+            chunks = [data]
+            while sum(map(len, chunks)) < limit:
+                chunk = posix.read(fd, min(MAX_FILE, limit - sum(map(len, chunks))))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            data = b"".join(chunks)
     except OSError:
         return None
     finally:
@@ -308,7 +317,7 @@ def cached_answer(key: str) -> "tuple[str, str, bool] | None":
     if dir_fd is None:
         return None
     try:
-        snapshot = read_private(SNAPSHOT_NAME, dir_fd)
+        snapshot = read_private(SNAPSHOT_NAME, dir_fd, MAX_SNAPSHOT)
         if snapshot is None:
             return None
         entry = lookup_snapshot(snapshot, config_file, stamp, key)

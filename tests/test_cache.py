@@ -209,3 +209,14 @@ def test_an_environment_identity_follows_the_environment(
     monkeypatch.setenv("GITHUB_RUN_ID", "2")
     assert env_table.identity != seen[0]
     assert actions_table.identity != seen[1]
+
+
+def test_a_snapshot_of_thousands_of_registries_still_answers_the_last(
+    tmp_path: Path, config_file: Path
+) -> None:
+    table = config_file.read_text()
+    others = "".join(table.replace(f'"{REGISTRY}"', f'"r{n}.example.com"') for n in range(2000))
+    config_file.write_text(others + table)
+    _, entry = remembered(tmp_path, time.time())
+    assert (tmp_path / "cache" / fastpath.SNAPSHOT_NAME).stat().st_size > fastpath.MAX_FILE
+    assert fastpath.cached_answer(REGISTRY) == ("org+bot", entry.token, False)
