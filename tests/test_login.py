@@ -84,7 +84,10 @@ class Person:
         self.provider.approve_device(found.group(1), found.group(2), username)
         stdout, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
-        assert "Traceback" not in stderr
+        said = line + stdout + stderr
+        assert "Traceback" not in said
+        assert "eyJ" not in said, "a JWT in login's output"
+        assert self.refresh_token() not in said, "the refresh token in login's output"
         return stdout
 
 
