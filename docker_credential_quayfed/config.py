@@ -267,12 +267,58 @@ def read_text(path: Path, limit: int = MAX_CONFIG) -> str | None:
 
 def parse_text(text: str, path: Path, stamp: str = "") -> Config:
     try:
-        document = tomllib.loads(text)
+        document = _loads_within(text, PARSE_LIMIT)
+    except _TooSlow:
+        raise ConfigError(
+            f"{path} took over {PARSE_LIMIT:.0f}s to parse, so it is no config this helper can "
+            "use (a huge or very deeply dotted key?)",
+            "fix the file",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax there") from None
     except RecursionError:
         raise ConfigError(f"{path} nests too deeply to be a config", "fix the file") from None
     return parse(document, path, stamp)
+
+
+#: a config that takes longer than this to parse would hold up every pull: refused
+PARSE_LIMIT = 2.0
+
+
+class _TooSlow(Exception):
+    """The TOML parser ran past PARSE_LIMIT (tomllib is quadratic in some keys)."""
+
+
+def _loads_within(text: str, limit: float) -> dict[str, Any]:
+    """``tomllib.loads`` stopped after ``limit`` seconds by an interval timer (main thread
+    only). A caller's own timer is set aside meanwhile and restored with the time it has left;
+    if it would fire first anyway, it is left to bound the parse."""
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        return tomllib.loads(text)
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if outer_delay and outer_delay <= limit:
+        return tomllib.loads(text)
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise _TooSlow
+
+    started = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            return tomllib.loads(text)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if outer_delay:
+            left = outer_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
 
 
 class _Problems:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -187,3 +188,35 @@ def test_readme_tables_are_generated_from_the_declarations() -> None:
     readme = (root / "README.md").read_text(encoding="utf-8")
     for source in SOURCES:
         assert f"| `{source.name}` |" in readme
+
+
+def test_a_config_too_slow_to_parse_is_refused_in_one_line(tmp_path: Path) -> None:
+    """tomllib is quadratic in a very deeply dotted key (found by the 10,000-case fuzz run): a
+    1 MB file of one such key would hold every pull up for minutes."""
+    path = tmp_path / "config.toml"
+    path.write_bytes((b"1T." * 113534)[:1000000])
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert "took over 2s to parse" in raised.value.message
+    assert "\n" not in raised.value.message
+
+
+def test_parsing_sets_aside_and_restores_a_callers_timer(tmp_path: Path) -> None:
+    import signal
+
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        path = tmp_path / "config.toml"
+        path.write_text('[registries."quay.example.com"]\nrobot = "a+b"\n')
+        with pytest.raises(ConfigError):  # incomplete table: parsed, then refused
+            config.load(path)
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        assert 25 < left <= 30
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        time.sleep(0.2)
+        assert fired == [signal.SIGALRM], "the caller's handler is back in place"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
