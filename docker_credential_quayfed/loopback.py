@@ -14,6 +14,8 @@ from docker_credential_quayfed import log
 from docker_credential_quayfed.errors import IssuerError
 
 CALLBACK_PATH = "/callback"
+#: seconds a connection may stay silent before the listener drops it
+SILENT_CLIENT_LIMIT = 2.0
 _DONE_PAGE = (
     b"<!doctype html><title>docker-credential-quayfed</title>"
     b"<p>Logged in. You can close this tab and return to the terminal.</p>"
@@ -35,6 +37,10 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # A client that connects and sends nothing must not hold the one-request-at-a-time
+            # listener (and with it the real redirect) until the login gives up.
+            timeout = SILENT_CLIENT_LIMIT
+
             def do_GET(self) -> None:  # the name http.server calls
                 receiver._handle(self)
 

@@ -271,3 +271,21 @@ def test_a_login_file_readable_by_others_is_not_trusted(tmp_path: Path) -> None:
     logins.write(cache, registry(), login)
     (tmp_path / "cache" / logins.login_name(registry())).chmod(0o644)
     assert logins.read(cache, registry()) is None
+
+
+def test_a_silent_local_client_cannot_hold_the_loopback_listener() -> None:
+    import socket
+    import urllib.request
+
+    from docker_credential_quayfed import loopback
+
+    with loopback.Receiver("state-1") as receiver:
+        port = int(receiver.redirect_uri.rsplit(":", 1)[1].split("/")[0])
+        silent = socket.create_connection(("127.0.0.1", port))  # connects, never speaks
+        try:
+            url = f"{receiver.redirect_uri}?state=state-1&code=the-code"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                assert answer.status == 200
+            assert receiver.wait(10, lambda left: None) == "the-code"
+        finally:
+            silent.close()
