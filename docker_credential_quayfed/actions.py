@@ -15,9 +15,8 @@ from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
-    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.cache import RobotToken, TokenCache
     from docker_credential_quayfed.config import Config
-    from docker_credential_quayfed.fastpath import RobotToken
 
 #: when this process began its work: a get's ``timeout`` counts from here
 STARTED = time.monotonic()
@@ -121,8 +120,10 @@ def _failed_get(on_failure: str, key: str, message: str) -> Answer:
 
 def remember(settings: Config, cache: TokenCache) -> None:
     """Let the next `get` find its token without parsing the TOML (best effort)."""
+    from docker_credential_quayfed.cache import remember as write_snapshot
+
     try:
-        fastpath.remember(settings, cache)
+        write_snapshot(settings, cache)
     except (OSError, QuayfedError) as exc:
         log.debug(f"could not write the config snapshot: {exc}")
 

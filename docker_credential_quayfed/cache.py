@@ -14,18 +14,139 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docker_credential_quayfed import claims, fastpath, files, log
 from docker_credential_quayfed.errors import CacheError
-from docker_credential_quayfed.fastpath import RobotToken
 
-__all__ = ["RobotToken", "TokenCache", "robot_token_from_jwt"]
+__all__ = [
+    "RobotToken",
+    "TokenCache",
+    "decode_token",
+    "encode_token",
+    "remember",
+    "robot_token_from_jwt",
+]
+
+if TYPE_CHECKING:
+    from docker_credential_quayfed.config import Config
 
 FAILURE_MAGIC = "quayfed-failure 1"
 #: an iat this far in our future means the issuer's clock is ahead of ours
 CLOCK_TOLERANCE = 2.0
+
+
+class RobotToken:
+    """A Quay robot token with the times read from its own claims."""
+
+    __slots__ = ("expires_at", "issued_at", "registry", "robot", "token")
+
+    def __init__(
+        self, registry: str, robot: str, token: str, issued_at: float, expires_at: float
+    ) -> None:
+        self.registry = registry
+        self.robot = robot
+        self.token = token
+        self.issued_at = issued_at
+        self.expires_at = expires_at
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RobotToken) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"RobotToken({self.registry!r}, {self.robot!r}, exp={self.expires_at:.0f})"
+
+    def _fields(self) -> tuple[str, str, str, float, float]:
+        return (self.registry, self.robot, self.token, self.issued_at, self.expires_at)
+
+    @property
+    def lifetime(self) -> float:
+        return max(self.expires_at - self.issued_at, 0.0)
+
+    def refresh_at(self, refresh_margin: float) -> float:
+        """When a refresh becomes due: fastpath's rule, min(refresh_margin, lifetime/2)
+        before expiry."""
+        return fastpath.refresh_at(self.issued_at, self.expires_at, refresh_margin)
+
+    def refresh_due(self, refresh_margin: float, now: float) -> bool:
+        """The refresh rule: True once the token reaches its refresh point."""
+        return now >= self.refresh_at(refresh_margin)
+
+    def ahead_at(self, refresh_margin: float) -> float:
+        """When a background refresh may start: min(2 x refresh_margin, 3/4 of the lifetime)
+        before expiry (never after the refresh point)."""
+        return fastpath.ahead_at(self.issued_at, self.expires_at, refresh_margin)
+
+    def ahead_due(self, refresh_margin: float, now: float) -> bool:
+        """Inside the refresh-ahead window: still served, but worth refreshing now."""
+        return self.ahead_at(refresh_margin) <= now < self.refresh_at(refresh_margin)
+
+    def valid(self, now: float, skew: float = fastpath.DEFAULT_SKEW) -> bool:
+        return self.expires_at - now > skew
+
+
+# -- token files ----------------------------------------------------------------------
+def encode_token(entry: RobotToken) -> str:
+    return (
+        f"{fastpath.TOKEN_MAGIC}\nregistry {entry.registry}\nrobot {entry.robot}\n"
+        f"issued_at {entry.issued_at!r}\nexpires_at {entry.expires_at!r}\ntoken {entry.token}\n"
+    )
+
+
+def decode_token(
+    text: str, registry: str, exp_of: Callable[[str], float | None] | None = None
+) -> RobotToken | None:
+    """The token file's entry; None when corrupt, for another key, or its times were edited
+    (``exp_of`` reads the JWT's ``exp``; default: fastpath's light scanner)."""
+    found = fastpath.read_token_file(text, registry, exp_of)
+    return None if found is None else RobotToken(registry, *found)
+
+
+# -- the config snapshot ------------------------------------------------------------
+class SnapshotEntry:
+    __slots__ = ("ahead", "digest", "refresh_margin", "robot")
+
+    def __init__(self, digest: str, refresh_margin: float, robot: str, ahead: bool) -> None:
+        self.digest = digest
+        self.refresh_margin = refresh_margin
+        self.robot = robot
+        self.ahead = ahead
+
+
+def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEntry]) -> str:
+    lines = [fastpath.SNAPSHOT_MAGIC, config_file, stamp]
+    for key, entry in sorted(entries.items()):
+        ahead = "ahead" if entry.ahead else "-"
+        lines.append(f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}")
+    return "\n".join(lines) + "\n"
+
+
+def remember(settings: Config, cache: TokenCache) -> None:
+    """Record which token file answers each registry key while config.toml keeps its stamp."""
+    from docker_credential_quayfed.sources import BY_NAME
+
+    entries = {
+        key: SnapshotEntry(
+            identity_digest(r.identity), float(r.refresh_margin), r.robot, r.refresh_ahead
+        )
+        for key, r in settings.registries.items()
+        if not BY_NAME[r.source].ambient  # its identity is the environment's: full path
+    }
+    text = encode_snapshot(str(settings.path), settings.stamp, entries)
+    dir_fd = fastpath.open_private_dir(str(cache.directory))
+    current = None
+    if dir_fd is not None:
+        try:
+            current = fastpath.read_private(fastpath.SNAPSHOT_NAME, dir_fd, fastpath.MAX_SNAPSHOT)
+        finally:
+            os.close(dir_fd)
+    if current != text:
+        cache.write_private(fastpath.SNAPSHOT_NAME, text)
 
 
 class LockTimeout(CacheError):
@@ -69,7 +190,7 @@ class TokenCache:
             return None
         try:
             text = fastpath.read_private(path.name, dir_fd)
-            entry = fastpath.decode_token(text, registry, _exp_claim) if text is not None else None
+            entry = decode_token(text, registry, _exp_claim) if text is not None else None
             if entry is None and os.path.lexists(path):
                 log.debug(f"cache file {path} is not a private, intact token file; discarding it")
                 with contextlib.suppress(OSError):
@@ -128,7 +249,7 @@ class TokenCache:
     # -- writing ---------------------------------------------------------------------------
     def write(self, identity: str, entry: RobotToken) -> Path:
         path = self.path_for(entry.registry, identity)
-        self._write_private(path, fastpath.encode_token(entry))
+        self._write_private(path, encode_token(entry))
         return path
 
     def write_private(self, name: str, text: str) -> None:

@@ -2,9 +2,8 @@
 
 Protocol actions (get, store, erase, list, version) go to ``actions`` without argparse, so a
 cache hit stays fast; every other command goes through ``commands``, one module per command.
-A `get` that the cache answers (without a debug log) is written from here through
-``protocol`` and ``fastpath`` alone: it imports nothing else (inside the refresh-ahead
-window, ``background`` too, which starts the detached refresh after the answer).
+The launchers answer a cache hit in ``fastpath`` before this module loads; a `get` that
+reaches here any other way (``python -m``, the zipapp) asks ``fastpath`` first too.
 """
 
 # No `from __future__ import annotations` on the cache-hit path (importing it costs a get
@@ -12,7 +11,7 @@ window, ``background`` too, which starts the detached refresh after the answer).
 
 import sys
 
-from docker_credential_quayfed import fastpath, paths, protocol
+from docker_credential_quayfed import fastpath, protocol
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
@@ -25,18 +24,18 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_STDIN_LIMIT = 1 << 16
-#: the kubelet credential provider's executable name (the provider's ``name``)
-KUBELET_PROVIDER = "quay-credential-provider"
+KUBELET_PROVIDER = fastpath.KUBELET_PROVIDER
 
 
-def main(argv: "Sequence[str] | None" = None) -> int:
+def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int:
+    """Run a command line (``sys.argv[1:]`` by default); ``stdin``: what a launcher has
+    already read from it."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if argv is None and _called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
+    if argv is None and fastpath.called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
         args = ["kubelet", *args]  # the single-file zipapp installed under the provider's name
     try:
         if args and args[0] in protocol.ACTIONS:
-            return _protocol(args)
+            return _protocol(args, stdin)
         from docker_credential_quayfed import log
         from docker_credential_quayfed.errors import QuayfedError
 
@@ -58,13 +57,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _called_as_kubelet_provider(program: str) -> bool:
-    """The kubelet runs a provider by the name in its config: quay-credential-provider."""
-    name = program.replace("\\", "/").rsplit("/", 1)[-1]
-    return name in (KUBELET_PROVIDER, f"{KUBELET_PROVIDER}.pyz")
-
-
-def _protocol(args: list[str]) -> int:
+def _protocol(args: "list[str]", stdin: "str | None") -> int:
     action = args[0]
     if len(args) > 1:
         from docker_credential_quayfed import actions
@@ -79,12 +72,13 @@ def _protocol(args: list[str]) -> int:
             f"see '{PROGRAM} --help'",
         )
         return _write(actions.Answer.failure(usage.message, EXIT_USAGE))
-    stdin = _read_stdin() if action in ("get", "store", "erase") else ""
+    if stdin is None:
+        stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
     if action == "get":
-        hit = _cache_hit(stdin)
+        hit = fastpath.answer(stdin)
         if hit is not None:
             answer, key, ahead = hit
-            _write_line(answer)
+            fastpath.write_line(answer)
             if ahead:  # answered; the next token is minted in the background
                 from docker_credential_quayfed import background
 
@@ -99,36 +93,10 @@ def _protocol(args: list[str]) -> int:
     return _write(result)
 
 
-def _cache_hit(stdin: str) -> "tuple[str, str, bool] | None":
-    """(the credentials' JSON, the registry key, inside the refresh-ahead window?) when the
-    cache answers; None sends the get on to ``actions`` (which answers everything else the
-    same way, and logs when asked to)."""
-    if paths.environ(paths.DEBUG_ENV):
-        return None
-    try:
-        key = protocol.registry_key(stdin)
-        found = fastpath.cached_answer(key)
-    except Exception:  # bad input or anything odd: actions says what, in its own words
-        return None
-    if found is None:
-        return None
-    robot, token, ahead = found
-    return protocol.Credentials(key, robot, token).to_json(), key, ahead
-
-
 def _write(result: "actions.Answer") -> int:
     if result.text:
-        _write_line(result.text)
+        fastpath.write_line(result.text)
     return result.code
-
-
-def _write_line(text: str) -> int:
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def _unexpected(exc: BaseException) -> str:
@@ -148,8 +116,3 @@ def _unexpected(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}; check the file system and permissions"
     return actions.internal_error(exc)
-
-
-def _read_stdin() -> str:
-    data = sys.stdin.buffer.read(_STDIN_LIMIT) if sys.stdin else b""
-    return data.decode("utf-8", "replace")

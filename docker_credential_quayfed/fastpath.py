@@ -1,34 +1,197 @@
-"""Can this `get` be answered from disk? The one owner of that decision.
+"""Everything a cache-hit `get` runs, in one module that imports nothing of the package.
 
-It owns the refresh rule (:meth:`RobotToken.refresh_due`, which doctor reports), the config
-snapshot (written by :func:`remember` after each full-path answer, read by
-:func:`cached_answer`) and the token file format. A setting that changes freshness changes
-here and in the snapshot, nowhere else.
+The launchers in ``bin/`` load this module alone (from its compiled file, without `site`) and
+call :func:`launch`: when a fresh token is on disk, the answer is written from here and the
+process leaves without the interpreter's teardown. Anything else goes on to ``cli``.
 
-A `get` that finds a fresh token must cost little more than starting Python, so this module
-imports only what the interpreter has already loaded (posix, sys, time) and reads two small
-text files: the config snapshot (which registry keys map to which cache file, valid while
+It is therefore the one owner of the rules a cache hit applies, which ``paths``, ``protocol``
+and ``cache`` take from here: where the config and the cache live, how stdin names a registry,
+the JSON a client parses, the token-file and config-snapshot formats, and the refresh rule
+(:func:`refresh_at`, which doctor reports). A setting that changes freshness changes here and
+in the snapshot, nowhere else.
+
+It imports only what the interpreter has already loaded (posix, sys, time) and reads two small
+text files: the config snapshot (which registry keys map to which token file, valid while
 config.toml is unchanged) and the token file, through a directory descriptor opened without
 following a symlink, and only when both the directory and the file are private to this user.
 A token's own ``exp`` claim decides its life, whatever the file says. Anything unusual returns
 None, and the full path (config.py, cache.py, broker.py) takes over.
 """
 
-# No `from __future__ import annotations` on the cache-hit path (importing it costs a get
-# measurable time): annotations Python 3.9 cannot evaluate are written as strings.
+# No `from __future__ import annotations` (importing it costs a cache hit measurable time):
+# annotations Python 3.9 cannot evaluate are written as strings.
 
 import posix
+import sys
 import time
-
-from docker_credential_quayfed import paths
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
-    from docker_credential_quayfed.cache import TokenCache
-    from docker_credential_quayfed.config import Config
+# -- where things live (``paths`` re-exports these) ------------------------------------------
+APP_NAME = "docker-credential-quayfed"
+CONFIG_ENV = "DOCKER_CREDENTIAL_QUAYFED_CONFIG"
+CACHE_DIR_ENV = "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"
+DEBUG_ENV = "DOCKER_CREDENTIAL_QUAYFED_DEBUG"
+#: the kubelet credential provider's executable name (the provider's ``name``)
+KUBELET_PROVIDER = "quay-credential-provider"
 
+
+def environ(name: str) -> str:
+    """The variable's value, stripped ("" when unset), as ``os.environ`` would decode it
+    (``os.environ`` writes through to this same mapping)."""
+    value = posix.environ.get(name.encode(), b"")
+    return value.decode(sys.getfilesystemencoding(), "surrogateescape").strip()
+
+
+def config_file() -> str:
+    explicit = environ(CONFIG_ENV)
+    if explicit:
+        return _absolute(_expand_user(explicit))
+    return _join(_user_dir("config"), "config.toml")
+
+
+def cache_dir() -> str:
+    explicit = environ(CACHE_DIR_ENV)
+    if explicit:
+        return _absolute(_expand_user(explicit))
+    return _user_dir("cache")
+
+
+def _user_dir(kind: str) -> str:
+    if sys.platform.startswith("linux"):
+        # platformdirs' rule on Linux, inlined so that a cache hit does not import it.
+        variable, fallback = (
+            ("XDG_CONFIG_HOME", "~/.config") if kind == "config" else ("XDG_CACHE_HOME", "~/.cache")
+        )
+        base = environ(variable) or _expand_user(fallback)
+        return _join(base, APP_NAME)
+    import platformdirs
+
+    if kind == "config":
+        return str(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+    return str(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def _expand_user(path: str) -> str:
+    """``os.path.expanduser`` for ``~`` and ``~/...`` with $HOME set; posixpath otherwise."""
+    if not path.startswith("~"):
+        return path
+    home = environ("HOME")
+    if home and (path == "~" or path.startswith("~/")):
+        return (home.rstrip("/") + path[1:]) or "/"
+    import posixpath
+
+    return posixpath.expanduser(path)
+
+
+def _absolute(path: str) -> str:
+    """``os.path.abspath``: an absolute, already normal path is returned as it is."""
+    unusual = ("//" in path or "/./" in path or "/../" in path) or path.endswith(("/.", "/.."))
+    if path.startswith("/") and not unusual and (path == "/" or not path.endswith("/")):
+        return path
+    import posixpath
+
+    return posixpath.abspath(path)
+
+
+def _join(base: str, name: str) -> str:
+    """``os.path.join`` of a directory and a plain file name."""
+    return base + name if base.endswith("/") else f"{base}/{name}"
+
+
+# -- the wire format's part in a hit (``protocol`` re-exports these) ---------------------------
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_IPV6_CHARS = frozenset("0123456789abcdef:.")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def host_key(server: str) -> "str | None":
+    """What a client sends (``https://Quay.Example.com:443/v2/``) as ``host[:port]``; None
+    when no host can be read from it without guessing (user info, a backslash...)."""
+    text = server.strip()
+    lowered = text.lower()
+    for scheme in ("https://", "http://"):
+        if lowered.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    host = text.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].strip().lower()
+    return host if _is_host(host) else None
+
+
+def _is_host(host: str) -> bool:
+    name, port = host, ""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 2:
+            return False
+        name, rest = host[1:end], host[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return False
+        port = rest[1:]
+        if not set(name) <= _IPV6_CHARS:
+            return False
+    else:
+        if host.count(":") > 1:
+            return False
+        name, _, port = host.partition(":")
+        if ":" in host and not port:
+            return False
+        if not name or name[0] in ".-" or not set(name) <= _HOST_CHARS:
+            return False
+    return not port or (port.isdigit() and port.isascii() and 0 < int(port[:6]) <= 65535)
+
+
+def json_string(text: str) -> str:
+    """A JSON string literal, byte-for-byte what ``json.dumps`` writes (ensure_ascii)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # a token, a robot name, a host: nothing to escape
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
+
+
+def credentials_json(server_url: str, username: str, secret: str) -> str:
+    """What `get` writes: the three fields clients read, in docker-credential-helpers' order."""
+    return (
+        f'{{"ServerURL": {json_string(server_url)}, '
+        f'"Username": {json_string(username)}, "Secret": {json_string(secret)}}}'
+    )
+
+
+# -- the refresh rule (``cache.RobotToken`` applies it) ----------------------------------------
+# A robot token's claims are read again when it is served, so a token can never outlive exp.
+DEFAULT_SKEW = 5.0
+
+
+def refresh_at(issued_at: float, expires_at: float, refresh_margin: float) -> float:
+    """When a refresh becomes due: min(refresh_margin, lifetime/2) before expiry."""
+    return expires_at - min(refresh_margin, max(expires_at - issued_at, 0.0) / 2)
+
+
+def ahead_at(issued_at: float, expires_at: float, refresh_margin: float) -> float:
+    """When a background refresh may start: min(2 x refresh_margin, 3/4 of the lifetime)
+    before expiry (never after the refresh point)."""
+    return expires_at - min(2 * refresh_margin, max(expires_at - issued_at, 0.0) * 0.75)
+
+
+# -- token files and the config snapshot -------------------------------------------------------
 TOKEN_MAGIC = "quayfed-token 1"
 SNAPSHOT_MAGIC = "quayfed-config 2"
 SNAPSHOT_NAME = "config.snapshot"
@@ -43,79 +206,17 @@ _DIGEST_CHARS = frozenset("0123456789abcdef")
 DIGEST_LENGTH = 16
 #: stat's S_IFMT and S_IFREG (the stat module is not imported on the fast path)
 _S_IFMT, _S_IFREG = 0o170000, 0o100000
-_B64URL = {c: i for i, c in enumerate(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-)}  # fmt: skip
-# A robot token's claims are read again when it is served, so a token can never outlive exp.
-DEFAULT_SKEW = 5.0
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL_CHARS = frozenset(_B64URL)
+#: each base64url character as its six bits: a JWT segment is decoded by str.translate and int
+_B64URL_BITS = str.maketrans({char: f"{value:06b}" for value, char in enumerate(_B64URL)})
 
 
-class RobotToken:
-    """A Quay robot token with the times read from its own claims."""
-
-    __slots__ = ("expires_at", "issued_at", "registry", "robot", "token")
-
-    def __init__(
-        self, registry: str, robot: str, token: str, issued_at: float, expires_at: float
-    ) -> None:
-        self.registry = registry
-        self.robot = robot
-        self.token = token
-        self.issued_at = issued_at
-        self.expires_at = expires_at
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RobotToken) and self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return f"RobotToken({self.registry!r}, {self.robot!r}, exp={self.expires_at:.0f})"
-
-    def _fields(self) -> tuple[str, str, str, float, float]:
-        return (self.registry, self.robot, self.token, self.issued_at, self.expires_at)
-
-    @property
-    def lifetime(self) -> float:
-        return max(self.expires_at - self.issued_at, 0.0)
-
-    def refresh_at(self, refresh_margin: float) -> float:
-        """When a refresh becomes due: min(refresh_margin, lifetime/2) before expiry."""
-        return self.expires_at - min(refresh_margin, self.lifetime / 2)
-
-    def refresh_due(self, refresh_margin: float, now: float) -> bool:
-        """The refresh rule: True once the token reaches its refresh point."""
-        return now >= self.refresh_at(refresh_margin)
-
-    def ahead_at(self, refresh_margin: float) -> float:
-        """When a background refresh may start: min(2 x refresh_margin, 3/4 of the lifetime)
-        before expiry (never after the refresh point)."""
-        return self.expires_at - min(2 * refresh_margin, self.lifetime * 0.75)
-
-    def ahead_due(self, refresh_margin: float, now: float) -> bool:
-        """Inside the refresh-ahead window: still served, but worth refreshing now."""
-        return self.ahead_at(refresh_margin) <= now < self.refresh_at(refresh_margin)
-
-    def valid(self, now: float, skew: float = DEFAULT_SKEW) -> bool:
-        return self.expires_at - now > skew
-
-
-# -- token files -------------------------------------------------------------------------
-def encode_token(entry: RobotToken) -> str:
-    return (
-        f"{TOKEN_MAGIC}\nregistry {entry.registry}\nrobot {entry.robot}\n"
-        f"issued_at {entry.issued_at!r}\nexpires_at {entry.expires_at!r}\ntoken {entry.token}\n"
-    )
-
-
-def decode_token(
+def read_token_file(
     text: str, registry: str, exp_of: "Callable[[str], float | None] | None" = None
-) -> "RobotToken | None":
-    """The token file's entry; None when corrupt, for another key, or its times were edited.
-
-    ``exp_of`` reads the JWT's ``exp`` (default: the light scanner below).
-    """
+) -> "tuple[str, str, float, float] | None":
+    """(robot, token, issued_at, expires_at) of a token file; None when corrupt, for another
+    key, or its times were edited. ``exp_of`` reads the JWT's ``exp`` (default: jwt_exp)."""
     lines = text.split("\n")
     if len(lines) < 6 or lines[0] != TOKEN_MAGIC:
         return None
@@ -134,27 +235,18 @@ def decode_token(
     exp = (exp_of or jwt_exp)(token)
     if exp is None or expires_at > exp:
         return None  # the file may shorten the token's life (clock skew), never lengthen it
-    return RobotToken(registry, robot, token, issued_at, expires_at)
+    return robot, token, issued_at, expires_at
 
 
 def jwt_exp(token: str) -> "float | None":
     """The ``exp`` claim of a compact JWT, read without json or base64 (a cache hit loads
     neither); None when it cannot be read unambiguously (then the full path decides)."""
     parts = token.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or not set(parts[1]) <= _B64URL_CHARS:
         return None
-    bits = count = 0
-    payload = []
-    for char in parts[1]:
-        value = _B64URL.get(char)
-        if value is None:
-            return None
-        bits = (bits << 6 | value) & 0xFFFFFF
-        count += 6
-        if count >= 8:
-            count -= 8
-            payload.append(chr(bits >> count & 0xFF))
-    text = "".join(payload)
+    bits = parts[1].translate(_B64URL_BITS)
+    bits = bits[: len(bits) - len(bits) % 8]  # the last character's spare bits
+    text = int(bits or "0", 2).to_bytes(len(bits) // 8, "big").decode("latin-1")
     found = text.split('"exp"')
     if len(found) != 2:
         return None  # absent, or more than one (nested): leave it to the JSON reader
@@ -185,30 +277,14 @@ def is_digest(text: str) -> bool:
     return len(text) == DIGEST_LENGTH and set(text) <= _DIGEST_CHARS
 
 
-# -- the config snapshot -----------------------------------------------------------------
-class SnapshotEntry:
-    __slots__ = ("ahead", "digest", "refresh_margin", "robot")
-
-    def __init__(self, digest: str, refresh_margin: float, robot: str, ahead: bool) -> None:
-        self.digest = digest
-        self.refresh_margin = refresh_margin
-        self.robot = robot
-        self.ahead = ahead
-
-
 def fingerprint(info: posix.stat_result) -> str:
     return f"{info.st_dev} {info.st_ino} {info.st_size} {info.st_mtime_ns}"
 
 
-def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEntry]) -> str:
-    lines = [SNAPSHOT_MAGIC, config_file, stamp]
-    for key, entry in sorted(entries.items()):
-        ahead = "ahead" if entry.ahead else "-"
-        lines.append(f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}")
-    return "\n".join(lines) + "\n"
-
-
-def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> "SnapshotEntry | None":
+def lookup_snapshot(
+    text: str, config_file: str, stamp: str, key: str
+) -> "tuple[str, float, str, bool] | None":
+    """(identity digest, refresh margin, robot, refresh ahead?) of ``key``'s line."""
     header = f"{SNAPSHOT_MAGIC}\n{config_file}\n{stamp}\n"
     if not text.startswith(header):
         return None
@@ -223,36 +299,11 @@ def lookup_snapshot(text: str, config_file: str, stamp: str, key: str) -> "Snaps
     if not is_digest(parts[1]):
         return None  # a file name is built from it: nothing but a digest will do
     try:
-        return SnapshotEntry(parts[1], float(parts[2]), parts[3], parts[4] == "ahead")
+        return parts[1], float(parts[2]), parts[3], parts[4] == "ahead"
     except ValueError:
         return None
 
 
-def remember(settings: "Config", cache: "TokenCache") -> None:
-    """Record which token file answers each registry key while config.toml keeps its stamp."""
-    from docker_credential_quayfed.cache import identity_digest
-    from docker_credential_quayfed.sources import BY_NAME
-
-    entries = {
-        key: SnapshotEntry(
-            identity_digest(r.identity), float(r.refresh_margin), r.robot, r.refresh_ahead
-        )
-        for key, r in settings.registries.items()
-        if not BY_NAME[r.source].ambient  # its identity is the environment's: full path
-    }
-    text = encode_snapshot(str(settings.path), settings.stamp, entries)
-    dir_fd = open_private_dir(str(cache.directory))
-    current = None
-    if dir_fd is not None:
-        try:
-            current = read_private(SNAPSHOT_NAME, dir_fd, MAX_SNAPSHOT)
-        finally:
-            posix.close(dir_fd)
-    if current != text:
-        cache.write_private(SNAPSHOT_NAME, text)
-
-
-# -- reading private files -----------------------------------------------------------------
 def open_private_dir(directory: str) -> "int | None":
     """A descriptor of ``directory`` when it is a real directory of ours, closed to others."""
     try:
@@ -304,34 +355,133 @@ def read_private(path: str, dir_fd: "int | None" = None, limit: int = MAX_FILE) 
         return None
 
 
-# -- the fast path -------------------------------------------------------------------------
+# -- the cache hit -----------------------------------------------------------------------------
 def cached_answer(key: str) -> "tuple[str, str, bool] | None":
     """(robot, token, refresh ahead?) for ``key`` when a fresh one is on disk and config.toml
     is unchanged; the flag says the token is inside its refresh-ahead window."""
-    config_file = paths.config_file()
+    config = config_file()
     try:
-        stamp = fingerprint(posix.stat(config_file))
+        stamp = fingerprint(posix.stat(config))
     except OSError:
         return None
-    dir_fd = open_private_dir(paths.cache_dir())
+    dir_fd = open_private_dir(cache_dir())
     if dir_fd is None:
         return None
     try:
         snapshot = read_private(SNAPSHOT_NAME, dir_fd, MAX_SNAPSHOT)
         if snapshot is None:
             return None
-        entry = lookup_snapshot(snapshot, config_file, stamp, key)
+        entry = lookup_snapshot(snapshot, config, stamp, key)
         if entry is None:
             return None
-        text = read_private(token_file_name(key, entry.digest), dir_fd)
+        digest, margin, robot, ahead = entry
+        text = read_private(token_file_name(key, digest), dir_fd)
     finally:
         posix.close(dir_fd)
-    if text is None:
+    found = read_token_file(text, key) if text is not None else None
+    if found is None or found[0] != robot:
         return None
-    token = decode_token(text, key)
-    if token is None or token.robot != entry.robot:
-        return None
+    _, token, issued_at, expires_at = found
     now = time.time()
-    if token.refresh_due(entry.refresh_margin, now):
+    if now >= refresh_at(issued_at, expires_at, margin):
         return None
-    return token.robot, token.token, entry.ahead and token.ahead_due(entry.refresh_margin, now)
+    return robot, token, ahead and now >= ahead_at(issued_at, expires_at, margin)
+
+
+def answer(stdin: str) -> "tuple[str, str, bool] | None":
+    """(the credentials' JSON, the registry key, inside the refresh-ahead window?) when the
+    cache answers ``get``'s stdin; None sends the get on to ``actions`` (which answers
+    everything else the same way, and logs when asked to)."""
+    if environ(DEBUG_ENV):
+        return None
+    try:
+        key = host_key(stdin)
+        found = cached_answer(key) if key is not None else None
+    except Exception:  # anything odd: actions says what, in its own words
+        return None
+    if key is None or found is None:
+        return None
+    robot, token, ahead = found
+    return credentials_json(key, robot, token), key, ahead
+
+
+# -- the launchers' start ----------------------------------------------------------------------
+_STDIN_LIMIT = 1 << 16
+
+
+def read_stdin() -> str:
+    data = sys.stdin.buffer.read(_STDIN_LIMIT) if sys.stdin else b""
+    return data.decode("utf-8", "replace")
+
+
+def write_line(text: str) -> None:
+    """``text`` and a newline on stdout, now; a client that has gone away is not an error."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def called_as_kubelet_provider(program: str) -> bool:
+    """The kubelet runs a provider by the name in its config: quay-credential-provider."""
+    name = program.replace("\\", "/").rsplit("/", 1)[-1]
+    return name in (KUBELET_PROVIDER, f"{KUBELET_PROVIDER}.pyz")
+
+
+def launch(site: str, args: "Sequence[str] | None" = None) -> int:
+    """Run the command line of a launcher that found the package in ``site`` and started
+    Python without `site` (``bin/``): a cache-hit `get` is answered from this module alone,
+    and the process then leaves at once (nothing is left to flush or close); anything else
+    goes to ``cli`` with the package importable. ``args`` replaces ``sys.argv[1:]``."""
+    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", 0)):
+        del sys.path[0]  # the launcher's directory (/usr/bin, a venv's bin): no modules there
+    stdin = None
+    hit = None
+    if args is None and sys.argv[1:] == ["get"] and not called_as_kubelet_provider(sys.argv[0]):
+        stdin = read_stdin()
+        hit = answer(stdin)
+    if hit is None:
+        _importable(site)
+        from docker_credential_quayfed.cli import main
+
+        return main(args, stdin=stdin)
+    text, key, ahead = hit
+    write_line(text)
+    if ahead:  # answered; the next token is minted in the background
+        _importable(site)
+        from docker_credential_quayfed import background
+
+        background.start_refresh(key)
+    try:
+        sys.stderr.flush()
+    finally:
+        posix._exit(0)
+
+
+def _importable(site: str) -> None:
+    """Put ``site`` on sys.path where `site` would (last), loading the package from there
+    first; an import that nothing finds then runs `site` once and looks again (.pth files, a
+    venv's system site-packages, platlib)."""
+    if site in sys.path:
+        return
+    sys.path.insert(0, site)  # first while the package loads: no listing of the stdlib's dirs
+    import docker_credential_quayfed  # noqa: F401
+
+    sys.path.remove(site)
+    sys.path.append(site)
+
+    class LateSite:  # last on sys.meta_path
+        @staticmethod
+        def find_spec(name: str, path: object = None, target: object = None) -> object:
+            try:
+                sys.meta_path.remove(LateSite)  # type: ignore[arg-type]
+            except ValueError:  # another thread ran it
+                return None
+            import site as site_module
+            from importlib.machinery import PathFinder
+
+            site_module.main()
+            return PathFinder.find_spec(name, path, target)  # type: ignore[arg-type]
+
+    sys.meta_path.append(LateSite)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from docker_credential_quayfed import config, fastpath
-from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
+from docker_credential_quayfed.cache import RobotToken, TokenCache, remember, robot_token_from_jwt
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CacheError
 from tests.jwt_factory import fake_jwt
@@ -162,7 +162,7 @@ def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken
     cache = TokenCache(tmp_path / "cache")
     entry = token(issued_at)
     cache.write(settings.registry(REGISTRY).identity, entry)
-    fastpath.remember(settings, cache)
+    remember(settings, cache)
     return cache, entry
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from docker_credential_quayfed import fastpath
-from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
+from docker_credential_quayfed.cache import TokenCache, encode_token, robot_token_from_jwt
 from docker_credential_quayfed.protocol import NOT_FOUND
 from quay_sandbox.server import serve_wsgi
 from quay_sandbox.tls import TestPKI
@@ -368,7 +368,7 @@ def test_a_snapshot_cannot_point_outside_the_cache(
     for prefix in (f"{HOST}-a", fastpath.key_file_prefix(HOST) + "a"):  # old and new name schemes
         (cache_dir / prefix).mkdir()
     (outside / "x.token").write_text(
-        fastpath.encode_token(robot_token_from_jwt(HOST, ROBOT, planted, time.time()))
+        encode_token(robot_token_from_jwt(HOST, ROBOT, planted, time.time()))
     )
     snapshot = cache_dir / fastpath.SNAPSHOT_NAME
     lines = snapshot.read_text().split("\n")

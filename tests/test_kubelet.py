@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed import cli, config, kubelet
+from docker_credential_quayfed import config, fastpath, kubelet
 from docker_credential_quayfed.errors import ConfigError, UsageError
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
@@ -142,10 +142,10 @@ def test_encode_response() -> None:
 
 
 def test_called_as_the_provider() -> None:
-    assert cli._called_as_kubelet_provider("/usr/libexec/kubelet/quay-credential-provider")
-    assert cli._called_as_kubelet_provider("quay-credential-provider.pyz")
-    assert not cli._called_as_kubelet_provider("/usr/bin/docker-credential-quayfed")
-    assert not cli._called_as_kubelet_provider("")
+    assert fastpath.called_as_kubelet_provider("/usr/libexec/kubelet/quay-credential-provider")
+    assert fastpath.called_as_kubelet_provider("quay-credential-provider.pyz")
+    assert not fastpath.called_as_kubelet_provider("/usr/bin/docker-credential-quayfed")
+    assert not fastpath.called_as_kubelet_provider("")
 
 
 # -- the node's policy ---------------------------------------------------------------------------

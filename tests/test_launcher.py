@@ -115,12 +115,12 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     return make_venv(tmp_path_factory.mktemp("venv") / "venv", wheel)
 
 
-def fake_jwt(lifetime: int = 3600) -> str:
+def fake_jwt(lifetime: int = 3600, age: int = 0) -> str:
     def segment(value: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
-    now = int(time.time())
-    claims = {"sub": ROBOT, "iat": now, "exp": now + lifetime}
+    issued = int(time.time()) - age
+    claims = {"sub": ROBOT, "iat": issued, "exp": issued + lifetime}
     return f"{segment({'alg': 'none'})}.{segment(claims)}.c2ln"
 
 
@@ -154,7 +154,12 @@ class Start:
         return "site" not in self.modules
 
     def loaded_from(self, directory: Path) -> bool:
-        return f"{directory}/{PACKAGE}/__pycache__/cli." in self.verbose
+        return f"{directory}/{PACKAGE}/__pycache__/fastpath." in self.verbose
+
+    @property
+    def fastpath_alone(self) -> bool:
+        """Answered by the launcher's load of fastpath: no module of the package imported."""
+        return not {m for m in self.modules if m.split(".")[0] == PACKAGE}
 
 
 def import_order(stderr: str) -> list[str]:
@@ -191,7 +196,7 @@ def cache_hit(argv: list[str], env: Mapping[str, str], cwd: Path | None = None) 
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout) == stored
     modules = set(import_order(done.stderr))
-    assert f"{PACKAGE}.fastpath" in modules
+    assert f"/{PACKAGE}/__pycache__/fastpath." in done.stderr  # what answered
     assert not {m for m in modules if m.split(".")[0] in HEAVY}
     return Start(modules, done.stderr)
 
@@ -202,6 +207,7 @@ def test_the_installed_launcher_starts_without_site(venv: Venv, tmp_path: Path) 
     start = cache_hit([str(launcher)], helper_env(tmp_path))
     assert start.without_site
     assert start.loaded_from(venv.site_packages)
+    assert start.fastpath_alone
 
 
 def test_a_link_on_path_starts_without_site(venv: Venv, tmp_path: Path) -> None:
@@ -214,6 +220,7 @@ def test_a_link_on_path_starts_without_site(venv: Venv, tmp_path: Path) -> None:
     start = cache_hit([LAUNCHER], env)  # found on PATH, as clients run it
     assert start.without_site
     assert start.loaded_from(venv.site_packages)
+    assert start.fastpath_alone
 
 
 def test_a_debian_layout_starts_without_site(venv: Venv, tmp_path: Path) -> None:
@@ -227,6 +234,16 @@ def test_a_debian_layout_starts_without_site(venv: Venv, tmp_path: Path) -> None
     start = cache_hit([str(prefix / "bin" / LAUNCHER)], helper_env(tmp_path))
     assert start.without_site
     assert start.loaded_from(dist_packages)
+    assert start.fastpath_alone
+    # The .deb's launcher: the first line rewritten as packaging/debian/rules does, no sh.
+    launcher = prefix / "bin" / LAUNCHER
+    text = launcher.read_text(encoding="utf-8")
+    launcher.write_text(f"#!{prefix}/bin/python3 -S\n" + text.split("\n", 1)[1])
+    (tmp_path / "deb").mkdir()
+    start = cache_hit([str(launcher)], helper_env(tmp_path / "deb"))
+    assert start.without_site
+    assert start.loaded_from(dist_packages)
+    assert start.fastpath_alone
 
 
 def test_a_package_found_only_through_site_starts_the_ordinary_way(
@@ -242,6 +259,7 @@ def test_a_package_found_only_through_site_starts_the_ordinary_way(
     start = cache_hit([str(other.bin / LAUNCHER)], helper_env(tmp_path))
     assert not start.without_site
     assert start.loaded_from(elsewhere)
+    assert not start.fastpath_alone  # imported through cli, the ordinary way
 
 
 def test_no_interpreter_beside_the_launcher_runs_python3_from_path(
@@ -294,6 +312,42 @@ def test_a_dependency_outside_the_package_directory_is_found_through_site(
     assert "ModuleNotFoundError" not in done.stderr
 
 
+def test_a_get_inside_the_refresh_ahead_window_refreshes_from_the_fast_path(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """The launcher answers from fastpath alone, then its detached refresh imports the rest of
+    the package (and httpx, through a late `site`) and logs its failure: the issuer is a
+    closed port."""
+    other = make_venv(tmp_path / "venv", wheel)
+    dependencies = Path(sysconfig.get_paths()["purelib"])
+    (other.site_packages / "dependencies.pth").write_text(f"{dependencies}\n", encoding="utf-8")
+    env = helper_env(tmp_path)
+    # 450 s left of 3600: past 2 x refresh_margin (600 s) before expiry, not yet at 300 s
+    token = fake_jwt(3600, age=3150)
+    stored = {"ServerURL": REGISTRY, "Username": ROBOT, "Secret": token}
+    launcher = str(other.bin / LAUNCHER)
+    done = subprocess.run(
+        [launcher, "store"], input=json.dumps(stored), capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    traced = {**env, "PYTHONVERBOSE": "1"}
+    done = subprocess.run(
+        [launcher, "get"], input=REGISTRY, capture_output=True, text=True, env=traced, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == stored
+    assert f"{other.site_packages}/{PACKAGE}/__pycache__/fastpath." in done.stderr
+    log = tmp_path / "cache" / "background.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "refreshing ahead failed" not in (
+        log.read_text(encoding="utf-8") if log.exists() else ""
+    ):
+        time.sleep(0.2)
+    text = log.read_text(encoding="utf-8")
+    assert f"{REGISTRY}: refreshing ahead failed" in text
+    assert "internal error" not in text and "ModuleNotFoundError" not in text
+
+
 def test_the_kubelet_provider_starts_the_same_way(venv: Venv, tmp_path: Path) -> None:
     env = {**helper_env(tmp_path), "PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run(
@@ -306,13 +360,14 @@ def test_the_kubelet_provider_starts_the_same_way(venv: Venv, tmp_path: Path) ->
     assert "Traceback" not in done.stderr
 
 
-def test_the_launchers_differ_only_in_their_last_call() -> None:
-    main = (ROOT / "bin" / LAUNCHER).read_text(encoding="utf-8")
-    provider = (ROOT / "bin" / PROVIDER).read_text(encoding="utf-8")
-    start = "from docker_credential_quayfed.cli import main\n"
-    assert main.split(start)[0] == provider.split(start)[0]
-    assert main.endswith("\nsys.exit(main())\n")
-    assert main.rsplit("\nsys.exit(", 1)[0] == provider.rsplit("\n# The kubelet runs", 1)[0]
+def test_the_launchers_differ_only_in_their_command_line() -> None:
+    main = (ROOT / "bin" / LAUNCHER).read_text(encoding="utf-8").splitlines()
+    provider = (ROOT / "bin" / PROVIDER).read_text(encoding="utf-8").splitlines()
+    only_main = [line for line in main if line not in provider]
+    only_provider = [line for line in provider if line not in main]
+    assert only_main == ["_args = None  # the command line after the program's name: sys.argv[1:]"]
+    assert only_provider[-1] == '_args = ["kubelet", *sys.argv[1:]]'
+    assert all(line.startswith("# ") for line in only_provider[:-1])  # why, in comments
 
 
 def base_interpreter() -> str:

@@ -1,4 +1,5 @@
-"""paths reads the environment through posix, for speed: it must say what os.path would."""
+"""paths reads the environment through posix (in fastpath), for speed: it must say what os.path
+would."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docker_credential_quayfed import paths
+from docker_credential_quayfed import fastpath, paths
 
 
 @settings(max_examples=1000, deadline=None)
@@ -21,9 +22,9 @@ def test_user_and_absolute_paths_match_os_path(path: str, home: str) -> None:
     saved = os.environ.get("HOME")
     os.environ["HOME"] = home
     try:
-        assert paths._expand_user(path) == posixpath.expanduser(path)
+        assert fastpath._expand_user(path) == posixpath.expanduser(path)
         if path:
-            assert paths._absolute(path) == posixpath.abspath(path)
+            assert fastpath._absolute(path) == posixpath.abspath(path)
     finally:
         if saved is not None:
             os.environ["HOME"] = saved

@@ -25,10 +25,10 @@ from docker_credential_quayfed import (
     transport,
     urls,
 )
+from docker_credential_quayfed.cache import RobotToken
 from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CheckFailed, QuayfedError
-from docker_credential_quayfed.fastpath import RobotToken
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
