@@ -59,8 +59,11 @@ def run(action: str, stdin: str) -> Answer:
 
 
 def get(stdin: str) -> Answer:
+    """The full `get`. The fast path has been tried before it (``fastpath.answer``, by the
+    launcher or cli) except with a debug log, where it is tried here so the log says which
+    path answered."""
     key = protocol.registry_key(stdin)
-    found = fastpath.cached_answer(key)
+    found = fastpath.cached_answer(key) if log.debug_enabled() else None
     if found is not None:
         robot, token, ahead = found
         log.debug(f"{key}: answered by the fast path (snapshot and token file)")
@@ -69,7 +72,7 @@ def get(stdin: str) -> Answer:
 
             background.start_refresh(key)
         return Answer(protocol.Credentials(key, robot, token).to_json())
-    log.debug(f"{key}: no fresh token through the fast path; taking the full path")
+    log.debug(f"{key}: taking the full path")
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache
 

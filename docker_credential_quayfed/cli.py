@@ -74,8 +74,7 @@ def _protocol(args: "list[str]", stdin: "str | None") -> int:
         return _write(actions.Answer.failure(usage.message, EXIT_USAGE))
     if stdin is None:
         stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
-    if action == "get":
-        hit = fastpath.answer(stdin)
+        hit = fastpath.answer(stdin) if action == "get" else None
         if hit is not None:
             answer, key, ahead = hit
             fastpath.write_line(answer)

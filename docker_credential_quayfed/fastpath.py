@@ -45,6 +45,11 @@ def environ(name: str) -> str:
     return value.decode(sys.getfilesystemencoding(), "surrogateescape").strip()
 
 
+def debug_enabled() -> bool:
+    """A debug log was asked for (``DOCKER_CREDENTIAL_QUAYFED_DEBUG=1``)."""
+    return environ(DEBUG_ENV).lower() not in ("", "0", "false", "no", "off")
+
+
 def config_file() -> str:
     explicit = environ(CONFIG_ENV)
     if explicit:
@@ -392,8 +397,8 @@ def answer(stdin: str) -> "tuple[str, str, bool] | None":
     """(the credentials' JSON, the registry key, inside the refresh-ahead window?) when the
     cache answers ``get``'s stdin; None sends the get on to ``actions`` (which answers
     everything else the same way, and logs when asked to)."""
-    if environ(DEBUG_ENV):
-        return None
+    if debug_enabled():
+        return None  # actions tries again, and its log says which path answered
     try:
         key = host_key(stdin)
         found = cached_answer(key) if key is not None else None
@@ -434,8 +439,6 @@ def launch(site: str, args: "Sequence[str] | None" = None) -> int:
     Python without `site` (``bin/``): a cache-hit `get` is answered from this module alone,
     and the process then leaves at once (nothing is left to flush or close); anything else
     goes to ``cli`` with the package importable. ``args`` replaces ``sys.argv[1:]``."""
-    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", 0)):
-        del sys.path[0]  # the launcher's directory (/usr/bin, a venv's bin): no modules there
     stdin = None
     hit = None
     if args is None and sys.argv[1:] == ["get"] and not called_as_kubelet_provider(sys.argv[0]):

@@ -9,16 +9,16 @@ from every line the helper prints, from exception messages and from server text.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from docker_credential_quayfed import fastpath
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
     import re
 
-DEBUG_ENV = "DOCKER_CREDENTIAL_QUAYFED_DEBUG"
+DEBUG_ENV = fastpath.DEBUG_ENV
 REDACTED = "<redacted>"
 
 # A JWT (base64url JSON header "eyJ..." and further dot-separated parts) never reaches output.
@@ -96,7 +96,7 @@ def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
 
 
 def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    return fastpath.debug_enabled()
 
 
 def debug(message: str) -> None:
