@@ -21,9 +21,7 @@ def token_with(payload: str) -> str:
 
 @settings(max_examples=1000, deadline=None)
 @given(
-    exp=st.one_of(
-        st.integers(0, 2**52), st.floats(0, 1e12, allow_nan=False, allow_infinity=False)
-    ),
+    exp=st.one_of(st.integers(0, 2**52), st.floats(0, 1e12, allow_nan=False, allow_infinity=False)),
     others=st.dictionaries(st.text(max_size=6), st.text(max_size=12), max_size=4),
     spacing=st.sampled_from([(",", ":"), (", ", ": "), (",\n  ", " :\t")]),
 )
