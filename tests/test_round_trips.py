@@ -100,3 +100,17 @@ def test_a_jwt_quay_refused_is_not_kept_for_reuse(wire: Wire) -> None:
     refused = run_helper("get", wire.quay.host, env=wire.env)
     assert refused.returncode == 1 and "continuing without credentials" in refused.stderr
     assert not list(wire.realm.cache_dir.glob("@jwt-*")), "a refused JWT would be refused again"
+
+
+def test_a_cold_get_reads_the_jwt_without_loading_a_crypto_library(wire: Wire) -> None:
+    """The helper never verifies a signature (Quay does): the OIDC JWT's header and claims are
+    read with the standard library, so a cold get does not import jwt and cryptography."""
+    result = run_helper("get", wire.quay.host, env={**wire.env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"httpx", "docker_credential_quayfed"} <= imported  # the full path ran
+    assert not imported & {"jwt", "cryptography"}
