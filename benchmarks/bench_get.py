@@ -222,6 +222,11 @@ def cache_hit_figures(bench: Bench) -> list[Row]:
 
     floor = python_command(bench, "python -I -S -c pass", "-I", "-S", "-c", "pass")
     plain = python_command(bench, "python -c pass", "-c", "pass")
+    # A hit leaves without the interpreter's teardown: this start does the same, so the row
+    # against it shows what the helper's own work costs.
+    bare = python_command(
+        bench, "python -I -S, posix._exit(0)", "-I", "-S", "-c", "import posix; posix._exit(0)"
+    )
     allocating = python_command(
         bench,
         f"floor + {ALLOCATED_MIB} MiB",
@@ -243,7 +248,7 @@ def cache_hit_figures(bench: Bench) -> list[Row]:
         HOST.encode(),
         answer_ok=answers_credentials,
     )
-    commands = [floor, plain, hit, many, allocating, sleeping]
+    commands = [floor, plain, bare, hit, many, allocating, sleeping]
     zipapp = None
     if bench.args.zipapp:
         zipapp_env = {**env, "PATH": f"{Path(bench.python).parent}{os.pathsep}{env['PATH']}"}
@@ -277,6 +282,14 @@ def cache_hit_figures(bench: Bench) -> list[Row]:
             hit,
             floor,
             1.15,
+        )
+    )
+    rows.append(
+        time_row(
+            "cache_hit_vs_bare_start",
+            "cache-hit `get`, time, against the floor without its teardown (as a hit leaves)",
+            hit,
+            bare,
         )
     )
     rows.append(
@@ -384,10 +397,11 @@ def cold_figures(bench: Bench) -> list[Row]:
         baseline = Command(
             'python -c "import httpx, jwt"', [bench.python, "-c", "import httpx, jwt"], env
         )
+        httpx_only = Command('python -c "import httpx"', [bench.python, "-c", "import httpx"], env)
         cold = Command(
             "cold get", [*bench.helper, "get"], env, HOST.encode(), empty_cache, answers_credentials
         )
-        alternate(bench.runner, [baseline, cold], max(bench.args.rounds // 2, 3))
+        alternate(bench.runner, [baseline, httpx_only, cold], max(bench.args.rounds // 2, 3))
         bench.cold_seconds = cold.median_seconds()
         rows = [
             time_row(
@@ -397,7 +411,14 @@ def cold_figures(bench: Bench) -> list[Row]:
                 cold,
                 baseline,
                 1.5,
-            )
+            ),
+            time_row(
+                "cold_vs_httpx",
+                'cold `get`, time, against `python -c "import httpx"` (a cold get imports no '
+                "jwt: it reads the OIDC JWT with the standard library)",
+                cold,
+                httpx_only,
+            ),
         ]
         memory = memory_row(
             "cold_memory", "cold `get`, peak memory, against the same", cold, baseline
