@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -210,6 +211,27 @@ def answers_credentials(out: bytes) -> bool:
 
 def python_command(bench: Bench, label: str, *args: str) -> Command:
     return Command(label, [bench.python, *args], helper_env(bench.workdir / "python", ""))
+
+
+@contextlib.contextmanager
+def demo_helper(bench: Bench, name: str) -> Iterator[tuple[DemoServers, dict[str, str], Path]]:
+    """The embedded issuer and Quay emulator, a helper environment configured for them, and
+    that helper's cache directory."""
+    from docker_credential_quayfed.commands.demo import DemoServers
+
+    with DemoServers(bench.workdir / name) as servers:
+        env = helper_env(bench.workdir / f"{name}-helper", servers.config_toml(HOST))
+        env.update(servers.environment())
+        yield servers, env, Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
+
+
+def demo_missing() -> str:
+    """Why the demo servers cannot run here ("" when they can)."""
+    try:
+        from docker_credential_quayfed.commands import demo  # noqa: F401
+    except ImportError as exc:
+        return f"skipped: {exc} (the demo extra)"
+    return ""
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -382,14 +404,10 @@ def method_rows(bench: Bench, floor: Command, allocating: Command, sleeping: Com
 def cold_figures(bench: Bench) -> list[Row]:
     if bench.args.no_cold:
         return []
-    try:
-        from docker_credential_quayfed.commands.demo import DemoServers
-    except ImportError as exc:
-        return [Row("cold", "cold `get`", None, measured=f"skipped: {exc} (the demo extra)")]
-    with DemoServers(bench.workdir / "servers") as servers:
-        env = helper_env(bench.workdir / "cold", servers.config_toml(HOST))
-        env.update(servers.environment())
-        cache_dir = Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
+    missing = demo_missing()
+    if missing:
+        return [Row("cold", "cold `get`", None, measured=missing)]
+    with demo_helper(bench, "cold") as (servers, env, cache_dir):
 
         def empty_cache() -> None:
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -555,14 +573,10 @@ def round_trip_figures(bench: Bench) -> list[Row]:
     and requests counted at the embedded issuer and Quay (the helper's own, by User-Agent)."""
     if bench.args.no_cold:
         return []
-    try:
-        from docker_credential_quayfed.commands.demo import DemoServers
-    except ImportError as exc:
-        return [Row("round_trips", "cold `get`", None, measured=f"skipped: {exc}")]
-    with DemoServers(bench.workdir / "wire") as servers:
-        env = helper_env(bench.workdir / "wire-helper", servers.config_toml(HOST))
-        env.update(servers.environment())
-        cache_dir = Path(env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"])
+    missing = demo_missing()
+    if missing:
+        return [Row("round_trips", "cold `get`", None, measured=missing)]
+    with demo_helper(bench, "wire") as (servers, env, cache_dir):
         agent = "docker-credential-quayfed/"
 
         def traffic() -> tuple[int, int]:

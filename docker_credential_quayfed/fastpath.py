@@ -415,7 +415,12 @@ _STDIN_LIMIT = 1 << 16
 
 
 def read_stdin() -> str:
-    data = sys.stdin.buffer.read(_STDIN_LIMIT) if sys.stdin else b""
+    """What the client sent, up to 64 KiB ("" when stdin is closed or cannot be read: the
+    action then says what it needed)."""
+    try:
+        data = sys.stdin.buffer.read(_STDIN_LIMIT) if sys.stdin else b""
+    except (OSError, ValueError):
+        return ""
     return data.decode("utf-8", "replace")
 
 
@@ -442,8 +447,11 @@ def launch(site: str, args: "Sequence[str] | None" = None) -> int:
     stdin = None
     hit = None
     if args is None and sys.argv[1:] == ["get"] and not called_as_kubelet_provider(sys.argv[0]):
-        stdin = read_stdin()
-        hit = answer(stdin)
+        try:
+            stdin = read_stdin()
+            hit = answer(stdin)
+        except KeyboardInterrupt:
+            return 130  # as cli answers an interrupt: no traceback
     if hit is None:
         _importable(site)
         from docker_credential_quayfed.cli import main

@@ -139,13 +139,7 @@ def device_login(
                 raise _expired(registry.key)
             form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
             try:
-                return oidc.token_response(
-                    context.session,
-                    found.token_endpoint,
-                    form,
-                    deadline=transport.Deadline(registry.timeout),
-                    client_auth=oauth.authenticate(context, form, found.token_endpoint),
-                )
+                return _token_request(context, found.token_endpoint, form)
             except GrantRefused as exc:
                 if exc.code == "authorization_pending":
                     continue
@@ -261,12 +255,18 @@ def browser_login(
         "code_verifier": verifier,
     }
     log.secret(verifier)
+    return _token_request(context, found.token_endpoint, form)
+
+
+def _token_request(context: SourceContext, endpoint: str, form: dict[str, str]) -> dict[str, Any]:
+    """One token-endpoint request of a login, with a deadline of its own: a login waits on a
+    person between its requests, so the command's deadline cannot bound them all."""
     return oidc.token_response(
         context.session,
-        found.token_endpoint,
+        endpoint,
         form,
-        deadline=transport.Deadline(registry.timeout),
-        client_auth=oauth.authenticate(context, form, found.token_endpoint),
+        deadline=transport.Deadline(context.registry.timeout),
+        client_auth=oauth.authenticate(context, form, endpoint),
     )
 
 

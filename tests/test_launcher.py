@@ -348,6 +348,23 @@ def test_a_get_inside_the_refresh_ahead_window_refreshes_from_the_fast_path(
     assert "internal error" not in text and "ModuleNotFoundError" not in text
 
 
+@pytest.mark.parametrize("stdin", ["empty", "closed"])
+def test_a_get_without_input_says_so_in_one_line(venv: Venv, tmp_path: Path, stdin: str) -> None:
+    done = subprocess.run(
+        [str(venv.bin / LAUNCHER), "get"],
+        stdin=subprocess.DEVNULL if stdin == "empty" else None,
+        preexec_fn=(lambda: os.close(0)) if stdin == "closed" else None,
+        capture_output=True,
+        text=True,
+        env=helper_env(tmp_path),
+        timeout=60,
+    )
+    assert done.returncode != 0
+    said = (done.stdout + done.stderr).strip()
+    assert "no registry host name on stdin" in said
+    assert "Traceback" not in said and len(said.splitlines()) == 1
+
+
 def test_the_kubelet_provider_starts_the_same_way(venv: Venv, tmp_path: Path) -> None:
     env = {**helper_env(tmp_path), "PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run(
