@@ -33,8 +33,8 @@ from docker_credential_quayfed.fastpath import DEFAULT_SKEW
 if TYPE_CHECKING:
     import httpx
 
+    from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.sources import SourceContext, TokenSource
-    from docker_credential_quayfed.transport import Deadline
 
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
 CACHED, MINTED, STALE = "cached", "minted", "stale"
@@ -89,7 +89,7 @@ def robot_token(
     ``oidc_token``: the JWT to exchange, when the caller has it already (the kubelet hands
     over the pod's service-account token); otherwise the registry's source mints one.
     """
-    from docker_credential_quayfed.transport import Deadline
+    from docker_credential_quayfed.deadline import Deadline
 
     deadline = Deadline(registry.timeout, started if started is not None else time.monotonic())
     key, identity = registry.key, registry.identity

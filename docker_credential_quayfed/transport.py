@@ -9,12 +9,12 @@ import random
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from docker_credential_quayfed import __version__, files, log, urls
+from docker_credential_quayfed.deadline import Deadline as Deadline  # one budget, re-exported
 from docker_credential_quayfed.errors import NetworkError
 
 if TYPE_CHECKING:
@@ -36,17 +36,6 @@ SECRET_FIELDS = frozenset(
     {"password", "client_secret", "refresh_token", "code", "code_verifier", "device_code",
      "client_assertion", "assertion", "subject_token", "actor_token", "token"}
 )  # fmt: skip
-
-
-@dataclass
-class Deadline:
-    """The whole budget of one command: no request may run past it."""
-
-    seconds: float
-    started: float = field(default_factory=time.monotonic)
-
-    def remaining(self) -> float:
-        return self.seconds - (time.monotonic() - self.started)
 
 
 class DeadlineExceeded(NetworkError):

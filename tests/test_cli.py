@@ -150,6 +150,28 @@ def test_cache_hit_imports_neither_httpx_nor_jwt(helper_env: dict[str, str]) -> 
     assert not {m for m in imported if m.split(".")[0] in heavy}
 
 
+def test_a_token_found_by_the_full_path_imports_no_http_library(
+    helper_env: dict[str, str],
+) -> None:
+    """No snapshot: the full path parses the config and reads the token under the broker, as
+    a get does that waited for another process's refresh; it needs no httpx for that."""
+    use_file_source(helper_env)
+    assert store(helper_env, robot_jwt()).returncode == 0
+    snapshot = Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]) / "config.snapshot"
+    snapshot.unlink(missing_ok=True)
+    env = {**helper_env, "PYTHONPROFILEIMPORTTIME": "1"}
+    result = run_helper("get", HOST, env=env)
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["Username"] == "org+bot"
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "docker_credential_quayfed.broker" in imported  # the full path answered
+    assert not {m for m in imported if m.split(".")[0] in {"httpx", "httpcore", "jwt"}}
+
+
 @pytest.mark.parametrize(
     ("secret", "reason"),
     [
