@@ -24,8 +24,6 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-KUBELET_PROVIDER = fastpath.KUBELET_PROVIDER
-
 
 def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int:
     """Run a command line (``sys.argv[1:]`` by default); ``stdin``: what a launcher has
@@ -76,12 +74,7 @@ def _protocol(args: "list[str]", stdin: "str | None") -> int:
         stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
         hit = fastpath.answer(stdin) if action == "get" else None
         if hit is not None:
-            answer, key, ahead = hit
-            fastpath.write_line(answer)
-            if ahead:  # answered; the next token is minted in the background
-                from docker_credential_quayfed import background
-
-                background.start_refresh(key)
+            fastpath.serve(hit)
             return 0
     from docker_credential_quayfed import actions
 

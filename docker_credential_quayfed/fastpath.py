@@ -452,22 +452,28 @@ def launch(site: str, args: "Sequence[str] | None" = None) -> int:
             hit = answer(stdin)
         except KeyboardInterrupt:
             return 130  # as cli answers an interrupt: no traceback
-    if hit is None:
+    if hit is None or hit[2]:  # the CLI, or the background refresh: the whole package
         _importable(site)
+    if hit is None:
         from docker_credential_quayfed.cli import main
 
         return main(args, stdin=stdin)
-    text, key, ahead = hit
-    write_line(text)
-    if ahead:  # answered; the next token is minted in the background
-        _importable(site)
-        from docker_credential_quayfed import background
-
-        background.start_refresh(key)
+    serve(hit)
     try:
         sys.stderr.flush()
     finally:
         posix._exit(0)
+
+
+def serve(hit: "tuple[str, str, bool]") -> None:
+    """Write what :func:`answer` found; inside the refresh-ahead window, then start the
+    detached refresh (the package must be importable)."""
+    text, key, ahead = hit
+    write_line(text)
+    if ahead:  # answered; the next token is minted in the background
+        from docker_credential_quayfed import background
+
+        background.start_refresh(key)
 
 
 def _importable(site: str) -> None:
