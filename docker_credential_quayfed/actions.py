@@ -123,16 +123,16 @@ def _failed_get(on_failure: str, key: str, message: str) -> Answer:
 
 def remember(settings: Config, cache: TokenCache) -> None:
     """Let the next `get` find its token without parsing the TOML (best effort)."""
-    from docker_credential_quayfed.cache import remember as write_snapshot
+    from docker_credential_quayfed import broker
 
     try:
-        write_snapshot(settings, cache)
+        broker.remember(settings, cache)
     except (OSError, QuayfedError) as exc:
         log.debug(f"could not write the config snapshot: {exc}")
 
 
 def store(stdin: str) -> Answer:
-    from docker_credential_quayfed import config
+    from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
     from docker_credential_quayfed.claims import NotAJWT
 
@@ -162,7 +162,7 @@ def store(stdin: str) -> Answer:
             f"mint a fresh one with '{PROGRAM} token {registry.key}'",
         )
     cache = TokenCache(config.default_cache_dir())
-    cache.write(registry.identity, entry)
+    cache.write(broker.key_for(registry), entry)
     remember(settings, cache)
     return Answer("")
 

@@ -27,13 +27,16 @@ from docker_credential_quayfed.errors import (
     NetworkError,
     QuayError,
     QuayfedError,
+    SecretError,
 )
 from docker_credential_quayfed.fastpath import DEFAULT_SKEW
 
 if TYPE_CHECKING:
     import httpx
 
+    from docker_credential_quayfed.config import Config
     from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.identity import CredentialKey, Principal
     from docker_credential_quayfed.sources import SourceContext, TokenSource
 
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
@@ -87,22 +90,27 @@ def robot_token(
 
     ``started`` (time.monotonic) is when the command began: ``timeout`` counts from there.
     ``oidc_token``: the JWT to exchange, when the caller has it already (the kubelet hands
-    over the pod's service-account token); otherwise the registry's source mints one.
+    over the pod's service-account token); otherwise the registry's source gives one. Every
+    cache read and write is under :func:`identify`'s key: a token is served only to the
+    principal it was minted for.
     """
     from docker_credential_quayfed.deadline import Deadline
 
     deadline = Deadline(registry.timeout, started if started is not None else time.monotonic())
-    key, identity = registry.key, registry.identity
+    credential, handed = identify(registry, deadline, oidc_token)
+    key = registry.key
     settings = settings_digest(registry)
+    # A handed-over JWT Quay would refuse now (expired) may not unlock a cached answer either.
+    servable = not handed or _unexpired(handed, clock())
 
     def fresh_in_cache() -> RobotToken | None:
-        cached = cache.read(key, identity)
+        cached = cache.read(credential) if servable else None
         if force or cached is None or cached.refresh_due(registry.refresh_margin, clock()):
             return None
         return cached
 
     def valid_in_cache() -> RobotToken | None:
-        cached = cache.read(key, identity)
+        cached = cache.read(credential) if servable else None
         return cached if cached is not None and cached.valid(clock(), SKEW) else None
 
     found = fresh_in_cache()
@@ -118,7 +126,7 @@ def robot_token(
         return Outcome(fallback, STALE)
 
     def failed_recently() -> Outcome | None:
-        noted = None if force else cache.recent_failure(key, identity, settings, FAILURE_WINDOW)
+        noted = None if force else cache.recent_failure(credential, settings, FAILURE_WINDOW)
         if noted is None:
             return None
         age, message = noted
@@ -134,7 +142,7 @@ def robot_token(
         return remembered
     wait = min(deadline.remaining(), STALE_LOCK_WAIT) if fallback else deadline.remaining()
     try:
-        with cache.lock(key, identity, timeout=max(wait, 0.0)):
+        with cache.lock(credential, timeout=max(wait, 0.0)):
             found = fresh_in_cache()
             if found is not None:
                 log.debug(f"another process refreshed {key} while we waited")
@@ -151,15 +159,15 @@ def robot_token(
                 if budget < MIN_REFRESH_BUDGET:
                     return serve_fallback("no time left to refresh before it expires")
             try:
-                fresh = mint(registry, clock, budget=budget, oidc_token=oidc_token)
+                fresh = mint(registry, clock, budget=budget, handed=handed, credential=credential)
             except QuayfedError as exc:
                 if isinstance(exc, NetworkError):
-                    cache.note_failure(key, identity, settings, exc.message)
+                    cache.note_failure(credential, settings, exc.message)
                 if fallback is not None and fallback.valid(clock(), SKEW):
                     return serve_fallback(f"refreshing the robot token failed ({exc.message})")
                 raise
-            cache.write(identity, fresh)
-            cache.clear_failure(key, identity)
+            cache.write(credential, fresh)
+            cache.clear_failure(credential)
             return Outcome(fresh, MINTED)
     except LockTimeout:
         if fallback is not None and fallback.valid(clock(), SKEW):
@@ -172,65 +180,140 @@ def refresh_ahead(
 ) -> RobotToken | None:
     """Mint the next token while the cached one is inside its refresh-ahead window; None when
     another process holds the lock (it is refreshing) or the token is no longer due."""
-    key, identity = registry.key, registry.identity
+    from docker_credential_quayfed.deadline import Deadline
+
+    credential, handed = identify(registry, Deadline(registry.timeout))
+    if handed and not _unexpired(handed, clock()):
+        return None
+    settings = settings_digest(registry)
     try:
-        with cache.lock(key, identity, timeout=0.0):
-            cached = cache.read(key, identity)
+        with cache.lock(credential, timeout=0.0):
+            cached = cache.read(credential)
             if cached is None or not cached.ahead_due(registry.refresh_margin, clock()):
                 return None
-            if cache.recent_failure(key, identity, settings_digest(registry), FAILURE_WINDOW):
+            if cache.recent_failure(credential, settings, FAILURE_WINDOW):
                 return None
             try:
-                fresh = mint(registry, clock)
+                fresh = mint(registry, clock, handed=handed, credential=credential)
             except NetworkError as exc:
-                cache.note_failure(key, identity, settings_digest(registry), exc.message)
+                cache.note_failure(credential, settings, exc.message)
                 raise
-            cache.write(identity, fresh)
-            cache.clear_failure(key, identity)
+            cache.write(credential, fresh)
+            cache.clear_failure(credential)
             return fresh
     except LockTimeout:
         return None
+
+
+def identify(
+    registry: RegistryConfig, deadline: Deadline, oidc_token: str | None = None
+) -> tuple[CredentialKey, str]:
+    """The one key of this request's credential, and the JWT that had to be read to learn it
+    ("" when the source mints it later). ``oidc_token`` is a JWT handed over by the caller
+    (the kubelet's service-account token): its own claims name the principal."""
+    from docker_credential_quayfed import identity
+    from docker_credential_quayfed.sources import for_registry
+
+    if oidc_token is not None:
+        try:
+            principal = identity.principal_of_jwt(oidc_token, registry.exchange_audience)
+        except identity.NoPrincipal as exc:
+            raise SecretError(
+                f"the JWT handed over for {registry.key} is unusable ({exc})",
+                "hand over an OIDC JWT with iss and sub claims",
+            ) from None
+        handed = oidc_token
+    else:
+        principal, handed = for_registry(registry).principal(registry, deadline)
+    key = identity.credential_key(registry.key, registry.robot, registry.quay_base_url, principal)
+    return key, handed
+
+
+def key_for(registry: RegistryConfig) -> CredentialKey:
+    """The key of ``registry``'s credential now (a carried JWT is read to learn it)."""
+    from docker_credential_quayfed.deadline import Deadline
+
+    return identify(registry, Deadline(registry.timeout))[0]
+
+
+def _unexpired(token: str, now: float) -> bool:
+    try:
+        expires = claims.numeric_claim(claims.unverified_claims(token), "exp")
+    except claims.NotAJWT:
+        return False
+    return expires is not None and expires - now > SKEW
+
+
+def remember(settings: Config, cache: TokenCache) -> None:
+    """Write the fast path's snapshot: for each registry key, the digest of its credential's
+    key, or (a token file) what the fast path needs to compute it from the JWT there. A
+    source whose identity lives in the process's environment is left to the full path."""
+    from docker_credential_quayfed.cache import SnapshotEntry, write_snapshot
+    from docker_credential_quayfed.sources import for_registry
+    from docker_credential_quayfed.sources.file import FileTokenSource
+
+    entries = {}
+    for name, registry in settings.registries.items():
+        source = for_registry(registry)
+        margin, robot = float(registry.refresh_margin), registry.robot
+        ahead = registry.refresh_ahead
+        if isinstance(source, FileTokenSource):
+            carrier = (registry.quay_base_url, registry.exchange_audience, registry.token_file)
+            entries[name] = SnapshotEntry("", margin, robot, ahead, carrier)
+        elif not (source.ambient or source.carries_jwt):
+            entries[name] = SnapshotEntry(key_for(registry).digest, margin, robot, ahead)
+    write_snapshot(cache, str(settings.path), settings.stamp, entries)
 
 
 def mint(
     registry: RegistryConfig,
     clock: Callable[[], float] = time.time,
     budget: float = 0.0,
-    oidc_token: str | None = None,
+    handed: str = "",
+    credential: CredentialKey | None = None,
 ) -> RobotToken:
-    """Get a JWT from the configured source and exchange it at Quay (network; imports httpx).
+    """Get a JWT from the configured source (or use the one ``handed`` over) and exchange it
+    at Quay (network; imports httpx).
 
     Everything inside ends within ``budget`` (default: the registry's timeout), whatever the
     servers or the secret command do. The two steps are :func:`fetch_oidc_token` and
     :func:`exchange`, which doctor runs one at a time to time and report them.
     """
-    from docker_credential_quayfed import transport
+    from docker_credential_quayfed import oidc, transport
 
     deadline = transport.Deadline(budget or registry.timeout)
     with transport.hard_deadline(deadline), registry_client(registry) as session:
-        if oidc_token is not None:
-            from docker_credential_quayfed import oidc
+        if handed:
+            log.secret(handed, user=registry.robot)
+            token = handed
+            if registry.exchange_audience:
+                from docker_credential_quayfed.sources import SourceContext, oauth
 
-            log.secret(oidc_token, user=registry.robot)
-            oidc.check_jwt(oidc_token, "service-account", clock())
-            return exchange(registry, session, oidc_token, deadline, clock)
-        minted, _ = fetch_oidc_token(registry, session, deadline, clock)
+                token = oauth.exchange_for_audience(
+                    SourceContext(registry, session, deadline), handed
+                )
+                log.secret(token, user=registry.robot)
+            oidc.check_jwt(token, registry.source, clock())
+            return exchange(registry, session, token, deadline, clock)
+        principal = credential.principal if credential is not None else None
+        minted, _ = fetch_oidc_token(registry, session, deadline, clock, principal=principal)
         try:
             return exchange(registry, session, minted, deadline, clock)
         except QuayError:
             # Quay refused this JWT: a kept copy would only be refused again.
-            forget_kept_jwt(registry)
+            forget_kept_jwt(registry, principal)
             raise
 
 
-def forget_kept_jwt(registry: RegistryConfig) -> None:
-    """Drop the JWT kept for reuse by the registry's issuer, client and identity."""
+def forget_kept_jwt(registry: RegistryConfig, principal: Principal | None = None) -> None:
+    """Drop the JWT kept for reuse by the principal of ``registry``'s credential."""
     from docker_credential_quayfed import config, logins
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.sources import for_registry
 
     if for_registry(registry).reusable:
-        TokenCache(config.default_cache_dir()).remove(logins.jwt_name(registry))
+        found = principal or key_for(registry).principal
+        TokenCache(config.default_cache_dir()).remove(logins.jwt_name(found))
 
 
 def fetch_oidc_token(
@@ -240,14 +323,15 @@ def fetch_oidc_token(
     clock: Callable[[], float] = time.time,
     *,
     reuse: bool = True,
+    principal: Principal | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The JWT from the registry's token source and its claims, refused where Quay would.
 
-    With ``reuse``, a JWT that another robot's exchange minted with the same issuer, client
-    and identity is used again while it stays valid (doctor asks for a fresh one)."""
+    With ``reuse``, a JWT that another robot's exchange minted for the same principal is
+    used again while it stays valid (doctor asks for a fresh one)."""
     from docker_credential_quayfed import oidc
 
-    oidc_token = source_token(registry, session, deadline, clock, reuse=reuse)
+    oidc_token = source_token(registry, session, deadline, clock, reuse=reuse, principal=principal)
     oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
     log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
     return oidc_token, oidc_claims
@@ -260,16 +344,20 @@ def source_token(
     clock: Callable[[], float] = time.time,
     *,
     reuse: bool = True,
+    principal: Principal | None = None,
 ) -> str:
-    """The source's JWT, exchanged at the issuer for ``exchange_audience`` when that is set."""
+    """The source's JWT, exchanged at the issuer for ``exchange_audience`` when that is set;
+    a reusable source's JWT is kept under its principal (``principal``: already known)."""
     from docker_credential_quayfed import config, logins
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.sources import SourceContext, for_registry
 
     source = for_registry(registry)
     cache = TokenCache(config.default_cache_dir()) if source.reusable else None
-    if cache is not None and reuse:
-        reused = logins.reusable_jwt(cache, registry, clock())
+    if cache is not None and principal is None:
+        principal = source.principal(registry, deadline)[0]
+    if cache is not None and principal is not None and reuse:
+        reused = logins.reusable_jwt(cache, principal, clock())
         if reused is not None:
             log.debug(f"reusing the JWT minted earlier for {registry.issuer} ({registry.source})")
             return reused
@@ -284,8 +372,8 @@ def source_token(
         log.debug(f"retrying with a fresh discovery document after: {exc.message}")
         context = SourceContext(registry, session, deadline, fresh_discovery=True)
         oidc_token = _from_source(source, context)
-    if cache is not None:
-        logins.keep_jwt(cache, registry, oidc_token)
+    if cache is not None and principal is not None:
+        logins.keep_jwt(cache, principal, oidc_token)
     return oidc_token
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import stat
 import time
@@ -26,12 +25,12 @@ __all__ = [
     "TokenCache",
     "decode_token",
     "encode_token",
-    "remember",
     "robot_token_from_jwt",
+    "write_snapshot",
 ]
 
 if TYPE_CHECKING:
-    from docker_credential_quayfed.config import Config
+    from docker_credential_quayfed.identity import CredentialKey
 
 FAILURE_MAGIC = "quayfed-failure 1"
 #: an iat this far in our future means the issuer's clock is ahead of ours
@@ -109,35 +108,43 @@ def decode_token(
 
 # -- the config snapshot ------------------------------------------------------------
 class SnapshotEntry:
-    __slots__ = ("ahead", "digest", "refresh_margin", "robot")
+    """A registry's line in the snapshot: its key digest, or how to compute it from the JWT
+    in a token file (``carrier``: Quay URL, audience asked of the issuer, token file)."""
 
-    def __init__(self, digest: str, refresh_margin: float, robot: str, ahead: bool) -> None:
-        self.digest = digest
+    __slots__ = ("ahead", "carrier", "digest", "refresh_margin", "robot")
+
+    def __init__(
+        self,
+        digest: str,
+        refresh_margin: float,
+        robot: str,
+        ahead: bool,
+        carrier: tuple[str, str, str] | None = None,
+    ) -> None:
+        self.digest = fastpath.FROM_TOKEN_FILE if carrier is not None else digest
         self.refresh_margin = refresh_margin
         self.robot = robot
         self.ahead = ahead
+        self.carrier = carrier
 
 
 def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEntry]) -> str:
     lines = [fastpath.SNAPSHOT_MAGIC, config_file, stamp]
     for key, entry in sorted(entries.items()):
         ahead = "ahead" if entry.ahead else "-"
-        lines.append(f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}")
+        line = f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}"
+        if entry.carrier is not None:
+            line += " " + " ".join(fastpath.escape_field(field) for field in entry.carrier)
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-def remember(settings: Config, cache: TokenCache) -> None:
-    """Record which token file answers each registry key while config.toml keeps its stamp."""
-    from docker_credential_quayfed.sources import BY_NAME
-
-    entries = {
-        key: SnapshotEntry(
-            identity_digest(r.identity), float(r.refresh_margin), r.robot, r.refresh_ahead
-        )
-        for key, r in settings.registries.items()
-        if not BY_NAME[r.source].ambient  # its identity is the environment's: full path
-    }
-    text = encode_snapshot(str(settings.path), settings.stamp, entries)
+def write_snapshot(
+    cache: TokenCache, config_file: str, stamp: str, entries: dict[str, SnapshotEntry]
+) -> None:
+    """Record which token file answers each registry key while config.toml keeps its stamp
+    (written only when it changed)."""
+    text = encode_snapshot(config_file, stamp, entries)
     dir_fd = fastpath.open_private_dir(str(cache.directory))
     current = None
     if dir_fd is not None:
@@ -147,6 +154,11 @@ def remember(settings: Config, cache: TokenCache) -> None:
             os.close(dir_fd)
     if current != text:
         cache.write_private(fastpath.SNAPSHOT_NAME, text)
+
+
+def forget_snapshot(cache: TokenCache) -> None:
+    """Drop the snapshot: the next get takes the full path and computes every key again."""
+    cache.remove(fastpath.SNAPSHOT_NAME)
 
 
 class LockTimeout(CacheError):
@@ -171,26 +183,30 @@ def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> R
 
 
 class TokenCache:
-    """Token files under ``directory``, keyed by registry key and credential identity."""
+    """Token files under ``directory``, each under its :class:`~.identity.CredentialKey`."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     # -- paths -----------------------------------------------------------------------------
-    def path_for(self, registry: str, identity: str) -> Path:
-        return self.directory / fastpath.token_file_name(registry, identity_digest(identity))
+    def path_for(self, key: CredentialKey) -> Path:
+        return self.directory / fastpath.token_file_name(key.registry, key.digest)
 
     # -- reading ---------------------------------------------------------------------------
-    def read(self, registry: str, identity: str) -> RobotToken | None:
+    def read(self, key: CredentialKey) -> RobotToken | None:
         """The cached token, or None; a symlink, a foreign, a readable-by-others, an edited or
-        a corrupt file is discarded (the next refresh replaces it)."""
-        path = self.path_for(registry, identity)
+        a corrupt file is discarded (the next refresh replaces it), and so is one for another
+        robot."""
+        registry = key.registry
+        path = self.path_for(key)
         dir_fd = self._open_directory()
         if dir_fd is None:
             return None
         try:
             text = fastpath.read_private(path.name, dir_fd)
             entry = decode_token(text, registry, _exp_claim) if text is not None else None
+            if entry is not None and entry.robot != key.robot:
+                entry = None
             if entry is None and os.path.lexists(path):
                 log.debug(f"cache file {path} is not a private, intact token file; discarding it")
                 with contextlib.suppress(OSError):
@@ -214,21 +230,21 @@ class TokenCache:
         return fastpath.open_private_dir(str(self.directory))
 
     # -- remembering a failure ---------------------------------------------------------------
-    def note_failure(self, registry: str, identity: str, settings: str, message: str) -> None:
+    def note_failure(self, key: CredentialKey, settings: str, message: str) -> None:
         """Remember that refreshing failed at the network level just now (best effort)."""
         text = f"{FAILURE_MAGIC}\n{settings}\n{time.time()!r}\n{' '.join(message.split())}\n"
         with contextlib.suppress(OSError, CacheError):
-            self._write_private(self._failure_path(registry, identity), text)
+            self._write_private(self._failure_path(key), text)
 
     def recent_failure(
-        self, registry: str, identity: str, settings: str, window: float
+        self, key: CredentialKey, settings: str, window: float
     ) -> tuple[float, str] | None:
         """(seconds ago, message) of a failure noted within ``window`` for the same settings."""
         dir_fd = self._open_directory()
         if dir_fd is None:
             return None
         try:
-            text = fastpath.read_private(self._failure_path(registry, identity).name, dir_fd)
+            text = fastpath.read_private(self._failure_path(key).name, dir_fd)
         finally:
             os.close(dir_fd)
         lines = (text or "").split("\n")
@@ -240,15 +256,17 @@ class TokenCache:
             return None
         return (age, lines[3]) if 0 <= age < window else None
 
-    def clear_failure(self, registry: str, identity: str) -> None:
-        self._discard(self._failure_path(registry, identity))
+    def clear_failure(self, key: CredentialKey) -> None:
+        self._discard(self._failure_path(key))
 
-    def _failure_path(self, registry: str, identity: str) -> Path:
-        return self.path_for(registry, identity).with_suffix(".failed")
+    def _failure_path(self, key: CredentialKey) -> Path:
+        return self.path_for(key).with_suffix(".failed")
 
     # -- writing ---------------------------------------------------------------------------
-    def write(self, identity: str, entry: RobotToken) -> Path:
-        path = self.path_for(entry.registry, identity)
+    def write(self, key: CredentialKey, entry: RobotToken) -> Path:
+        if (entry.registry, entry.robot) != (key.registry, key.robot):
+            raise ValueError("a robot token is written under its own registry and robot only")
+        path = self.path_for(key)
         self._write_private(path, encode_token(entry))
         return path
 
@@ -298,11 +316,9 @@ class TokenCache:
                 removed += 1
         return removed
 
-    def lock(
-        self, registry: str, identity: str, timeout: float
-    ) -> contextlib.AbstractContextManager[None]:
+    def lock(self, key: CredentialKey, timeout: float) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock for this key; raises CacheError after ``timeout`` seconds."""
-        return self.lock_file(self.path_for(registry, identity).with_suffix(".lock").name, timeout)
+        return self.lock_file(self.path_for(key).with_suffix(".lock").name, timeout)
 
     @contextlib.contextmanager
     def lock_file(self, name: str, timeout: float) -> Iterator[None]:
@@ -366,10 +382,6 @@ class TokenCache:
     def _discard(self, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def identity_digest(identity: str) -> str:
-    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[: fastpath.DIGEST_LENGTH]
 
 
 def _exp_claim(token: str) -> float | None:

@@ -134,17 +134,6 @@ class RegistryConfig:
     def quay_base_url(self) -> str:
         return (self.quay_url or f"https://{self.key}").rstrip("/")
 
-    @property
-    def identity(self) -> str:
-        """What distinguishes one credential from another for the same registry key."""
-        from docker_credential_quayfed.sources import BY_NAME
-
-        subject = BY_NAME[self.source].identity_of(self)
-        return "\n".join(
-            (self.key, self.robot, self.issuer, self.client_id, self.source, subject,
-             self.audience, self.exchange_audience, self.token_type, self.quay_base_url)
-        )  # fmt: skip
-
     def where(self, name: str) -> str:
         return f"{self.config_file}: [registries.{_quote(self.key)}] {name}"
 

@@ -6,7 +6,9 @@ imports no HTTP library: the deadline it keeps while waiting lives here, not in 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -19,3 +21,19 @@ class Deadline:
 
     def remaining(self) -> float:
         return self.seconds - (time.monotonic() - self.started)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Hold the deadline's alarm (SIGALRM) back while a write that must finish runs; a timer
+    that expired meanwhile fires as soon as the block ends."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not on Linux
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

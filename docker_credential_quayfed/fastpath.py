@@ -198,7 +198,7 @@ def ahead_at(issued_at: float, expires_at: float, refresh_margin: float) -> floa
 
 # -- token files and the config snapshot -------------------------------------------------------
 TOKEN_MAGIC = "quayfed-token 1"
-SNAPSHOT_MAGIC = "quayfed-config 2"
+SNAPSHOT_MAGIC = "quayfed-config 3"
 SNAPSHOT_NAME = "config.snapshot"
 MAX_FILE = 1 << 16
 #: the snapshot holds a line per registry: room for thousands
@@ -282,14 +282,103 @@ def is_digest(text: str) -> bool:
     return len(text) == DIGEST_LENGTH and set(text) <= _DIGEST_CHARS
 
 
+# -- whose credential: the one key (``identity`` builds it; the fast path for a token file) ---
+def credential_digest(
+    registry: str, robot: str, quay_url: str, kind: str, issuer: str, subject: str, audience: str
+) -> str:
+    """The digest naming a robot token's files: registry key, robot, Quay's URL and the
+    principal (how it was learnt, issuer, subject, audience). Each part is length-prefixed, so
+    no two different keys share a text."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # C, lighter than hashlib
+    except ImportError:  # pragma: no cover - Python 3.12 and later
+        from hashlib import sha256
+    parts = (registry, robot, quay_url, kind, issuer, subject, audience)
+    text = "quayfed-key 1\n" + "".join(f"{len(part)}:{part}\n" for part in parts)
+    digest: str = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:DIGEST_LENGTH]
+
+
+def jwt_principal(token: str) -> "tuple[str, str, str] | None":
+    """(iss, sub, aud) at the top level of a compact JWT's claims, ``aud`` as ``identity``
+    spells it (a list sorted and newline-joined); None when they cannot be read without doubt
+    (an escape, a duplicate, a value that is not a string): the full path then reads them."""
+    text = _claims_text(token)
+    if text is None or "\\" in text or not text.lstrip(_WHITESPACE).startswith("{"):
+        return None
+    # With no escapes, splitting at '"' alternates structure (even) and string text (odd).
+    pieces = text.split('"')
+    if len(pieces) % 2 == 0:
+        return None
+    found = {}
+    depth = 0
+    for index in range(1, len(pieces), 2):
+        before = pieces[index - 1]
+        depth += before.count("{") + before.count("[") - before.count("}") - before.count("]")
+        name, after = pieces[index], pieces[index + 1].strip(_WHITESPACE)
+        if depth != 1 or name not in ("iss", "sub", "aud") or not after.startswith(":"):
+            continue  # a value, a nested key, or a claim that decides nothing here
+        if name in found:
+            return None  # a duplicate: which one counts is the JSON reader's business
+        if after == ":" and index + 2 < len(pieces):
+            found[name] = pieces[index + 2]
+        elif name == "aud" and after == ":[":
+            items = _string_list(pieces, index + 2)
+            if items is None:
+                return None
+            found[name] = "\n".join(sorted(items))
+        else:
+            return None  # a number, an object, null: not a principal
+    issuer, subject = found.get("iss", ""), found.get("sub", "")
+    if not issuer or not subject:
+        return None
+    return issuer, subject, found.get("aud", "")
+
+
+_WHITESPACE = " \t\r\n"
+
+
+def _string_list(pieces: "list[str]", index: int) -> "list[str] | None":
+    """The strings of a JSON list whose first string is ``pieces[index]`` (see jwt_principal)."""
+    items = []
+    while index < len(pieces):
+        items.append(pieces[index])
+        between = pieces[index + 1].strip(_WHITESPACE)
+        if between.startswith("]"):
+            return items
+        if between != ",":
+            return None
+        index += 2
+    return None
+
+
+def _claims_text(token: str) -> "str | None":
+    """The claims segment of a compact JWT as text (base64url by str.translate and int)."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1] or not set(parts[1]) <= _B64URL_CHARS:
+        return None
+    bits = parts[1].translate(_B64URL_BITS)
+    bits = bits[: len(bits) - len(bits) % 8]  # the last character's spare bits
+    try:
+        return int(bits, 2).to_bytes(len(bits) // 8, "big").decode("utf-8")
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def fingerprint(info: posix.stat_result) -> str:
     return f"{info.st_dev} {info.st_ino} {info.st_size} {info.st_mtime_ns}"
 
 
+#: in a snapshot line, in place of a digest: the key depends on the JWT in a token file
+FROM_TOKEN_FILE = "@file"
+
+
 def lookup_snapshot(
     text: str, config_file: str, stamp: str, key: str
-) -> "tuple[str, float, str, bool] | None":
-    """(identity digest, refresh margin, robot, refresh ahead?) of ``key``'s line."""
+) -> "tuple[str, float, str, bool, tuple[str, str, str] | None] | None":
+    """(identity digest, refresh margin, robot, refresh ahead?, token file) of ``key``'s line.
+    For a registry whose JWT is in a file, the digest is FROM_TOKEN_FILE and the last field
+    is (Quay URL, audience asked of the issuer, token file): the key is computed from the JWT."""
     header = f"{SNAPSHOT_MAGIC}\n{config_file}\n{stamp}\n"
     if not text.startswith(header):
         return None
@@ -299,14 +388,71 @@ def lookup_snapshot(
         return None
     end = text.find("\n", start + 1)
     parts = text[start + 1 : end if end >= 0 else len(text)].split(" ")
-    if len(parts) != 5 or parts[4] not in ("ahead", "-"):
+    if len(parts) not in (5, 8) or parts[4] not in ("ahead", "-"):
         return None
-    if not is_digest(parts[1]):
+    carrier = None
+    if len(parts) == 8 and parts[1] == FROM_TOKEN_FILE:
+        carrier = (unescape_field(parts[5]), unescape_field(parts[6]), unescape_field(parts[7]))
+    elif len(parts) != 5 or not is_digest(parts[1]):
         return None  # a file name is built from it: nothing but a digest will do
     try:
-        return parts[1], float(parts[2]), parts[3], parts[4] == "ahead"
+        return parts[1], float(parts[2]), parts[3], parts[4] == "ahead", carrier
     except ValueError:
         return None
+
+
+def escape_field(text: str) -> str:
+    """A snapshot field: "-" for empty; space, newline and % written as %XX."""
+    if not text:
+        return "-"
+    return "".join(f"%{ord(c):02x}" if c in " %\n\r-" else c for c in text)
+
+
+def unescape_field(text: str) -> str:
+    if text == "-":
+        return ""
+    if "%" not in text:
+        return text
+    pieces = text.split("%")
+    return pieces[0] + "".join(chr(int(p[:2], 16)) + p[2:] for p in pieces[1:])
+
+
+def read_token_jwt(path: str) -> "str | None":
+    """The JWT in a token file as a source reads it (symlinks followed, as a projected
+    token's are); None for anything but a small regular file of base64url text."""
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if (posix.fstat(fd).st_mode & _S_IFMT) != _S_IFREG:
+            return None
+        data = posix.read(fd, MAX_FILE)
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+def token_file_digest(
+    key: str, robot: str, carrier: "tuple[str, str, str]", now: float
+) -> "str | None":
+    """The key digest of a registry whose JWT is in a file, from the JWT there now; None when
+    it cannot be read, names nobody, or has expired (Quay would refuse it: no answer)."""
+    quay_url, audience, path = carrier
+    jwt = read_token_jwt(path)
+    if not jwt:
+        return None
+    principal = jwt_principal(jwt)
+    expires = jwt_exp(jwt)
+    if principal is None or expires is None or expires - now <= DEFAULT_SKEW:
+        return None
+    issuer, subject, own_audience = principal
+    return credential_digest(key, robot, quay_url, "jwt", issuer, subject, audience or own_audience)
 
 
 def open_private_dir(directory: str) -> "int | None":
@@ -379,7 +525,13 @@ def cached_answer(key: str) -> "tuple[str, str, bool] | None":
         entry = lookup_snapshot(snapshot, config, stamp, key)
         if entry is None:
             return None
-        digest, margin, robot, ahead = entry
+        digest, margin, robot, ahead, carrier = entry
+        now = time.time()
+        if carrier is not None:
+            from_jwt = token_file_digest(key, robot, carrier, now)
+            if from_jwt is None:
+                return None
+            digest = from_jwt
         text = read_private(token_file_name(key, digest), dir_fd)
     finally:
         posix.close(dir_fd)
@@ -387,7 +539,6 @@ def cached_answer(key: str) -> "tuple[str, str, bool] | None":
     if found is None or found[0] != robot:
         return None
     _, token, issued_at, expires_at = found
-    now = time.time()
     if now >= refresh_at(issued_at, expires_at, margin):
         return None
     return robot, token, ahead and now >= ahead_at(issued_at, expires_at, margin)

@@ -3,8 +3,9 @@
 A login belongs to an issuer and a client, not to a registry: two registries that trust the
 same realm share one login. Its file (``@login-<digest>.json``, 0600, in the token cache's
 private directory) holds the refresh token, replaced whenever the issuer rotates it. A JWT a
-source minted (``@jwt-<digest>.jwt``) is reused by other robots of the same issuer, client and
-identity while it stays valid, instead of asking the issuer again.
+source minted (``@jwt-<digest>.jwt``) is reused by other robots of the same principal
+(``identity``: issuer, client and identity, the login's person included) while it stays
+valid, instead of asking the issuer again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from docker_credential_quayfed import claims, log
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.cache import TokenCache
-    from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.config import Config, RegistryConfig
+    from docker_credential_quayfed.identity import Principal
 
 #: a reused JWT must have at least this long left when Quay checks it
 JWT_REUSE_MARGIN = 60.0
@@ -51,6 +53,19 @@ def _digest(*parts: str) -> str:
 
 def login_name(registry: RegistryConfig) -> str:
     return f"@login-{_digest(registry.issuer, registry.client_id)}.json"
+
+
+def sharing(settings: Config, registry: RegistryConfig) -> list[RegistryConfig]:
+    """Every registry whose person's login is ``registry``'s (same issuer and client), itself
+    first: logging in or out at one is logging in or out at all of them."""
+    others = [
+        other
+        for other in settings.registries.values()
+        if other.source == registry.source
+        and login_name(other) == login_name(registry)
+        and other.key != registry.key
+    ]
+    return [registry, *sorted(others, key=lambda other: other.key)]
 
 
 def lock_name(registry: RegistryConfig) -> str:
@@ -92,14 +107,24 @@ def _well_typed(login: Login) -> bool:
 
 
 def write(cache: TokenCache, registry: RegistryConfig, login: Login) -> None:
+    """Store the login; when it names another person than the stored one, the fast path's
+    snapshot is dropped (the person is part of every key minted from the login)."""
+    from docker_credential_quayfed.cache import forget_snapshot
+
     log.secret(login.refresh_token)
+    previous = read(cache, registry)
     document = {"format": LOGIN_MAGIC, **asdict(login)}
     cache.write_private(login_name(registry), json.dumps(document, ensure_ascii=True) + "\n")
+    if previous is None or previous.subject != login.subject:
+        forget_snapshot(cache)
 
 
 def forget(cache: TokenCache, registry: RegistryConfig) -> bool:
-    """Remove the login and the JWTs minted with it; True if there was a login."""
-    cache.remove(jwt_name(registry))
+    """Remove the login; True if there was one. The fast path's snapshot goes with it, so no
+    robot token keyed by this login's person is served from there again."""
+    from docker_credential_quayfed.cache import forget_snapshot
+
+    forget_snapshot(cache)
     return cache.remove(login_name(registry))
 
 
@@ -150,29 +175,17 @@ def _refresh_expiry(body: dict[str, Any], refresh: str, now: float) -> float | N
 # -- JWT reuse across robots ------------------------------------------------------------------
 
 
-def jwt_name(registry: RegistryConfig) -> str:
-    """One name per issuer, client, source, identity and token request: the robot, the
+def jwt_name(principal: Principal) -> str:
+    """One name per principal (issuer, client, identity, token request): the robot, the
     registry and Quay are deliberately not part of it."""
-    from docker_credential_quayfed.sources import BY_NAME
+    from docker_credential_quayfed.identity import principal_digest
 
-    identity_key = BY_NAME[registry.source].identity_key
-    subject = str(getattr(registry, identity_key)) if identity_key else ""
-    digest = _digest(
-        registry.issuer,
-        registry.client_id,
-        registry.source,
-        subject,
-        registry.scope,
-        registry.audience,
-        registry.token_type,
-        registry.exchange_audience,
-    )
-    return f"@jwt-{digest}.jwt"
+    return f"@jwt-{principal_digest(principal)}.jwt"
 
 
-def reusable_jwt(cache: TokenCache, registry: RegistryConfig, now: float) -> str | None:
-    """A JWT minted earlier for the same issuer, client and identity, still valid long enough."""
-    token = (cache.read_private(jwt_name(registry)) or "").strip()
+def reusable_jwt(cache: TokenCache, principal: Principal, now: float) -> str | None:
+    """A JWT minted earlier for the same principal, still valid long enough."""
+    token = (cache.read_private(jwt_name(principal)) or "").strip()
     if not token:
         return None
     try:
@@ -185,12 +198,12 @@ def reusable_jwt(cache: TokenCache, registry: RegistryConfig, now: float) -> str
     return token
 
 
-def keep_jwt(cache: TokenCache, registry: RegistryConfig, token: str) -> None:
+def keep_jwt(cache: TokenCache, principal: Principal, token: str) -> None:
     """Remember a freshly minted JWT for other robots (best effort)."""
     from docker_credential_quayfed.errors import QuayfedError
 
     try:
-        cache.write_private(jwt_name(registry), token + "\n")
+        cache.write_private(jwt_name(principal), token + "\n")
     except (OSError, QuayfedError, UnicodeEncodeError) as exc:
         log.debug(f"could not keep the JWT for reuse: {exc}")
 

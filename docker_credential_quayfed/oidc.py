@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -209,9 +210,12 @@ def token_response(
     deadline: Deadline,
     client_auth: tuple[str, str] | None = None,
     what: str = "",
+    on_success: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """POST a grant (or a device authorization) and return the JSON answer; every token in it
-    is registered as a secret. An OAuth error answer raises :class:`GrantRefused`."""
+    is registered as a secret. An OAuth error answer raises :class:`GrantRefused`.
+    ``on_success`` gets a 200's JSON at once, with the deadline's alarm held back: what it
+    writes (a rotated refresh token) is written whatever happens next."""
     grant = what or _grant_name(form.get("grant_type", "?"))
     response = transport.request(
         session,
@@ -236,6 +240,11 @@ def token_response(
             f"the endpoint {urls.shown(endpoint)} answered HTTP 200 without JSON",
             "check that issuer points at an OIDC provider",
         )
+    if on_success is not None:
+        from docker_credential_quayfed.deadline import shielded
+
+        with shielded():
+            on_success(body)
     return body
 
 

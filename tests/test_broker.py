@@ -54,7 +54,8 @@ class FakeMint:
         registry: RegistryConfig,
         clock: Callable[[], float],
         budget: float = 0.0,
-        oidc_token: str | None = None,
+        handed: str = "",
+        credential: object = None,
     ) -> RobotToken:
         self.budgets.append(budget)
         self.during()
@@ -72,8 +73,10 @@ def registry_config(timeout: float = 25.0) -> RegistryConfig:
         key=KEY,
         robot=ROBOT,
         issuer="https://idp.example.com",
-        source="env",
-        token_env="QUAY_ID_TOKEN",
+        source="password",
+        client_id="quay",
+        username="jdoe",
+        password_env="QUAY_PASSWORD",
         timeout=timeout,
     )
 
@@ -112,7 +115,7 @@ def test_a_fresh_cached_token_is_served_without_minting(
 ) -> None:
     clock = Clock()
     cached = fresh_token(clock.now)
-    cache.write(registry.identity, cached)
+    cache.write(broker.key_for(registry), cached)
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now + 1)))
 
     outcome = broker.robot_token(registry, cache, clock=clock)
@@ -125,7 +128,7 @@ def test_a_token_due_for_refresh_is_replaced_by_a_minted_one_and_written(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now))
+    cache.write(broker.key_for(registry), due_token(clock.now))
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
 
@@ -133,7 +136,7 @@ def test_a_token_due_for_refresh_is_replaced_by_a_minted_one_and_written(
 
     assert (outcome.how, outcome.token) == (broker.MINTED, minted)
     assert fake.calls == 1
-    assert cache.read(KEY, registry.identity) == minted
+    assert cache.read(broker.key_for(registry)) == minted
 
 
 def test_with_nothing_cached_a_token_is_minted_and_then_served_from_cache(
@@ -156,7 +159,7 @@ def test_time_passing_on_the_clock_makes_a_cached_token_due(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, fresh_token(clock.now))
+    cache.write(broker.key_for(registry), fresh_token(clock.now))
     later = fresh_token(clock.now + HOUR - 100)
     fake = install(monkeypatch, FakeMint(later))
 
@@ -171,7 +174,7 @@ def test_force_mints_even_when_the_cached_token_is_fresh(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, fresh_token(clock.now))
+    cache.write(broker.key_for(registry), fresh_token(clock.now))
     minted = robot_token(clock.now, clock.now + HOUR, "forced")
     fake = install(monkeypatch, FakeMint(minted))
 
@@ -186,14 +189,14 @@ def test_a_network_failure_with_a_valid_token_in_hand_serves_it_and_is_remembere
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(registry.identity, in_hand)
+    cache.write(broker.key_for(registry), in_hand)
     fake = install(monkeypatch, FakeMint(NetworkError("Quay at https://q kept answering 503")))
 
     outcome = broker.robot_token(registry, cache, clock=clock)
 
     assert (outcome.how, outcome.token, fake.calls) == (broker.STALE, in_hand, 1)
     noted = cache.recent_failure(
-        KEY, registry.identity, broker.settings_digest(registry), broker.FAILURE_WINDOW
+        broker.key_for(registry), broker.settings_digest(registry), broker.FAILURE_WINDOW
     )
     assert noted is not None and "kept answering 503" in noted[1]
 
@@ -203,7 +206,7 @@ def test_a_remembered_failure_answers_the_next_get_without_minting_until_forced(
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(registry.identity, in_hand)
+    cache.write(broker.key_for(registry), in_hand)
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
     broker.robot_token(registry, cache, clock=clock)
@@ -235,7 +238,7 @@ def test_a_failure_is_forgotten_once_the_window_has_passed(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now))
+    cache.write(broker.key_for(registry), due_token(clock.now))
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
     broker.robot_token(registry, cache, clock=clock)
 
@@ -251,7 +254,7 @@ def test_changed_settings_do_not_inherit_a_remembered_failure(
 ) -> None:
     clock = Clock()
     before, after = registry_config(timeout=25.0), registry_config(timeout=20.0)
-    assert before.identity == after.identity
+    assert broker.key_for(before) == broker.key_for(after)
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
     with pytest.raises(NetworkError):
@@ -266,7 +269,7 @@ def test_a_successful_mint_clears_the_remembered_failure(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now))
+    cache.write(broker.key_for(registry), due_token(clock.now))
     install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
     broker.robot_token(registry, cache, clock=clock)
     install(monkeypatch, FakeMint(fresh_token(clock.now)))
@@ -275,7 +278,7 @@ def test_a_successful_mint_clears_the_remembered_failure(
 
     assert outcome.how == broker.MINTED
     digest = broker.settings_digest(registry)
-    assert cache.recent_failure(KEY, registry.identity, digest, broker.FAILURE_WINDOW) is None
+    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW) is None
 
 
 @pytest.mark.parametrize(
@@ -294,7 +297,7 @@ def test_an_auth_failure_serves_the_token_in_hand_but_is_not_remembered(
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(registry.identity, in_hand)
+    cache.write(broker.key_for(registry), in_hand)
     fake = install(monkeypatch, FakeMint(failure))
 
     first = broker.robot_token(registry, cache, clock=clock)
@@ -303,7 +306,7 @@ def test_an_auth_failure_serves_the_token_in_hand_but_is_not_remembered(
     assert (first.how, first.token, second.how) == (broker.STALE, in_hand, broker.STALE)
     assert fake.calls == 2
     digest = broker.settings_digest(registry)
-    assert cache.recent_failure(KEY, registry.identity, digest, broker.FAILURE_WINDOW) is None
+    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW) is None
 
 
 @pytest.mark.parametrize("kind", [NetworkError, QuayError, IssuerError, SecretError])
@@ -326,7 +329,7 @@ def test_an_expired_cached_token_is_not_a_fallback(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, robot_token(clock.now - HOUR, clock.now - 1, "expired"))
+    cache.write(broker.key_for(registry), robot_token(clock.now - HOUR, clock.now - 1, "expired"))
     install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
     with pytest.raises(NetworkError):
@@ -339,7 +342,7 @@ def test_a_token_with_too_little_life_left_is_served_without_minting(
     clock = Clock()
     in_hand = due_token(clock.now, left=6.0)
     assert broker.SKEW == 5.0
-    cache.write(registry.identity, in_hand)
+    cache.write(broker.key_for(registry), in_hand)
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
     outcome = broker.robot_token(registry, cache, clock=clock)
@@ -352,7 +355,7 @@ def test_a_token_within_the_skew_of_expiry_is_not_served(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now, left=broker.SKEW))
+    cache.write(broker.key_for(registry), due_token(clock.now, left=broker.SKEW))
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
 
@@ -365,7 +368,7 @@ def test_the_refresh_budget_is_capped_while_a_long_lived_token_is_in_hand(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now, left=200.0))
+    cache.write(broker.key_for(registry), due_token(clock.now, left=200.0))
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
     broker.robot_token(registry, cache, clock=clock)
@@ -379,7 +382,7 @@ def test_the_refresh_budget_never_outlives_the_token_in_hand(
 ) -> None:
     clock = Clock()
     left = 10.0
-    cache.write(registry.identity, due_token(clock.now, left=left))
+    cache.write(broker.key_for(registry), due_token(clock.now, left=left))
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
     broker.robot_token(registry, cache, clock=clock)
@@ -402,7 +405,7 @@ def test_a_token_that_expires_while_minting_fails_is_not_served(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now, left=60.0))
+    cache.write(broker.key_for(registry), due_token(clock.now, left=60.0))
 
     def time_passes() -> None:
         clock.now += 60.0
@@ -418,12 +421,12 @@ def test_another_process_holding_the_lock_gets_the_token_in_hand_served(
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(registry.identity, in_hand)
+    cache.write(broker.key_for(registry), in_hand)
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
     # A short wait keeps the test fast; the decision is the same at any length.
     monkeypatch.setattr(broker, "STALE_LOCK_WAIT", 0.05)
 
-    with cache.lock(KEY, registry.identity, timeout=1.0):
+    with cache.lock(broker.key_for(registry), timeout=1.0):
         outcome = broker.robot_token(registry, cache, clock=clock)
 
     assert (outcome.how, outcome.token, fake.calls) == (broker.STALE, in_hand, 0)
@@ -433,15 +436,15 @@ def test_erase_clears_a_remembered_failure(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(registry.identity, due_token(clock.now))
+    cache.write(broker.key_for(registry), due_token(clock.now))
     install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
     broker.robot_token(registry, cache, clock=clock)
     digest = broker.settings_digest(registry)
-    assert cache.recent_failure(KEY, registry.identity, digest, broker.FAILURE_WINDOW)
+    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW)
 
     assert cache.erase(KEY) == 1
 
-    assert cache.recent_failure(KEY, registry.identity, digest, broker.FAILURE_WINDOW) is None
+    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW) is None
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
     outcome = broker.robot_token(registry, cache, clock=clock)

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed import config, fastpath
-from docker_credential_quayfed.cache import RobotToken, TokenCache, remember, robot_token_from_jwt
+from docker_credential_quayfed import broker, config, fastpath
+from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CacheError
+from docker_credential_quayfed.identity import Principal, credential_key
 from tests.jwt_factory import fake_jwt
 
 REGISTRY = "quay.example.com"
-IDENTITY = "quay.example.com\norg+bot\nissuer"
+KEY = credential_key(
+    REGISTRY, "org+bot", f"https://{REGISTRY}", Principal("password", "https://i", "jdoe")
+)
 
 
 def token(now: float, lifetime: float = 3600) -> RobotToken:
@@ -26,8 +29,8 @@ def token(now: float, lifetime: float = 3600) -> RobotToken:
 def test_round_trip_with_private_modes(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path / "cache")
     entry = token(1000.0)
-    path = cache.write(IDENTITY, entry)
-    assert cache.read(REGISTRY, IDENTITY) == entry
+    path = cache.write(KEY, entry)
+    assert cache.read(KEY) == entry
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
 
@@ -36,7 +39,7 @@ def test_existing_open_directory_is_tightened(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o755)
     os.chmod(directory, 0o755)
-    TokenCache(directory).write(IDENTITY, token(1000.0))
+    TokenCache(directory).write(KEY, token(1000.0))
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
@@ -63,33 +66,33 @@ def test_refresh_due_uses_min_of_margin_and_half_lifetime() -> None:
 )
 def test_corrupt_file_is_discarded_and_replaced(tmp_path: Path, content: bytes) -> None:
     cache = TokenCache(tmp_path)
-    path = cache.path_for(REGISTRY, IDENTITY)
+    path = cache.path_for(KEY)
     path.write_bytes(content)
-    assert cache.read(REGISTRY, IDENTITY) is None
+    assert cache.read(KEY) is None
     assert not path.exists()
     entry = token(5.0)
-    cache.write(IDENTITY, entry)
-    assert cache.read(REGISTRY, IDENTITY) == entry
+    cache.write(KEY, entry)
+    assert cache.read(KEY) == entry
 
 
 def test_foreign_registry_entry_is_discarded(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
-    path = cache.write(IDENTITY, token(5.0))
+    path = cache.write(KEY, token(5.0))
     path.write_text(path.read_text().replace(REGISTRY, "evil.example.com"))
-    assert cache.read(REGISTRY, IDENTITY) is None
+    assert cache.read(KEY) is None
     assert not path.exists()
 
 
 def test_symlinked_cache_file_is_never_followed(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path / "cache")
-    cache.write(IDENTITY, token(5.0))
+    cache.write(KEY, token(5.0))
     target = tmp_path / "elsewhere.json"
     target.write_text("precious")
-    path = cache.path_for(REGISTRY, IDENTITY)
+    path = cache.path_for(KEY)
     path.unlink()
     path.symlink_to(target)
-    assert cache.read(REGISTRY, IDENTITY) is None
-    cache.write(IDENTITY, token(6.0))
+    assert cache.read(KEY) is None
+    cache.write(KEY, token(6.0))
     assert target.read_text() == "precious"
     assert not path.is_symlink()
 
@@ -100,28 +103,29 @@ def test_symlinked_cache_directory_is_refused(tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(real)
     with pytest.raises(CacheError, match="symlink"):
-        TokenCache(link).write(IDENTITY, token(5.0))
+        TokenCache(link).write(KEY, token(5.0))
 
 
 def test_erase_removes_only_that_registry(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
-    cache.write(IDENTITY, token(5.0))
+    cache.write(KEY, token(5.0))
     other = RobotToken("other.example.com", "o+b", fake_jwt({"exp": 10}), 1, 10)
-    cache.write("other", other)
+    other_key = credential_key("other.example.com", "o+b", "https://o", KEY.principal)
+    cache.write(other_key, other)
     assert cache.erase(REGISTRY) == 1
-    assert cache.read(REGISTRY, IDENTITY) is None
-    assert cache.read("other.example.com", "other") == other
+    assert cache.read(KEY) is None
+    assert cache.read(other_key) == other
 
 
 def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path)
     for i in range(5):
-        cache.write(IDENTITY, token(float(i)))
+        cache.write(KEY, token(float(i)))
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".token"]
 
 
 def _hold_lock(directory: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:
-    with TokenCache(Path(directory)).lock(REGISTRY, IDENTITY, timeout=5):
+    with TokenCache(Path(directory)).lock(KEY, timeout=5):
         ready.set()
         time.sleep(seconds)
 
@@ -134,12 +138,12 @@ def test_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
         assert ready.wait(5)
         with (
             pytest.raises(CacheError, match="held the lock"),
-            TokenCache(tmp_path).lock(REGISTRY, IDENTITY, timeout=0.3),
+            TokenCache(tmp_path).lock(KEY, timeout=0.3),
         ):
             pass
     finally:
         holder.join()
-    with TokenCache(tmp_path).lock(REGISTRY, IDENTITY, timeout=1):
+    with TokenCache(tmp_path).lock(KEY, timeout=1):
         pass
 
 
@@ -147,9 +151,12 @@ def test_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A config.toml and cache directory the fast path finds through the environment."""
     config_file = tmp_path / "config.toml"
+    token_file = tmp_path / "sa-token"
+    claims = {"iss": "https://idp.example.com", "sub": "system:serviceaccount:ci:builder"}
+    token_file.write_text(fake_jwt({**claims, "exp": time.time() + 3600}))
     config_file.write_text(
         f'[registries."{REGISTRY}"]\nrobot = "org+bot"\nissuer = "https://idp.example.com"\n'
-        'source = "file"\ntoken_file = "/var/run/secrets/tokens/quay"\n'
+        f'source = "file"\ntoken_file = "{token_file}"\n'
     )
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CONFIG", str(config_file))
     monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(tmp_path / "cache"))
@@ -161,8 +168,8 @@ def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken
     settings = config.load()
     cache = TokenCache(tmp_path / "cache")
     entry = token(issued_at)
-    cache.write(settings.registry(REGISTRY).identity, entry)
-    remember(settings, cache)
+    cache.write(broker.key_for(settings.registry(REGISTRY)), entry)
+    broker.remember(settings, cache)
     return cache, entry
 
 
@@ -188,8 +195,8 @@ def test_a_token_from_an_issuer_whose_clock_is_ahead_lives_by_ours(tmp_path: Pat
     assert entry.expires_at == pytest.approx(now + 3600)
     assert entry.lifetime == pytest.approx(3600)
     cache = TokenCache(tmp_path)
-    cache.write(IDENTITY, entry)
-    assert cache.read(REGISTRY, IDENTITY) == entry  # a shortened life is not an edited file
+    cache.write(KEY, entry)
+    assert cache.read(KEY) == entry  # a shortened life is not an edited file
 
 
 def test_an_environment_identity_follows_the_environment(
@@ -202,13 +209,13 @@ def test_an_environment_identity_follows_the_environment(
     actions_table = RegistryConfig(
         key=REGISTRY, robot="org+bot", issuer="https://i", source="github_actions"
     )
-    monkeypatch.setenv("T", "first.jwt.value")
+    monkeypatch.setenv("T", fake_jwt({"iss": "https://i", "sub": "job-1", "exp": 2e9}))
     monkeypatch.setenv("GITHUB_RUN_ID", "1")
-    seen = (env_table.identity, actions_table.identity)
-    monkeypatch.setenv("T", "second.jwt.value")
+    seen = (broker.key_for(env_table), broker.key_for(actions_table))
+    monkeypatch.setenv("T", fake_jwt({"iss": "https://i", "sub": "job-2", "exp": 2e9}))
     monkeypatch.setenv("GITHUB_RUN_ID", "2")
-    assert env_table.identity != seen[0]
-    assert actions_table.identity != seen[1]
+    assert broker.key_for(env_table) != seen[0]
+    assert broker.key_for(actions_table) != seen[1]
 
 
 def test_a_snapshot_of_thousands_of_registries_still_answers_the_last(

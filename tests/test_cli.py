@@ -35,8 +35,10 @@ def helper_env(tmp_path: Path, closed_port: int) -> Iterator[dict[str, str]]:
 [registries."{HOST}"]
 robot = "org+bot"
 issuer = "https://127.0.0.1:{closed_port}/realms/quay"
-source = "env"
-token_env = "QUAYFED_TEST_JWT"
+source = "password"
+client_id = "quay"
+username = "ci"
+password_env = "QUAYFED_TEST_JWT"
 quay_url = "https://127.0.0.1:{closed_port}"
 timeout = 3
 """
@@ -119,13 +121,16 @@ def test_store_then_get_serves_from_cache_without_network(helper_env: dict[str, 
 
 
 def use_file_source(helper_env: dict[str, str]) -> None:
-    """A source whose identity is the file's, not the environment's (env's identity is the
-    variable's value, so only the full path can tell it): the fast path serves it."""
+    """A source that hands over a JWT from a file: the fast path reads who it names there."""
     config = Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
+    token_file = config.parent / "sa-token"
+    claims = {"iss": "https://i", "sub": "system:serviceaccount:ci:builder"}
+    token_file.write_text(fake_jwt({**claims, "exp": time.time() + 3600}))
     config.write_text(
         config.read_text().replace(
-            'source = "env"\ntoken_env = "QUAYFED_TEST_JWT"',
-            'source = "file"\ntoken_file = "/var/run/secrets/tokens/quay"',
+            'source = "password"\nclient_id = "quay"\nusername = "ci"\n'
+            'password_env = "QUAYFED_TEST_JWT"',
+            f'source = "file"\ntoken_file = "{token_file}"',
         )
     )
     assert 'source = "file"' in config.read_text()

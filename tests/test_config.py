@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed import config
+from docker_credential_quayfed import broker, config
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
 from docker_credential_quayfed.sources import SOURCES
 
@@ -55,7 +55,7 @@ def test_identity_differs_by_user_and_robot(tmp_path: Path) -> None:
     loaded = config.load(write(tmp_path, GOOD))
     a = loaded.registry("quay.example.com")
     b = config.load(write(tmp_path, GOOD.replace('"jdoe"', '"other"'))).registry("quay.example.com")
-    assert a.identity != b.identity
+    assert broker.key_for(a) != broker.key_for(b)
 
 
 def test_unconfigured_registry_is_named(tmp_path: Path) -> None:

@@ -40,8 +40,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from docker_credential_quayfed import broker
 from docker_credential_quayfed import config as product_config
 from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
+from docker_credential_quayfed.identity import CredentialKey
 from docker_credential_quayfed.protocol import NOT_FOUND
 from tests.helper_process import helper_command
 from tests.support.hostile import FAULTS, ISSUER, QUAY, ROBOT_LIFETIME, Case, HostileServer
@@ -259,8 +261,8 @@ def write_config(directory: Path, case: Case, on_failure: str) -> Path:
     return path
 
 
-def identity(config_path: Path) -> str:
-    return product_config.load(config_path).registry(REGISTRY).identity
+def identity(config_path: Path) -> CredentialKey:
+    return broker.key_for(product_config.load(config_path).registry(REGISTRY))
 
 
 def cache_refresh_due_token(directory: Path, case: Case) -> str:
@@ -367,7 +369,7 @@ def judge(
 def honest_expiry(case: Case, directory: Path, served: str | None) -> list[str]:
     """The cached copy may not outlive the lifetime Quay gave it, counted from receipt."""
     minted = next((m for m in case.minted_of("robot_token") if m.token == served), None)
-    cached = TokenCache(directory / "cache").read(REGISTRY, identity(directory / "config.toml"))
+    cached = TokenCache(directory / "cache").read(identity(directory / "config.toml"))
     if minted is None or minted.iat is None or minted.exp is None or cached is None:
         return ["the served token is not in the cache"]
     allowed = minted.minted_at + (minted.exp - minted.iat)

@@ -39,10 +39,11 @@ import trustme
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from docker_credential_quayfed import __version__, cli, config, log, oidc, protocol, quay
+from docker_credential_quayfed import __version__, broker, cli, config, log, oidc, protocol, quay
 from docker_credential_quayfed import transport as transport_module
 from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.errors import QuayfedError
+from docker_credential_quayfed.identity import CredentialKey
 from tests.jwt_factory import fake_jwt
 from tests.support import leaks
 from tests.support.records import record
@@ -221,7 +222,7 @@ class World:
     tokens: dict[str, str] = field(default_factory=dict)
     #: tokens a case's `store` wrote under a changed config: later cases may serve them
     stored: set[str] = field(default_factory=set)
-    identities: dict[str, str] = field(default_factory=dict)
+    identities: dict[str, CredentialKey] = field(default_factory=dict)
     #: registry key -> (cache file, its bytes while intact)
     cached: dict[str, tuple[Path, bytes]] = field(default_factory=dict)
     snapshot: bytes = b""
@@ -242,8 +243,10 @@ class World:
         return {
             "robot": ROBOTS[key],
             "issuer": f"https://127.0.0.1:{self.offline.port}/realms/fuzz",
-            "source": "env",
-            "token_env": UNSET_JWT_ENV,
+            "source": "password",
+            "client_id": "fuzz",
+            "username": "fuzz",
+            "password_env": UNSET_JWT_ENV,
             "quay_url": f"https://127.0.0.1:{self.offline.port}",
             "ca_bundle": str(self.offline.ca_bundle),
             "timeout": 3,
@@ -273,7 +276,7 @@ class World:
             token = robot_jwt(robot)
             leaks.known(token, "robot token cached by the fuzz tests")
             self.tokens[key] = token
-            self.identities[key] = registries[key].identity
+            self.identities[key] = broker.key_for(registries[key])
             path = cache.write(self.identities[key], robot_token_from_jwt(key, robot, token, now))
             self.cached[key] = (path, path.read_bytes())
         for _ in range(2):
@@ -284,7 +287,7 @@ class World:
 
     def holds_token(self, key: str, token: str) -> bool:
         """The cache serves ``token`` for ``key`` (read through the product's TokenCache)."""
-        entry = TokenCache(self.cache_dir).read(key, self.identities[key])
+        entry = TokenCache(self.cache_dir).read(self.identities[key])
         return entry is not None and entry.token == token and entry.robot == ROBOTS[key]
 
     def restore(self, snapshot: bool = True) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from docker_credential_quayfed import fastpath
 from docker_credential_quayfed.cache import TokenCache, encode_token, robot_token_from_jwt
+from docker_credential_quayfed.identity import Principal, credential_key
 from docker_credential_quayfed.protocol import NOT_FOUND
 from quay_sandbox.server import serve_wsgi
 from quay_sandbox.tls import TestPKI
@@ -287,13 +288,16 @@ def test_http_is_allowed_to_loopback_only_when_asked(env: dict[str, str]) -> Non
 def test_erase_removes_exactly_the_key_given(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path / "cache")
     keys = ["localhost", "localhost-mirror", "host:5000", "host_5000"]
+    principal = Principal("password", "https://issuer", "jdoe")
+    credentials = {key: credential_key(key, ROBOT, "https://quay", principal) for key in keys}
     for key in keys:
-        cache.write("id", robot_token_from_jwt(key, ROBOT, robot_jwt(3000), time.time()))
+        token = robot_token_from_jwt(key, ROBOT, robot_jwt(3000), time.time())
+        cache.write(credentials[key], token)
     assert cache.erase("localhost") == 1
     assert cache.erase("host_5000") == 1
-    assert cache.read("localhost-mirror", "id") is not None
-    assert cache.read("host:5000", "id") is not None
-    assert cache.read("localhost", "id") is None
+    assert cache.read(credentials["localhost-mirror"]) is not None
+    assert cache.read(credentials["host:5000"]) is not None
+    assert cache.read(credentials["localhost"]) is None
 
 
 def test_file_names_are_injective() -> None:
@@ -304,8 +308,9 @@ def test_file_names_are_injective() -> None:
 @pytest.fixture
 def warm(env: dict[str, str]) -> tuple[dict[str, str], Path, str]:
     """A configured key with a fresh token cached and the fast path primed."""
-    table = {"robot": ROBOT, "issuer": "https://127.0.0.1:9", "source": "env",
-             "token_env": "QUAYFED_NO_SUCH", "timeout": 2}  # fmt: skip
+    table = {"robot": ROBOT, "issuer": "https://127.0.0.1:9", "source": "password",
+             "client_id": "quay", "username": "ci", "password_env": "QUAYFED_NO_SUCH",
+             "timeout": 2}  # fmt: skip
     write_config(Path(env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]), table)
     token = cache_token(env, HOST, seconds_left=3000)
     assert answer_of(run_helper("get", HOST, env=env))["Secret"] == token

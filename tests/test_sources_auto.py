@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from docker_credential_quayfed import log, sources, transport
+from docker_credential_quayfed import broker, log, sources, transport
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import SecretError
 from docker_credential_quayfed.sources import SourceContext, auto
@@ -275,25 +275,35 @@ def test_debug_output_names_the_environment_picked(
 def test_the_cache_identity_follows_the_detected_platform_and_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    identities = []
+    """A carried JWT (GitLab, CircleCI, a projected token) is keyed by who it names; a job
+    whose token is minted on request (GitHub Actions) by the job itself."""
+    keys = []
     monkeypatch.setenv("GITLAB_CI", "true")
-    monkeypatch.setenv("CI_JOB_ID", "101")
-    identities.append(registry_config("auto").identity)
-    assert registry_config("auto").identity == identities[0], "stable within one job"
-    monkeypatch.setenv("CI_JOB_ID", "102")
-    identities.append(registry_config("auto").identity)
+    monkeypatch.setenv("QUAY_ID_TOKEN", token_for("gitlab"))
+    keys.append(broker.key_for(registry_config("auto")))
+    assert broker.key_for(registry_config("auto")) == keys[0], "stable within one job"
+    assert keys[0].principal.subject == "gitlab"
+    monkeypatch.setenv("QUAY_ID_TOKEN", token_for("gitlab-next-job"))
+    keys.append(broker.key_for(registry_config("auto")))
     monkeypatch.delenv("GITLAB_CI")
     monkeypatch.setenv("CIRCLECI", "true")
-    identities.append(registry_config("auto").identity)
+    monkeypatch.setenv("CIRCLE_OIDC_TOKEN_V2", token_for("circleci"))
+    keys.append(broker.key_for(registry_config("auto")))
     monkeypatch.delenv("CIRCLECI")
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-    identities.append(registry_config("auto").identity)
-    identities.append(registry_config("auto", token_file=str(tmp_path / "other")).identity)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
-    identities.append(registry_config("auto").identity)
+    projected = tmp_path / "token"
+    projected.write_text(token_for("kubernetes"))
+    keys.append(broker.key_for(registry_config("auto", token_file=str(projected))))
+    projected.write_text(token_for("another-service-account"))
+    keys.append(broker.key_for(registry_config("auto", token_file=str(projected))))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_RUN_ID", "7")
+    keys.append(broker.key_for(registry_config("auto")))
+    monkeypatch.setenv("GITHUB_RUN_ID", "8")
+    keys.append(broker.key_for(registry_config("auto")))
 
-    assert len(set(identities)) == len(identities)
-    assert "GitLab CI" in identities[0] and "CircleCI" in identities[2]
+    assert len({key.digest for key in keys}) == len(keys)
+    assert keys[2].principal.subject == "circleci" and keys[3].principal.subject == "kubernetes"
+    assert "GitHub Actions" in keys[5].principal.subject
 
 
 # -- the installed helper ---------------------------------------------------------------------

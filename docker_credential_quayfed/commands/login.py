@@ -115,10 +115,12 @@ def _run_login(args: argparse.Namespace) -> int:
             f"the issuer gave no refresh token for {registry.key}, so the login cannot last",
             "add offline_access to scope, or allow refresh tokens for the client at the issuer",
         )
+    sharing = logins.sharing(settings, registry)
     with cache.lock_file(logins.lock_name(registry), timeout=registry.timeout):
+        for other in sharing:  # a robot token of an earlier login must not outlive it
+            cache.erase(other.key)
         logins.write(cache, registry, login)
-        logins.keep_jwt(cache, registry, token)
-    cache.erase(registry.key)  # a robot token of an earlier login must not outlive it
+        logins.keep_jwt(cache, broker.key_for(registry).principal, token)
     outcome = broker.robot_token(registry, cache, force=True)
     actions.remember(settings, cache)
     who = f" as {login.subject}" if login.subject else ""
@@ -135,9 +137,12 @@ def _run_logout(args: argparse.Namespace) -> int:
     from docker_credential_quayfed.errors import QuayfedError
     from docker_credential_quayfed.sources import SourceContext
 
-    _, registry = _device_registry(args.host)
+    settings, registry = _device_registry(args.host)
     cache = _cache()
     login = logins.read(cache, registry)
+    sharing = logins.sharing(settings, registry)
+    # What the login minted, for every registry that shares it: kept JWTs, robot tokens.
+    kept = {logins.jwt_name(broker.key_for(other).principal) for other in sharing}
     revoked = False
     if login is not None:
         try:
@@ -147,12 +152,15 @@ def _run_logout(args: argparse.Namespace) -> int:
         except QuayfedError as exc:
             log.warn(exc.message)
     logins.forget(cache, registry)
-    erased = cache.erase(registry.key)
+    for name in kept:
+        cache.remove(name)
+    erased = sum(cache.erase(other.key) for other in sharing)
+    hosts = ", ".join(other.key for other in sharing)
     if login is None:
-        print(f"Not logged in to {registry.key}; erased {erased} cached robot token(s)")
+        print(f"Not logged in to {hosts}; erased {erased} cached robot token(s)")
         return 0
     what = "revoked at the issuer and forgotten" if revoked else "forgotten"
-    print(f"Logged out of {registry.key}: refresh token {what}, robot token erased")
+    print(f"Logged out of {hosts}: refresh token {what}, {erased} robot token(s) erased")
     return 0
 
 
@@ -180,9 +188,13 @@ def _run_status(args: argparse.Namespace) -> int:
 
 def describe_registry(registry: RegistryConfig, cache: TokenCache, now: float) -> tuple[str, bool]:
     """One line on a registry's login and robot token; False when it needs a login."""
-    from docker_credential_quayfed import logins
+    from docker_credential_quayfed import broker, logins
+    from docker_credential_quayfed.errors import QuayfedError
 
-    robot = cache.read(registry.key, registry.identity)
+    try:
+        robot = cache.read(broker.key_for(registry))
+    except QuayfedError:  # a carried JWT that cannot be read: nothing can be served either
+        robot = None
     if robot is not None and robot.expires_at > now:
         robot_part = (
             f"robot {registry.robot} token valid until {logins.when(robot.expires_at)} "

@@ -23,6 +23,8 @@ from docker_credential_quayfed.sources.gitlab import GitLabSource
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.identity import Principal
 
 #: where a Kubernetes/OpenShift pod's projected token for Quay is read when token_file is unset
 DEFAULT_TOKEN_FILE = "/var/run/secrets/tokens/quay"
@@ -96,11 +98,12 @@ class ProjectedToken(TokenSource):
     """A projected service-account token file, named by the detector."""
 
     name = "auto"
+    carries_jwt = True
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def fetch(self, context: SourceContext) -> str:
+    def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:
         from docker_credential_quayfed import secret_reader
 
         if not os.path.lexists(self.path):
@@ -130,15 +133,26 @@ class AutoSource(TokenSource):
         found = detect(registry)
         return "no environment" if found is None else f"{found.platform}: {found.identity}"
 
-    def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed import log
+    def principal(self, registry: RegistryConfig, deadline: Deadline) -> tuple[Principal, str]:
+        """The detected environment's: a carried JWT's claims, or the job minting it."""
+        found = _detected(registry)
+        if found.source.carries_jwt:
+            return found.source.principal(registry, deadline)
+        return super().principal(registry, deadline)
 
-        found = detect(context.registry)
-        if found is None:
-            checked = ", ".join(name for name, _ in DETECTORS)
-            raise SecretError(
-                f"source = 'auto' recognised no environment (checked {checked})",
-                "run inside one of them, or choose the source explicitly",
-            )
-        log.debug(f"source 'auto': {found.platform} detected ({found.identity})")
-        return found.source.fetch(context)
+    def fetch(self, context: SourceContext) -> str:
+        return _detected(context.registry).source.fetch(context)
+
+
+def _detected(registry: RegistryConfig) -> Environment:
+    from docker_credential_quayfed import log
+
+    found = detect(registry)
+    if found is None:
+        checked = ", ".join(name for name, _ in DETECTORS)
+        raise SecretError(
+            f"source = 'auto' recognised no environment (checked {checked})",
+            "run inside one of them, or choose the source explicitly",
+        )
+    log.debug(f"source 'auto': {found.platform} detected ({found.identity})")
+    return found

@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from docker_credential_quayfed.errors import SecretError
+
 if TYPE_CHECKING:
     import httpx
 
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.identity import Principal
     from docker_credential_quayfed.oidc import Discovery
-    from docker_credential_quayfed.transport import Deadline
 
 
 @dataclass
@@ -96,14 +99,48 @@ class TokenSource:
     #: its JWTs cost a round trip to the issuer: reuse them for other robots while valid
     reusable: ClassVar[bool] = False
     #: its identity comes from the process environment (a CI job, a variable): every get
-    #: takes the full path, which asks :meth:`identity_of` (the fast path cannot see it)
+    #: takes the full path, which asks :meth:`principal` (the fast path cannot see it)
     ambient: ClassVar[bool] = False
+    #: hands over a ready JWT (a file, a variable, a command's output): who it names is read
+    #: from the JWT itself on every get (:meth:`read_jwt`), never assumed from the settings
+    carries_jwt: ClassVar[bool] = False
 
     @classmethod
     def identity_of(cls, registry: RegistryConfig) -> str:
-        """What tells this credential from another (part of the cache key): the value of
-        ``identity_key``; a source whose identity comes from its environment says more."""
+        """What tells this source's credential from another when it mints the JWT itself: the
+        value of ``identity_key``; a source whose identity comes from its environment says
+        more."""
         return str(getattr(registry, cls.identity_key)) if cls.identity_key else ""
+
+    def principal(self, registry: RegistryConfig, deadline: Deadline) -> tuple[Principal, str]:
+        """Who the JWT Quay will see names, and that JWT when learning it needed it ("" when
+        this source mints it later): a carried JWT's own claims; otherwise the issuer and
+        the configured credential that decide them."""
+        from docker_credential_quayfed import identity
+
+        if self.carries_jwt:
+            token = self.read_jwt(registry, deadline)
+            try:
+                return identity.principal_of_jwt(token, registry.exchange_audience), token
+            except identity.NoPrincipal as exc:
+                raise SecretError(
+                    f"the JWT from source {self.name!r} for {registry.key} is unusable ({exc})",
+                    "hand over an OIDC JWT with iss and sub claims",
+                ) from None
+        configured = (
+            registry.client_id,
+            self.identity_of(registry),
+            registry.scope,
+            registry.audience,
+            registry.token_type,
+            registry.exchange_audience,
+        )
+        subject = "\n".join(configured)
+        return identity.Principal(self.name, registry.issuer, subject), ""
+
+    def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:
+        """The JWT a ``carries_jwt`` source hands over (no HTTP client needed)."""
+        raise NotImplementedError
 
     @classmethod
     def settings(cls) -> tuple[str, ...]:
@@ -112,4 +149,7 @@ class TokenSource:
         return (*cls.required, *grouped, *cls.optional)
 
     def fetch(self, context: SourceContext) -> str:
+        """The JWT for Quay (a ``carries_jwt`` source: the one it carries)."""
+        if self.carries_jwt:
+            return self.read_jwt(context.registry, context.deadline)
         raise NotImplementedError

@@ -41,4 +41,4 @@ class BuildkiteSource(TokenSource):
         argv = [AGENT, "oidc", "request-token"]
         if context.registry.audience:
             argv += ["--audience", context.registry.audience]
-        return run_token_command(context, shlex.join(argv), "source 'buildkite'")
+        return run_token_command(context.deadline, shlex.join(argv), "source 'buildkite'")

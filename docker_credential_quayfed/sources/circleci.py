@@ -6,10 +6,11 @@ import os
 from typing import TYPE_CHECKING
 
 from docker_credential_quayfed.errors import SecretError
-from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+from docker_credential_quayfed.sources.base import TokenSource
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.deadline import Deadline
 
 TOKEN_VARIABLE = "CIRCLE_OIDC_TOKEN_V2"
 
@@ -18,6 +19,7 @@ class CircleCISource(TokenSource):
     name = "circleci"
     summary = f"the CircleCI job's OIDC token (${TOKEN_VARIABLE})"
     ambient = True
+    carries_jwt = True
     #: for people, and what detect looks at (source = "auto" lists it when nothing matched)
     platform = "CircleCI"
     checked = "CIRCLECI"
@@ -35,7 +37,7 @@ class CircleCISource(TokenSource):
     def identity_of(cls, registry: RegistryConfig) -> str:
         return cls.detect(registry) or ""
 
-    def fetch(self, context: SourceContext) -> str:
+    def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:
         from docker_credential_quayfed import log
 
         value = os.environ.get(TOKEN_VARIABLE, "").strip()

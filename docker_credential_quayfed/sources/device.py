@@ -9,7 +9,7 @@ accepts, the answer is "not found" and one line saying to log in again.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed import log, logins
 from docker_credential_quayfed.errors import GrantRefused, LoginRequired
@@ -18,6 +18,7 @@ from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.config import RegistryConfig
 
 #: waiting for another process that is renewing the same login
 LOGIN_LOCK_WAIT = 5.0
@@ -34,6 +35,16 @@ class DeviceLoginSource(TokenSource):
     )
     secret_keys = oauth.CLIENT_SECRET_KEYS
     reusable = True
+
+    @classmethod
+    def identity_of(cls, registry: RegistryConfig) -> str:
+        """The logged-in person (the login's subject): a robot token minted from one person's
+        login is never served after another logs in."""
+        from docker_credential_quayfed import config
+        from docker_credential_quayfed.cache import TokenCache
+
+        login = logins.read(TokenCache(config.default_cache_dir()), registry)
+        return f"login {login.subject}" if login is not None else "no login"
 
     def fetch(self, context: SourceContext) -> str:
         from docker_credential_quayfed import config
@@ -63,6 +74,18 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
     found = context.discover()
     form = {"grant_type": "refresh_token", "refresh_token": login.refresh_token}
     client_auth = oauth.authenticate(context, form, found.token_endpoint)
+
+    def keep_refresh_token(body: dict[str, Any]) -> None:
+        # The old refresh token is spent once the issuer answers: store the new one first,
+        # even when the answer lacks the token Quay needs (OIDC allows that on refresh).
+        token = body.get(registry.token_type)
+        shown = token if isinstance(token, str) else ""
+        renewed = logins.from_token_response(registry, body, shown, time.time(), previous=login)
+        if renewed is not None:
+            if renewed.refresh_token != login.refresh_token:
+                log.debug(f"the issuer rotated the refresh token for {registry.key}")
+            logins.write(cache, registry, renewed)
+
     try:
         body = oidc.token_response(
             context.session,
@@ -70,6 +93,7 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
             form,
             deadline=context.deadline,
             client_auth=client_auth,
+            on_success=keep_refresh_token,
         )
     except GrantRefused as exc:
         if exc.code != "invalid_grant":
@@ -79,10 +103,4 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
             f"the issuer no longer accepts the login for {registry.key} ({exc.code})",
             f"run: docker-credential-quayfed login {registry.key}",
         ) from None
-    token = oidc.pick_token(body, registry.token_type, "refresh_token")
-    renewed = logins.from_token_response(registry, body, token, time.time(), previous=login)
-    if renewed is not None:
-        if renewed.refresh_token != login.refresh_token:
-            log.debug(f"the issuer rotated the refresh token for {registry.key}")
-        logins.write(cache, registry, renewed)
-    return token
+    return oidc.pick_token(body, registry.token_type, "refresh_token")

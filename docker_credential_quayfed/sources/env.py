@@ -6,17 +6,19 @@ import os
 
 from docker_credential_quayfed import log
 from docker_credential_quayfed.errors import SecretError
-from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+from docker_credential_quayfed.sources.base import TokenSource
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.deadline import Deadline
 
 
 class EnvTokenSource(TokenSource):
     name = "env"
     summary = "a JWT in an environment variable, e.g. a GitLab id_tokens variable"
     ambient = True
+    carries_jwt = True
     required = ("token_env",)
     identity_key = "token_env"
 
@@ -28,8 +30,8 @@ class EnvTokenSource(TokenSource):
         value = os.environ.get(registry.token_env, "").strip().encode("utf-8", "replace")
         return f"{registry.token_env} {hashlib.sha256(value).hexdigest()[:16]}"
 
-    def fetch(self, context: SourceContext) -> str:
-        name = context.registry.token_env
+    def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:
+        name = registry.token_env
         value = os.environ.get(name, "").strip()
         if not value:
             raise SecretError(

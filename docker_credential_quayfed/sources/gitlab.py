@@ -6,10 +6,11 @@ import os
 from typing import TYPE_CHECKING
 
 from docker_credential_quayfed.errors import SecretError
-from docker_credential_quayfed.sources.base import SourceContext, TokenSource
+from docker_credential_quayfed.sources.base import TokenSource
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.deadline import Deadline
 
 #: the variable read when token_env is not set
 DEFAULT_TOKEN_ENV = "QUAY_ID_TOKEN"
@@ -19,6 +20,7 @@ class GitLabSource(TokenSource):
     name = "gitlab"
     summary = f"the GitLab CI job's id_tokens variable (token_env, default {DEFAULT_TOKEN_ENV})"
     ambient = True
+    carries_jwt = True
     optional = ("token_env",)
     #: for people, and what detect looks at (source = "auto" lists it when nothing matched)
     platform = "GitLab CI"
@@ -36,10 +38,10 @@ class GitLabSource(TokenSource):
     def identity_of(cls, registry: RegistryConfig) -> str:
         return cls.detect(registry) or _variable(registry)
 
-    def fetch(self, context: SourceContext) -> str:
+    def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:
         from docker_credential_quayfed import log
 
-        name = _variable(context.registry)
+        name = _variable(registry)
         value = os.environ.get(name, "").strip()
         if not value:
             raise SecretError(
