@@ -138,8 +138,13 @@ def test_get_with_a_token_command_end_to_end(
 
     assert answer["Username"] == ROBOT
     assert setup.exchanges() == 1
-    # A second get is served from the cache: the command does not run again.
-    token_file.write_text("not-a-token")
+    # A second get runs the command to learn who it names, and the same identity is served
+    # from the cache without another exchange.
     assert answer_of(setup.get())["Secret"] == answer["Secret"]
     assert setup.exchanges() == 1
+    # Once the command prints something that names nobody, nothing is served from the cache.
+    token_file.write_text("not-a-token")
+    refused = setup.get()
+    assert refused.returncode == 1 and answer["Secret"] not in refused.stdout
+    assert "not a JWT" in refused.stderr
     assert run_helper("erase", setup.key, env=setup.env).returncode == 0
