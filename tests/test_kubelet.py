@@ -145,6 +145,18 @@ def test_encode_response() -> None:
     assert any("does not match the image" in p for p in response_problems(with_auth, elsewhere))
 
 
+def test_an_image_naming_port_443_is_answered_for_that_form() -> None:
+    """The kubelet's URLsMatch tells quay.example.com from quay.example.com:443: ``auth`` names
+    the host as the image does, and the node's table is found either way."""
+    image = "quay.example.com:443/org/app"
+    registry = kubelet.registry_of(image)
+    assert registry == "quay.example.com:443" and kubelet.host_key(registry) == "quay.example.com"
+    response = json.loads(kubelet.encode_response(registry, ("o+r", "tok"), 60))
+    assert response_problems(response, json.loads(request(image, "sa"))) == []
+    bare = json.loads(kubelet.encode_response("quay.example.com", ("o+r", "tok"), 60))
+    assert response_problems(bare, json.loads(request(image, "sa")))
+
+
 def test_called_as_the_provider() -> None:
     assert fastpath.called_as_kubelet_provider("/usr/libexec/kubelet/quay-credential-provider")
     assert fastpath.called_as_kubelet_provider("quay-credential-provider.pyz")
