@@ -564,12 +564,29 @@ def _example(name: str) -> str:
 # -- [kubelet."HOST"]: the node's policy for the kubelet credential provider ------------------
 #: the keys of a ``[kubelet."HOST"]`` table (meaning, default)
 KUBELET_SETTINGS: dict[str, tuple[str, str]] = {
+    "audience": (
+        "the service-account token audience this host's provider entry in the kubelet's "
+        "CredentialProviderConfig requests (serviceAccountTokenAudience); a token without it "
+        "is refused",
+        "required",
+    ),
     "quay_url": ("Quay's URL, where pods' tokens are exchanged", "https://<host>"),
     "ca_bundle": ("PEM bundle trusted for Quay", "system CAs"),
     "robots": ("robots pods may ask for (fnmatch patterns)", "any robot"),
+    "allow_override_to": (
+        "hosts a quay.io/host-override annotation on an image of this host may name",
+        "none: overrides refused",
+    ),
+    "unannotated": (
+        "a pod whose service account has no robot annotation: skip (no credentials), node "
+        "(the node's [registries] identity) or refuse (an error)",
+        '"skip"',
+    ),
     "refresh_margin": ("seconds before expiry at which a new robot token is minted", "300"),
     "timeout": ("seconds one kubelet request may spend at Quay (1-55)", "25"),
 }
+#: what a ``[kubelet."HOST"]`` table does for a pod whose service account names no robot
+UNANNOTATED = ("skip", "node", "refuse")
 #: the kubelet kills a credential provider after one minute: answer well before that
 MAX_KUBELET_TIMEOUT = 55.0
 
@@ -579,10 +596,15 @@ class KubeletHost:
     """One ``[kubelet."HOST"]`` table: a registry whose pods may pull as their own robot."""
 
     key: str
+    #: the ``aud`` every service-account token for this host must carry
+    audience: str
     quay_url: str = ""
     ca_bundle: str = ""
     #: fnmatch patterns of the robots pods may name; empty: any robot
     robots: tuple[str, ...] = ()
+    #: hosts that ``quay.io/host-override`` may send this host's images to; empty: none
+    allow_override_to: tuple[str, ...] = ()
+    unannotated: str = "skip"
     refresh_margin: int = 300
     timeout: float = 25.0
     config_file: str = field(default="", compare=False)
@@ -597,6 +619,16 @@ class KubeletHost:
         return not self.robots or any(fnmatch.fnmatchcase(robot, p) for p in self.robots)
 
 
+def _kubelet_key(written: str) -> str:
+    """A host as ``[kubelet."HOST"]`` keys name it ("" when it is not one): bare host[:port],
+    lower case, no :443."""
+    try:
+        key = registry_key(written)
+    except Exception:
+        return ""
+    return key[: -len(":443")] if key.endswith(":443") and not key.startswith("[") else key
+
+
 def _kubelet_hosts(tables: Any, path: Path, problems: _Problems) -> dict[str, KubeletHost]:
     """The ``[kubelet."HOST"]`` tables; each problem goes to ``problems``."""
     if not isinstance(tables, dict):
@@ -604,12 +636,7 @@ def _kubelet_hosts(tables: Any, path: Path, problems: _Problems) -> dict[str, Ku
         return {}
     hosts: dict[str, KubeletHost] = {}
     for written, table in tables.items():
-        try:
-            key = registry_key(written)
-        except Exception:
-            key = ""
-        if key.endswith(":443") and not key.startswith("["):
-            key = key[: -len(":443")]
+        key = _kubelet_key(written)
         if key != written:
             fix = f"write [kubelet.{_quote(key)}]" if key else 'e.g. [kubelet."quay.example.com"]'
             problems.add(
@@ -640,11 +667,12 @@ def _kubelet_host(
                 else f"use one of: {', '.join(KUBELET_SETTINGS)}"
             )
             problems.add(f"{where} has unknown key {name!r}", hint)
-        elif name in ("quay_url", "ca_bundle"):
+        elif name in ("audience", "quay_url", "ca_bundle"):
             if isinstance(value, str) and value.strip():
                 values[name] = value.strip()
             else:
-                problems.add(f"{where} {name} must be a string", f"write {name} = {_example(name)}")
+                example = f'"{key}"' if name == "audience" else _example(name)
+                problems.add(f"{where} {name} must be a string", f"write {name} = {example}")
         elif name == "robots":
             if isinstance(value, list) and all(
                 isinstance(v, str) and v.strip() and not any(c.isspace() for c in v.strip())
@@ -655,6 +683,25 @@ def _kubelet_host(
                 problems.add(
                     f"{where} robots must be a list of robot names or patterns",
                     'write robots = ["team_a+*", "team_b+puller"]',
+                )
+        elif name == "allow_override_to":
+            if isinstance(value, list) and all(
+                isinstance(v, str) and v and _kubelet_key(v) == v for v in value
+            ):
+                values[name] = tuple(value)
+            else:
+                problems.add(
+                    f"{where} allow_override_to must be a list of hosts as [kubelet] tables "
+                    "name them",
+                    'write allow_override_to = ["quay.example.com"]',
+                )
+        elif name == "unannotated":
+            if value in UNANNOTATED:
+                values[name] = value
+            else:
+                problems.add(
+                    f"{where} unannotated = {value!r} is not allowed",
+                    f"use one of: {', '.join(UNANNOTATED)}",
                 )
         elif name == "refresh_margin":
             number = isinstance(value, int) and not isinstance(value, bool)
@@ -675,6 +722,13 @@ def _kubelet_host(
                     "(the kubelet stops a provider after 60)",
                     "write timeout = 25",
                 )
+    if "audience" not in table:
+        # Without it any Quay on the node could replay a pod's token at this one.
+        problems.add(
+            f"{where} is missing audience",
+            f'add audience = "{key}", the serviceAccountTokenAudience of the provider entry '
+            "for this host in the kubelet's CredentialProviderConfig",
+        )
     url = values.get("quay_url", "")
     if url:
         refused = urls.refusal(url, allow_http=False) if url.startswith("https://") else None

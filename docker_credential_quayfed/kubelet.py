@@ -7,12 +7,16 @@ The kubelet runs ``quay-credential-provider`` (or ``docker-credential-quayfed ku
 - pod identity: the request carries the pod's service-account token and the service account's
   annotations. The robot comes from ``quay.io/federated-robot-account``; everything that decides
   where the token may go and how TLS is checked comes from the node's ``[kubelet."HOST"]``
-  table, never from an annotation. The robot token is cached per Quay host, robot and the
-  token's ``iss`` and ``sub``, so one service account never gets another's robot token.
+  tables, never from an annotation: the token must carry the audience of the Quay that will
+  see it, the image's own host and the Quay both allow the robot, and an override to another
+  Quay is one the image's host lists. The robot token is cached per Quay host, robot and the
+  token's ``iss`` and ``sub``, so one service account never gets another's robot token. A
+  service account that names no robot gets what its host's ``unannotated`` says.
 - node identity: no token in the request; the image's registry is answered from the helper's
   own ``[registries."HOST"]`` table, exactly as ``get`` would.
 
-Every failure is one line on stderr and a non-zero exit with nothing on stdout.
+Every failure is one line on stderr, begun with the name the kubelet started the provider by,
+and a non-zero exit with nothing on stdout.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageErr
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.broker import Outcome
-    from docker_credential_quayfed.config import Config
+    from docker_credential_quayfed.config import Config, KubeletHost
 
 PROGRAM = "quay-credential-provider"
 API_VERSION = "credentialprovider.kubelet.k8s.io/v1"
@@ -48,6 +52,9 @@ TLS_ANNOTATIONS = ("quay.io/ignore-tls-verify", "quay.io/plain-http", "quay.io/c
 
 #: the credential depends on the registry, not on the image's path (see docs/kubelet.md)
 CACHE_KEY_TYPE = "Registry"
+#: how long the kubelet keeps "no credentials" for a service account that names no robot
+#: (``unannotated = "skip"``): annotating the account changes the kubelet's key at once
+UNANNOTATED_CACHE_SECONDS = 3600
 
 #: a request holds one image, one token and a few annotations: far below this
 MAX_REQUEST = 1 << 16
@@ -61,7 +68,8 @@ Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads 
 CredentialProviderRequest on stdin, writes a CredentialProviderResponse on stdout.
 
   --config PATH     the TOML configuration (default: $DOCKER_CREDENTIAL_QUAYFED_CONFIG)
-  --cache-dir PATH  the robot token cache (default: $DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR)
+  --cache-dir PATH  the cache: robot tokens, discovery documents, kept JWTs and logins
+                    (default: $DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR)
 
 See docs/kubelet.md for the kubelet's CredentialProviderConfig.
 """
@@ -181,7 +189,7 @@ def answer(text: str, config_path: Path, cache_dir: Path) -> str:
     registry = registry_of(request.image)
     if request.service_account_token:
         return pod_identity(request, registry, config_path, cache_dir)
-    return node_identity(registry, config_path, cache_dir)
+    return node_identity(registry, _load(config_path), cache_dir)
 
 
 def _load(config_path: Path) -> Config:
@@ -211,13 +219,7 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
                 "ca_bundle, and verification is never turned off",
             )
     robot = request.annotation(ROBOT_ANNOTATION)
-    if not robot:
-        raise UsageError(
-            f"the service account has no {ROBOT_ANNOTATION} annotation",
-            f"annotate it with {ROBOT_ANNOTATION}: namespace+robot, and list the key in "
-            "requiredServiceAccountAnnotationKeys",
-        )
-    if not _robot_name(robot):
+    if robot and not _robot_name(robot):
         raise UsageError(
             f"{ROBOT_ANNOTATION} = {_shown(robot)} is not a full robot name",
             'write it as "namespace+shortname"',
@@ -230,33 +232,22 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
         )
     override = _override_host(overrides.pop()) if overrides else ""
     settings = _load(config_path)
-    quay_host = override or host_key(registry)
-    node = settings.kubelet.get(quay_host)
-    if node is None:
-        table = f'[kubelet."{quay_host}"] table to {settings.path}'
-        if override:
+    own = _kubelet_table(settings, host_key(registry))
+    if not robot:
+        return _unannotated(request, registry, own, settings, cache_dir)
+    node = own
+    if override and override != own.key:
+        node = _override_table(settings, own, override)
+    for table in dict.fromkeys((own, node)):
+        if not table.allows(robot):
             raise ConfigError(
-                f"this node does not let pods pull from {HOST_ANNOTATIONS[0]} {quay_host} "
-                "with their own identity",
-                f"remove the annotation, or, if that Quay is trusted, add a {table}",
+                f'robot {robot} is not in robots for [kubelet."{table.key}"] on this node',
+                f"ask the node's administrator to allow it in {settings.path}",
             )
-        raise ConfigError(
-            f"this node does not let pods pull from registry {quay_host} with their own identity",
-            f"add a {table}",
-        )
-    if override and host_key(registry) not in settings.kubelet:
-        raise ConfigError(
-            f"this node does not let pods send Quay robot tokens to {registry}",
-            f'add a [kubelet."{host_key(registry)}"] table to {settings.path}',
-        )
-    if not node.allows(robot):
-        raise ConfigError(
-            f'robot {robot} is not in robots for [kubelet."{quay_host}"] on this node',
-            f"ask the node's administrator to allow it in {settings.path}",
-        )
     issuer, subject = _service_account(token)
+    _check_audience(token, node)
     pod = ServiceAccountRobot(
-        key=quay_host,
+        key=node.key,
         robot=robot,
         issuer=issuer,
         subject=subject,
@@ -272,13 +263,68 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
     return _respond(registry, outcome, node.refresh_margin)
 
 
-def node_identity(registry: str, config_path: Path, cache_dir: Path) -> str:
-    """No service-account token: the node's own ``[registries."HOST"]`` answers, as ``get`` does."""
+def _kubelet_table(settings: Config, host: str) -> KubeletHost:
+    """The image's host's ``[kubelet."HOST"]`` table; refused when the node has none."""
+    table = settings.kubelet.get(host)
+    if table is None:
+        raise ConfigError(
+            f"this node does not let pods pull from registry {host} with their own identity",
+            f'add a [kubelet."{host}"] table to {settings.path}',
+        )
+    return table
+
+
+def _override_table(settings: Config, own: KubeletHost, override: str) -> KubeletHost:
+    """The Quay a ``quay.io/host-override`` names, if the image's own host lets it be named."""
+    if override not in own.allow_override_to:
+        raise ConfigError(
+            f'[kubelet."{own.key}"] does not let {HOST_ANNOTATIONS[0]} send its pulls to '
+            f"{override}",
+            f"remove the annotation, or, if that Quay is trusted with this registry's pods, add "
+            f'allow_override_to = ["{override}"] to [kubelet."{own.key}"] in {settings.path}',
+        )
+    node = settings.kubelet.get(override)
+    if node is None:
+        raise ConfigError(
+            f"this node does not let pods pull from {HOST_ANNOTATIONS[0]} {override} "
+            "with their own identity",
+            f'remove the annotation, or, if that Quay is trusted, add a [kubelet."{override}"] '
+            f"table to {settings.path}",
+        )
+    return node
+
+
+def _unannotated(
+    request: Request, registry: str, own: KubeletHost, settings: Config, cache_dir: Path
+) -> str:
+    """A service account that names no robot: what its host's ``unannotated`` says."""
+    token = request.service_account_token
+    _service_account(token)
+    _check_audience(token, own)
+    if own.unannotated == "refuse":
+        raise UsageError(
+            f"the service account has no {ROBOT_ANNOTATION} annotation",
+            f"annotate it with {ROBOT_ANNOTATION}: namespace+robot, and list the key in "
+            "requiredServiceAccountAnnotationKeys",
+        )
+    if own.unannotated == "node":
+        if own.key not in settings.registries:
+            raise ConfigError(
+                f'[kubelet."{own.key}"] unannotated = "node" but there is no '
+                f'[registries."{own.key}"] table for the node\'s identity',
+                f'add one to {settings.path}, or set unannotated = "skip"',
+            )
+        return node_identity(registry, settings, cache_dir)
+    log.debug(f"{registry}: the service account names no robot: no credentials from this node")
+    return encode_response(registry, None, UNANNOTATED_CACHE_SECONDS)
+
+
+def node_identity(registry: str, settings: Config, cache_dir: Path) -> str:
+    """The node's own ``[registries."HOST"]`` answers, as ``get`` does."""
     from docker_credential_quayfed import broker
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.protocol import registry_key
 
-    settings = _load(config_path)
     key = host_key(registry_key(registry))
     configured = settings.registries.get(key)
     if configured is None:
@@ -353,6 +399,20 @@ def _service_account(token: str) -> tuple[str, str]:
     return issuer, subject
 
 
+def _check_audience(token: str, node: KubeletHost) -> None:
+    """The token must be meant for the Quay that will see it: any other Quay could replay it."""
+    audience = claims.unverified_claims(token).get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience
+    if not isinstance(audiences, list) or node.audience not in audiences:
+        shown = ", ".join(a for a in audiences or () if isinstance(a, str)) or "none"
+        raise ConfigError(
+            f"the service-account token is for audience {log.server_text(shown, 80)}, not "
+            f'{node.audience!r} that [kubelet."{node.key}"] expects',
+            f"give {node.key} its own provider in the kubelet's CredentialProviderConfig with "
+            f"serviceAccountTokenAudience: {node.audience} (one provider and audience per Quay)",
+        )
+
+
 # -- the broker's view of a pod's request ---------------------------------------------------------
 #: the variable the broker's ``env`` source reads the pod's token from (this process only)
 
@@ -380,11 +440,15 @@ def _started() -> float:
 # -- the command -------------------------------------------------------------------------------
 def main(argv: Sequence[str]) -> int:
     """Run one request: the response on stdout and 0, or one line on stderr and non-zero."""
+    log.name_program(_program(sys.argv[0] if sys.argv else ""))
     try:
         options = _options(list(argv))
         if options is None:
             return 0
         config_path, cache_dir = options
+        # One directory for everything this process keeps: discovery documents, kept JWTs,
+        # logins, locks and a background refresh all find it through the environment.
+        os.environ[paths.CACHE_DIR_ENV] = str(cache_dir)
         response = answer(_read_stdin(), config_path, cache_dir)
     except QuayfedError as exc:
         log.error(exc.message)
@@ -402,6 +466,14 @@ def main(argv: Sequence[str]) -> int:
     except (OSError, ValueError):
         return 1
     return 0
+
+
+def _program(started_as: str) -> str:
+    """The provider's ``name`` in the kubelet's configuration: the file it was started by."""
+    name = started_as.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".pyz")
+    if not name or name.endswith(".py") or name.startswith("python"):
+        return PROGRAM  # python -m docker_credential_quayfed kubelet
+    return name
 
 
 def _options(args: list[str]) -> tuple[Path, Path] | None:

@@ -95,6 +95,13 @@ def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def name_program(name: str) -> None:
+    """Begin every line with ``name``: the name this process was started by, when a front end
+    is known by another name than the package's (the kubelet's provider ``name``)."""
+    global PROGRAM
+    PROGRAM = name
+
+
 def debug_enabled() -> bool:
     return fastpath.debug_enabled()
 

@@ -15,8 +15,9 @@ from docker_credential_quayfed.errors import ConfigError, UsageError
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
-from tests.support.oidc_provider import KubeIssuer
+from tests.support.oidc_provider import KubeIssuer, OIDCProvider
 from tests.test_kubelet_golden import (
+    NODE_ROBOT,
     PULLER_ROBOT,
     GoldenNode,
     go_seconds,
@@ -136,9 +137,24 @@ def test_encode_response() -> None:
     }
     without = json.loads(kubelet.encode_response("q.example.com", None, 0))
     assert "auth" not in without and without["cacheDuration"] == "0s"
-    request_body = json.loads(request("q.example.com/a", "sa"))
+    request_body = json.loads(request("q.example.com:8443/a", "sa"))
     assert response_problems(with_auth, request_body) == []
     assert response_problems(without, request_body) == []
+    # the kubelet uses an auth key only for images it matches: the port is part of the host
+    elsewhere = json.loads(request("q.example.com/a", "sa"))
+    assert any("does not match the image" in p for p in response_problems(with_auth, elsewhere))
+
+
+def test_an_image_naming_port_443_is_answered_for_that_form() -> None:
+    """The kubelet's URLsMatch tells quay.example.com from quay.example.com:443: ``auth`` names
+    the host as the image does, and the node's table is found either way."""
+    image = "quay.example.com:443/org/app"
+    registry = kubelet.registry_of(image)
+    assert registry == "quay.example.com:443" and kubelet.host_key(registry) == "quay.example.com"
+    response = json.loads(kubelet.encode_response(registry, ("o+r", "tok"), 60))
+    assert response_problems(response, json.loads(request(image, "sa"))) == []
+    bare = json.loads(kubelet.encode_response("quay.example.com", ("o+r", "tok"), 60))
+    assert response_problems(bare, json.loads(request(image, "sa")))
 
 
 def test_called_as_the_provider() -> None:
@@ -155,18 +171,31 @@ def parse(text: str) -> config.Config:
 
 def test_kubelet_tables() -> None:
     settings = parse(
-        '[kubelet."quay.example.com"]\nrobots = ["team_a+*", "team_b+puller"]\n'
-        '[kubelet."quay.other.example:8443"]\nquay_url = "https://quay.other.example:8443/"\n'
+        '[kubelet."quay.example.com"]\naudience = "quay.example.com"\n'
+        'robots = ["team_a+*", "team_b+puller"]\n'
+        '[kubelet."quay.other.example:8443"]\naudience = "other"\n'
+        'quay_url = "https://quay.other.example:8443/"\n'
+        'allow_override_to = ["quay.example.com"]\nunannotated = "node"\n'
         "refresh_margin = 600\ntimeout = 10\n"
     )
     first = settings.kubelet["quay.example.com"]
     assert first.quay_base_url == "https://quay.example.com"
     assert first.allows("team_a+builder") and first.allows("team_b+puller")
     assert not first.allows("team_b+pusher") and not first.allows("TEAM_A+builder")
+    assert (first.audience, first.allow_override_to, first.unannotated) == (
+        "quay.example.com",
+        (),
+        "skip",
+    )
     second = settings.kubelet["quay.other.example:8443"]
     assert second.quay_base_url == "https://quay.other.example:8443"
     assert second.allows("anyone+at_all")
     assert (second.refresh_margin, second.timeout) == (600, 10.0)
+    assert (second.audience, second.allow_override_to, second.unannotated) == (
+        "other",
+        ("quay.example.com",),
+        "node",
+    )
     assert settings.registries == {}
 
 
@@ -192,8 +221,28 @@ def test_kubelet_tables() -> None:
     ],
 )
 def test_kubelet_tables_refused(text: str, message: str) -> None:
+    if "audience" not in text and text.startswith("[kubelet."):
+        text = text.replace("]", ']\naudience = "quay"', 1)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         parse(text)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("robots = []", 'is missing audience; add audience = "q.example.com"'),
+        ('audience = ""', "audience must be a string"),
+        ("audience = 5", "audience must be a string"),
+        ('audience = "quay"\nallow_override_to = "q2.example.com"', "allow_override_to must be"),
+        ('audience = "quay"\nallow_override_to = ["Q2.example.com"]', "allow_override_to must be"),
+        ('audience = "quay"\nallow_override_to = ["q2.example.com:443"]', "allow_override_to"),
+        ('audience = "quay"\nallow_override_to = [""]', "allow_override_to must be"),
+        ('audience = "quay"\nunannotated = "anonymous"', "use one of: skip, node, refuse"),
+    ],
+)
+def test_kubelet_policy_keys_refused(table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        parse(f'[kubelet."q.example.com"]\n{table}\n')
 
 
 # -- round trips: two service accounts, one robot annotation -----------------------------------
@@ -209,7 +258,7 @@ def token_files(node: GoldenNode) -> list[Path]:
 def test_no_robot_token_crosses_to_another_service_account(
     node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, test_pki: TestPKI
 ) -> None:
-    image = f"{quay.host}/quay_federation/app:1"
+    image = f"{quay.host}/quay_federation/app"
     first = node.run(request(image, kube_issuer.mint("apps", "puller-a"), **robot_annotation()))
     token = first.response()["auth"][quay.host]["password"]
     assert quay.counters_snapshot()["exchanges_succeeded"] == 1
@@ -249,7 +298,7 @@ def test_two_trusted_service_accounts_get_their_own_robot_tokens(
     node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
 ) -> None:
     quay.federate(PULLER_ROBOT, kube_issuer.issuer, "system:serviceaccount:apps:puller-b")
-    image = f"{quay.host}/quay_federation/app:1"
+    image = f"{quay.host}/quay_federation/app"
     answers = [
         node.run(request(image, kube_issuer.mint("apps", name), **robot_annotation()))
         for name in ("puller-a", "puller-b", "puller-a", "puller-b")
@@ -271,7 +320,7 @@ def test_cache_duration_follows_the_token_and_the_refresh_margin(
             1,
         )
     )
-    image = f"{quay.host}/quay_federation/app:1"
+    image = f"{quay.host}/quay_federation/app"
     response = node.run(request(image, kube_issuer.mint("apps", "puller-a"), **robot_annotation()))
     seconds = go_seconds(response.response()["cacheDuration"])
     assert 1100 - 30 <= seconds <= 1100
@@ -282,7 +331,7 @@ def test_a_refresh_failure_serves_the_valid_token_uncached(
 ) -> None:
     """Past the refresh point, with Quay down, the still-valid token is served once more but
     the kubelet is told not to keep it (cacheDuration 0), so the next pull asks again."""
-    image = f"{quay.host}/quay_federation/app:1"
+    image = f"{quay.host}/quay_federation/app"
     ask = request(image, kube_issuer.mint("apps", "puller-a"), **robot_annotation())
     token = node.run(ask).response()["auth"][quay.host]["password"]
     # The cache file may shorten a token's life (never lengthen it): make it due for refresh.
@@ -307,7 +356,7 @@ def test_a_refresh_failure_serves_the_valid_token_uncached(
 def test_the_kubelet_subcommand_and_env_config_are_the_same_provider(
     node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, tmp_path: Path
 ) -> None:
-    image = f"{quay.host}/quay_federation/app:1"
+    image = f"{quay.host}/quay_federation/app"
     env = {**node.env, "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(node.config)}
     via_env = run_provider(
         request(image, kube_issuer.mint("apps", "puller-a"), **robot_annotation()), env=env
@@ -351,7 +400,7 @@ def test_bad_arguments_and_missing_config(
 ) -> None:  # fmt: skip
     token = kube_issuer.mint("apps", "puller-a")
     run = node.run(
-        request(f"{quay.host}/quay_federation/app:1", token, **robot_annotation()), args=args
+        request(f"{quay.host}/quay_federation/app", token, **robot_annotation()), args=args
     )
     line = run.refused()
     assert message in line and token not in line
@@ -368,7 +417,7 @@ def test_quay_down_is_one_line(
 ) -> None:
     quay.set_down()
     token = kube_issuer.mint("apps", "puller-a")
-    run = node.run(request(f"{quay.host}/quay_federation/app:1", token, **robot_annotation()))
+    run = node.run(request(f"{quay.host}/quay_federation/app", token, **robot_annotation()))
     line = run.refused()
     assert "503" in line and token not in line
 
@@ -435,8 +484,226 @@ def test_annotations_refused_before_any_file_is_read(
     merged = {kubelet.ROBOT_ANNOTATION: "org+robot", **annotations}
     with pytest.raises(UsageError, match=message):
         kubelet.answer(
-            request("quay.example.com/org/app:1", token, **merged),
+            request("quay.example.com/org/app", token, **merged),
             tmp_path / "absent.toml",
             tmp_path / "cache",
         )
     assert not (tmp_path / "cache").exists()
+
+
+# -- isolation: the node's tables decide where a pod's token may go -----------------------------
+def edit_config(node: GoldenNode, table: str, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` inside the ``[kubelet."TABLE"]`` table of the node's config."""
+    text = node.config.read_text()
+    start = text.index(f'[kubelet."{table}"]')
+    end = text.find("\n[", start + 1)
+    end = len(text) if end == -1 else end
+    assert old in text[start:end], (table, old)
+    node.config.write_text(text[:start] + text[start:end].replace(old, new) + text[end:])
+
+
+def alias_of(quay: QuayEmulator) -> str:
+    """The node's second registry host: the same Quay as ``localhost:port``."""
+    return f"localhost:{quay.host.rsplit(':', 1)[1]}"
+
+
+def test_host_override_needs_the_image_hosts_opt_in(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """An image on B overridden to A: B's table must list A in allow_override_to."""
+    alias = alias_of(quay)
+    edit_config(node, alias, f'allow_override_to = ["{quay.host}"]\n', "")
+    token = kube_issuer.mint("apps", "puller-a")
+    ask = request(f"{alias}/quay_federation/app", token, **robot_annotation(),
+                  **{"quay.io/host-override": quay.host})  # fmt: skip
+    line = node.run(ask).refused()
+    assert f'[kubelet."{alias}"] does not let quay.io/host-override send its pulls' in line
+    assert f'add allow_override_to = ["{quay.host}"] to [kubelet."{alias}"]' in line
+    assert quay.counters_snapshot()["exchanges_attempted"] == 0
+    assert token not in line
+
+
+def test_host_override_lends_no_robot_the_image_host_forbids(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """A's robots allow puller_a, B's do not: an image on B overridden to A gets nothing."""
+    alias = alias_of(quay)
+    edit_config(node, alias, "quay_federation+puller_*", "quay_federation+other_*")
+    ask = request(f"{alias}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+                  **robot_annotation(), **{"quay.io/host-override": quay.host})  # fmt: skip
+    line = node.run(ask).refused()
+    assert f'robot {PULLER_ROBOT} is not in robots for [kubelet."{alias}"]' in line
+    assert quay.counters_snapshot()["exchanges_attempted"] == 0
+    # With the robot allowed on both hosts the same request is answered, for the image's host.
+    edit_config(node, alias, "quay_federation+other_*", "quay_federation+puller_*")
+    answered = node.run(ask).response()
+    assert list(answered["auth"]) == [alias]
+    assert answered["auth"][alias]["username"] == PULLER_ROBOT
+
+
+@pytest.mark.parametrize(
+    ("audience", "shown"),
+    [("quay.other.example", "quay.other.example"), (["a", "b"], "a, b"), ([], "none")],
+)
+def test_a_token_for_another_audience_is_refused_before_any_request(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, audience: str | list[str],
+    shown: str,
+) -> None:  # fmt: skip
+    token = kube_issuer.mint("apps", "puller-a", audience=audience)
+    line = node.run(
+        request(f"{quay.host}/quay_federation/app", token, **robot_annotation())
+    ).refused()
+    assert f"the service-account token is for audience {shown}, not 'quay'" in line
+    assert f'[kubelet."{quay.host}"] expects' in line
+    assert "serviceAccountTokenAudience: quay" in line
+    assert quay.counters_snapshot()["exchanges_attempted"] == 0
+    assert token not in line and not token_files(node)
+
+
+def test_the_audience_may_be_one_of_several(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    token = kube_issuer.mint(
+        "apps", "puller-a", audience=["https://kubernetes.default.svc", "quay"]
+    )
+    response = node.run(request(f"{quay.host}/quay_federation/app", token, **robot_annotation()))
+    assert response.response()["auth"][quay.host]["username"] == PULLER_ROBOT
+
+
+def test_an_override_needs_the_audience_of_the_quay_it_names(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """The token goes to A's Quay, so it must be meant for A, whatever B's audience."""
+    alias = alias_of(quay)
+    edit_config(node, quay.host, 'audience = "quay"', 'audience = "quay-a"')
+    ask = request(f"{alias}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+                  **robot_annotation(), **{"quay.io/host-override": quay.host})  # fmt: skip
+    line = node.run(ask).refused()
+    assert f"""not 'quay-a' that [kubelet."{quay.host}"] expects""" in line
+    assert quay.counters_snapshot()["exchanges_attempted"] == 0
+
+
+# -- service accounts that name no robot -----------------------------------------------------
+def unannotated_request(quay: QuayEmulator, kube_issuer: KubeIssuer) -> str:
+    return request(f"{quay.host}/quay_federation/app", kube_issuer.mint("apps", "puller-a"))
+
+
+def test_unannotated_skip_answers_no_credentials_for_an_hour(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """The default: no auth, cached by the kubelet long enough that it stops asking."""
+    assert config.load(node.config).kubelet[quay.host].unannotated == "skip"
+    ask = unannotated_request(quay, kube_issuer)
+    run = node.run(ask)
+    response = run.response()
+    assert "auth" not in response
+    assert response["cacheDuration"] == "1h0m0s"
+    assert go_seconds(response["cacheDuration"]) == kubelet.UNANNOTATED_CACHE_SECONDS
+    assert response_problems(response, json.loads(ask)) == []
+    assert run.stderr == ""
+    assert quay.counters_snapshot()["exchanges_attempted"] == 0
+
+
+def test_unannotated_node_answers_with_the_node_identity(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    edit_config(node, quay.host, 'robots = ["quay_federation+puller_*"]',
+                'robots = ["quay_federation+puller_*"]\nunannotated = "node"')  # fmt: skip
+    ask = unannotated_request(quay, kube_issuer)
+    response = node.run(ask).response()
+    assert response["auth"][quay.host]["username"] == NODE_ROBOT
+    seconds = go_seconds(response["cacheDuration"])
+    assert quay.token_lifetime - 300 - 30 <= seconds <= quay.token_lifetime - 300
+    assert response_problems(response, json.loads(ask)) == []
+    assert quay.counters_snapshot()["exchanges_succeeded"] == 1
+
+
+def test_unannotated_node_without_a_node_identity_is_a_config_error(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    alias = alias_of(quay)
+    edit_config(node, alias, 'unannotated = "refuse"', 'unannotated = "node"')
+    ask = request(f"{alias}/quay_federation/app", kube_issuer.mint("apps", "puller-a"))
+    line = node.run(ask).refused()
+    assert f'unannotated = "node" but there is no [registries."{alias}"] table' in line
+
+
+def test_unannotated_refuse_is_an_error_the_kubelet_logs(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    alias = alias_of(quay)
+    run = node.run(request(f"{alias}/quay_federation/app", kube_issuer.mint("apps", "puller-a")))
+    line = run.refused()
+    assert run.returncode == 2
+    assert line.startswith("quay-credential-provider: the service account has no ")
+    assert "requiredServiceAccountAnnotationKeys" in line
+
+
+# -- the provider's name and its cache directory -------------------------------------------------
+def test_refusals_begin_with_the_name_the_kubelet_started_it_by(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, tmp_path: Path
+) -> None:
+    """A second provider entry is a link with its own name: its lines say which one failed."""
+    linked = tmp_path / "bin" / "quay-credential-provider-partner"
+    linked.parent.mkdir()
+    linked.symlink_to(provider_executable())
+    ask = request(f"{quay.host}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+                  **robot_annotation("other_org+admin"))  # fmt: skip
+    line = node.run(ask, executable=linked).refused()
+    assert line.startswith("quay-credential-provider-partner: robot other_org+admin is not")
+    assert node.run(ask).refused().startswith("quay-credential-provider: robot")
+    subcommand = node.run(
+        ask,
+        executable=provider_executable("docker-credential-quayfed"),
+        args=("kubelet", "--config", str(node.config)),
+    )
+    assert subcommand.refused().startswith("docker-credential-quayfed: robot")
+    assert kubelet._program("/usr/lib/python3/dist-packages/x/__main__.py") == kubelet.PROGRAM
+    assert kubelet._program("/opt/quay-credential-provider.pyz") == "quay-credential-provider"
+
+
+def test_cache_dir_holds_everything_the_provider_keeps(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, tmp_path: Path
+) -> None:
+    """--cache-dir moves discovery documents, kept JWTs and locks too: the kubelet user's own
+    cache directory is never touched."""
+    robot = "quay_federation+node_password"
+    quay.add_robot(robot, federation=[(oidc_provider.issuer, "jdoe")])
+    settings = {
+        "robot": robot,
+        "issuer": oidc_provider.issuer,
+        "source": "password",
+        "client_id": oidc_provider.public_client,
+        "username": "jdoe",
+        "password_env": "QUAYFED_TEST_NODE_PASSWORD",
+        "quay_url": quay.url,
+        "ca_bundle": str(oidc_provider.ca_cert),
+    }
+    node_config = tmp_path / "config.toml"
+    node_config.write_text(
+        f"[registries.{json.dumps(quay.host)}]\n"
+        + "".join(f"{name} = {json.dumps(value)}\n" for name, value in settings.items())
+    )
+    cache_dir, home, xdg_cache = (tmp_path / name for name in ("cache", "home", "xdg-cache"))
+    home.mkdir()
+    env = {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(xdg_cache),
+        "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": "",
+        "QUAYFED_TEST_NODE_PASSWORD": oidc_provider.users["jdoe"],
+    }
+    run = run_provider(
+        request(f"{quay.host}/quay_federation/app"),
+        args=("--config", str(node_config), "--cache-dir", str(cache_dir)),
+        env=env,
+    )
+    assert run.response()["auth"][quay.host]["username"] == robot
+    assert not xdg_cache.exists()
+    assert [p for p in home.rglob("*")] == []
+    from docker_credential_quayfed import logins, oidc
+
+    registry = config.parse_text(node_config.read_text(), node_config).registries[quay.host]
+    kept = {p.name for p in cache_dir.iterdir()}
+    assert oidc.discovery_name(oidc_provider.issuer) in kept
+    assert logins.jwt_name(registry) in kept
+    assert any(name.endswith(".token") for name in kept)

@@ -23,7 +23,7 @@ import pytest
 from docker_credential_quayfed import claims, kubelet
 from quay_sandbox.quay import QuayEmulator
 from tests.support import leaks
-from tests.support.oidc_provider import KubeIssuer
+from tests.support.oidc_provider import DEFAULT_AUDIENCE, KubeIssuer
 
 GOLDEN = Path(__file__).parent / "golden" / "kubelet"
 FACTS: dict[str, Any] = json.loads((GOLDEN / "upstream-api.json").read_text())
@@ -39,6 +39,7 @@ CASES = (
     "pod-identity",
     "pod-identity-host-override",
     "pod-identity-quay-host",
+    "pod-identity-unannotated",
     "node-identity",
     "node-identity-unconfigured",
 )
@@ -61,8 +62,7 @@ class ProviderRun:
 
     def response(self) -> dict[str, Any]:
         assert self.returncode == 0, self.stderr
-        value: dict[str, Any] = json.loads(self.stdout)
-        return value
+        return decode_response(self.stdout)
 
     def refused(self) -> str:
         """The one stderr line of a refusal (no stdout at all, no traceback)."""
@@ -106,6 +106,94 @@ _GO_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]*)?(ns|us|\u00b5s|ms|s|m|h))+)$")
 _AUTH_KEY = re.compile(r"^[a-z0-9*.\-]+(:[0-9]+)?(/[^\s]*)?$")
 
 
+def decode_response(text: str) -> dict[str, Any]:
+    """stdout as the kubelet's strict decoder reads it: one JSON object, no key twice (field
+    names are compared exactly; response_problems refuses the unknown ones)."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), f"a key twice in {keys}"
+        return dict(pairs)
+
+    value = json.loads(text, object_pairs_hook=no_duplicates)
+    assert isinstance(value, dict), text
+    return value
+
+
+def _go_glob(pattern: str) -> re.Pattern[str] | None:
+    """Go's filepath.Match pattern (``*``, ``?``, ``[...]`` with ``^`` negation, ``\\``
+    escapes) as a regex; None for a malformed pattern (Go: ErrBadPattern, no match)."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\":
+            if i + 1 == len(pattern):
+                return None
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                return None
+            body = pattern[i + 1 : end]
+            negate = body.startswith("^")
+            body = body[1:] if negate else body
+            if not body:
+                return None
+            body = re.sub(r"\\(.)", lambda escaped: re.escape(escaped.group(1)), body)
+            out.append(("[^" if negate else "[") + body + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _split_host_port(host: str) -> tuple[str, str]:
+    """net.SplitHostPort, with URLsMatch's fallback: no port, the whole host and ""."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1 and host[end + 1 : end + 2] == ":":
+            return host[1:end], host[end + 2 :]
+        return host, ""
+    name, colon, port = host.rpartition(":")
+    if not colon or ":" in name:
+        return host, ""
+    return name, port
+
+
+def _schemeless_url(text: str) -> tuple[str, str]:
+    """(host[:port], path) as Go's url.Parse reads ``https://`` + text: the fragment and the
+    query cut off first, then the authority up to the first '/', user info dropped."""
+    rest = text.partition("#")[0].partition("?")[0]
+    authority, slash, path = rest.partition("/")
+    return authority.rpartition("@")[2], slash + path
+
+
+def urls_match(glob: str, target: str) -> bool:
+    """The kubelet's URLsMatchStr (pkg/credentialprovider/keyring.go): does the auth key or
+    matchImages entry ``glob`` match the image ``target``?"""
+    glob_host, glob_path = _schemeless_url(glob)
+    target_host, target_path = _schemeless_url(target)
+    (glob_name, glob_port), (target_name, target_port) = map(
+        _split_host_port, (glob_host, target_host)
+    )
+    glob_labels, target_labels = glob_name.split("."), target_name.split(".")
+    if glob_port != target_port or len(glob_labels) != len(target_labels):
+        return False
+    if not target_path.startswith(glob_path):
+        return False
+    for pattern, label in zip(glob_labels, target_labels):
+        compiled = _go_glob(pattern)
+        if compiled is None or not compiled.match(label):
+            return False
+    return True
+
+
 def response_problems(response: Any, request: dict[str, Any]) -> list[str]:
     """Why the kubelet would not use ``response`` for ``request`` (empty: it would)."""
     api = FACTS["credentialprovider"]
@@ -139,6 +227,8 @@ def response_problems(response: Any, request: dict[str, Any]) -> list[str]:
         for key, entry in auth.items():
             if not _AUTH_KEY.match(key):
                 problems.append(f"auth key {key!r} is not an image match pattern")
+            elif not urls_match(key, str(request.get("image", ""))):
+                problems.append(f"auth key {key!r} does not match the image (URLsMatch)")
             if not isinstance(entry, dict) or set(entry) != set(spec["AuthConfig"]):
                 problems.append(f"auth[{key!r}] does not hold exactly username and password")
                 continue
@@ -157,6 +247,10 @@ def go_seconds(duration: str) -> float:
     parts = re.findall(r"([0-9]+)([hms])", duration)
     assert "".join(f"{n}{u}" for n, u in parts) == duration, duration
     return float(sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts))
+
+
+#: ``{{token NS/NAME}}``, or ``{{token NS/NAME audience=AUD}}`` for another audience
+_TOKEN_PLACEHOLDER = r"\{\{token ([a-z0-9-]+/[a-z0-9-]+)(?: audience=([^}\s]+))?\}\}"
 
 
 # -- the golden environment --------------------------------------------------------------------
@@ -187,9 +281,9 @@ class GoldenNode:
 
         def token(match: re.Match[str]) -> str:
             namespace, name = match.group(1).split("/")
-            return self.issuer.mint(namespace, name)
+            return self.issuer.mint(namespace, name, audience=match.group(2) or DEFAULT_AUDIENCE)
 
-        return re.sub(r"\{\{token ([a-z0-9-]+/[a-z0-9-]+)\}\}", token, text)
+        return re.sub(_TOKEN_PLACEHOLDER, token, text)
 
     def run(self, stdin: str, **kwargs: Any) -> ProviderRun:
         kwargs.setdefault("args", ("--config", str(self.config)))
@@ -350,7 +444,8 @@ def test_refusals(node: GoldenNode) -> None:
         tokens = [json.loads(stdin).get("serviceAccountToken", "")] if "request" in case else []
         before = node.quay.counters_snapshot()["exchanges_attempted"]
         line = node.run(stdin).refused()
-        assert case["stderr"] in line, (case["name"], line)
+        assert line.startswith(f"{PROVIDER}: "), line
+        assert node.fill(case["stderr"]) in line, (case["name"], line)
         for token in tokens:
             assert not token or token not in line
         assert "eyJ" not in line
@@ -360,103 +455,359 @@ def test_refusals(node: GoldenNode) -> None:
     assert not list(node.cache_dir.glob("*.token"))
 
 
-# -- the documented configuration fits the kubelet and this provider ------------------------------
-DOCS = Path(__file__).parent.parent / "docs" / "kubelet.md"
+# -- the shipped and documented configuration fits the kubelet and this provider ----------------
+ROOT = Path(__file__).parent.parent
+DOCS = ROOT / "docs" / "kubelet.md"
+MANIFESTS = ROOT / "packaging" / "kubernetes"
+LAYOUTS = ("one-quay", "two-quays")
+
+_QUALIFIED_NAME = re.compile(FACTS["kubelet_config"]["validation"]["qualified_name"]["name_part"])
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+
+
+def _yaml_documents(text: str) -> list[Any]:
+    import yaml
+
+    return [document for document in yaml.safe_load_all(text) if document is not None]
 
 
 def _documented(kind: str) -> list[dict[str, Any]]:
-    yaml = pytest.importorskip("yaml")
     blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), re.S)
-    documents = [yaml.safe_load(block) for block in blocks]
+    documents = [d for block in blocks for d in _yaml_documents(block)]
     return [d for d in documents if isinstance(d, dict) and d.get("kind") == kind]
 
 
-def config_problems(document: dict[str, Any]) -> list[str]:
-    """Why the kubelet (1.34+) would refuse ``document`` or not call this provider with it."""
-    facts = FACTS["kubelet_config"]
+def _shipped(layout: str, name: str) -> list[dict[str, Any]]:
+    return _yaml_documents((MANIFESTS / layout / name).read_text())
+
+
+def qualified_name_problems(key: str) -> list[str]:
+    """apimachinery's IsQualifiedName: [DNS-1123 subdomain '/'] name (63 at most)."""
+    limits = FACTS["kubelet_config"]["validation"]["qualified_name"]
+    parts = key.split("/")
+    if len(parts) > 2:
+        return [f"{key!r} has more than one '/'"]
     problems = []
-    if (document.get("apiVersion"), document.get("kind")) != (facts["apiVersion"], facts["kind"]):
-        problems.append("not a kubelet.config.k8s.io/v1 CredentialProviderConfig")
-    providers = document.get("providers") or []
-    if not providers:
-        problems.append("no providers")
-    for provider in providers:
-        fields, attributes = facts["provider_fields"], facts["tokenAttributes_fields"]
-        problems += [f"unknown provider field {n}" for n in sorted(set(provider) - set(fields))]
-        problems += [
-            f"provider field {n} is required"
-            for n, f in fields.items()
-            if f["required"] and not provider.get(n)
-        ]
-        if provider.get("apiVersion") not in fields["apiVersion"]["values"]:
-            problems.append("apiVersion is not one the kubelet knows")
-        if provider.get("name") != PROVIDER:
-            problems.append(f"name is not the executable's name {PROVIDER}")
-        if not _GO_DURATION.match(str(provider.get("defaultCacheDuration", ""))):
-            problems.append("defaultCacheDuration is not a Go duration")
-        for variable in provider.get("env") or []:
-            if set(variable) != set(facts["ExecEnvVar"]):
-                problems.append("an env entry is not exactly name and value")
-        tokens = provider.get("tokenAttributes")
-        if tokens is None:
-            continue
-        if provider.get("apiVersion") != FACTS["credentialprovider"]["apiVersion"]:
-            problems.append("tokenAttributes needs apiVersion credentialprovider.kubelet.k8s.io/v1")
-        problems += [
-            f"unknown tokenAttributes field {n}" for n in sorted(set(tokens) - set(attributes))
-        ]
-        problems += [
-            f"tokenAttributes.{n} is required"
-            for n, f in attributes.items()
-            if f["required"] and n not in tokens
-        ]
-        if "cacheType" in tokens and tokens["cacheType"] not in attributes["cacheType"]["values"]:
-            problems.append("cacheType is not Token or ServiceAccount")
-        if not isinstance(tokens.get("requireServiceAccount"), bool):
-            problems.append("requireServiceAccount is not a bool")
-        required = tokens.get("requiredServiceAccountAnnotationKeys") or []
-        optional = tokens.get("optionalServiceAccountAnnotationKeys") or []
-        if required and tokens.get("requireServiceAccount") is not True:
-            problems.append("required annotation keys need requireServiceAccount: true")
-        if set(required) & set(optional) or len(set(required)) != len(required):
-            problems.append("annotation keys repeated, or both required and optional")
-        if kubelet.ROBOT_ANNOTATION not in required + optional:
-            problems.append(f"{kubelet.ROBOT_ANNOTATION} is not passed to the provider")
-        if set(kubelet.TLS_ANNOTATIONS) & set(required + optional):
-            problems.append("a TLS annotation is passed to the provider (it refuses them)")
-        if not set(optional) <= {*kubelet.HOST_ANNOTATIONS, kubelet.ROBOT_ANNOTATION}:
-            problems.append("an optional annotation key the provider does not read")
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix or len(prefix) > limits["prefix_max"] or not _DNS1123_SUBDOMAIN.match(prefix):
+            problems.append(f"{key!r}: the prefix is not a DNS-1123 subdomain")
+    name = parts[-1]
+    if not name or len(name) > limits["name_max"] or not _QUALIFIED_NAME.match(name):
+        problems.append(f"{key!r}: the name part is not a qualified name")
     return problems
 
 
-def test_documented_credential_provider_config() -> None:
-    (document,) = _documented("CredentialProviderConfig")
-    assert config_problems(document) == []
-    # the checker can fail: each of these breaks the kubelet's rules or the provider's
+def _schemeless_url_problem(entry: Any) -> str:
+    """Why url.Parse("https://" + entry) fails, as far as matchImages entries go ("" when not)."""
+    if not isinstance(entry, str) or not entry or any(c.isspace() or ord(c) < 32 for c in entry):
+        return f"matchImages entry {entry!r} is not a URL without scheme"
+    host = _schemeless_url(entry)[0]
+    port = _split_host_port(host)[1]
+    if port and not port.isdigit():
+        return f"matchImages entry {entry!r} has an invalid port"
+    return ""
+
+
+def upstream_config_problems(document: Any) -> list[str]:
+    """Why the kubelet (1.34+) refuses ``document``: its strict decoder, then
+    validateCredentialProviderConfig (pkg/credentialprovider/plugin/config.go)."""
+    facts = FACTS["kubelet_config"]
+    if not isinstance(document, dict):
+        return ["not a YAML mapping"]
+    problems = []
+    if (document.get("apiVersion"), document.get("kind")) != (facts["apiVersion"], facts["kind"]):
+        problems.append("not a kubelet.config.k8s.io/v1 CredentialProviderConfig")
+    problems += [
+        f"unknown field {n}" for n in sorted(set(document) - {"apiVersion", "kind", "providers"})
+    ]
+    providers = document.get("providers") or []
+    if not providers:
+        problems.append("no providers")
+    fields, attributes = facts["provider_fields"], facts["tokenAttributes_fields"]
+    names: list[Any] = []
+    for provider in providers:
+        name = provider.get("name", "")
+        names.append(name)
+        problems += [f"unknown provider field {n}" for n in sorted(set(provider) - set(fields))]
+        if not isinstance(name, str) or "/" in name or " " in name or name in (".", ".."):
+            problems.append(f"provider name {name!r} is not a file name")
+        if provider.get("apiVersion") not in fields["apiVersion"]["values"]:
+            problems.append("apiVersion is missing or not one the kubelet knows")
+        matches = provider.get("matchImages") or []
+        if not matches:
+            problems.append("matchImages is empty")
+        problems += [p for p in map(_schemeless_url_problem, matches) if p]
+        duration = provider.get("defaultCacheDuration")
+        if duration is None:
+            problems.append("defaultCacheDuration is required")
+        elif not (isinstance(duration, str) and _GO_DURATION.match(duration)):
+            problems.append("defaultCacheDuration is not a Go duration of 0 or more")
+        for variable in provider.get("env") or []:
+            if set(variable) != set(facts["ExecEnvVar"]):
+                problems.append("an env entry is not exactly name and value")
+        if not all(isinstance(arg, str) for arg in provider.get("args") or []):
+            problems.append("args are not strings")
+        tokens = provider.get("tokenAttributes")
+        if tokens is None:
+            continue
+        problems += [
+            f"unknown tokenAttributes field {n}" for n in sorted(set(tokens) - set(attributes))
+        ]
+        if not tokens.get("serviceAccountTokenAudience"):
+            problems.append("tokenAttributes.serviceAccountTokenAudience is required")
+        if not isinstance(tokens.get("requireServiceAccount"), bool):
+            problems.append("tokenAttributes.requireServiceAccount is required (a bool)")
+        if provider.get("apiVersion") != FACTS["credentialprovider"]["apiVersion"]:
+            problems.append("tokenAttributes needs apiVersion credentialprovider.kubelet.k8s.io/v1")
+        required = tokens.get("requiredServiceAccountAnnotationKeys") or []
+        optional = tokens.get("optionalServiceAccountAnnotationKeys") or []
+        if required and tokens.get("requireServiceAccount") is False:
+            problems.append(
+                "requiredServiceAccountAnnotationKeys needs requireServiceAccount: true"
+            )
+        for keys in (required, optional):
+            problems += [p for key in keys for p in qualified_name_problems(str(key).lower())]
+            if len(set(keys)) != len(keys):
+                problems.append("an annotation key is listed twice")
+        if set(required) & set(optional):
+            problems.append("an annotation key is both required and optional")
+        if tokens.get("cacheType") not in attributes["cacheType"]["values"]:
+            problems.append("cacheType is missing or not Token or ServiceAccount")
+    if len(set(map(str, names))) != len(names):
+        problems.append("two providers have the same name")
+    return problems
+
+
+def provider_problems(provider: dict[str, Any]) -> list[str]:
+    """Why this package's provider would not work under ``provider``'s entry."""
+    problems = []
+    name = str(provider.get("name", ""))
+    if name != PROVIDER and not name.startswith(f"{PROVIDER}-"):
+        problems.append(f"name {name!r} is neither {PROVIDER} nor a link named {PROVIDER}-...")
+    if provider.get("apiVersion") != FACTS["credentialprovider"]["apiVersion"]:
+        problems.append("apiVersion is not the one this provider speaks")
+    tokens = provider.get("tokenAttributes")
+    if tokens is None:
+        return [*problems, "no tokenAttributes: pods would never pull as their own robot"]
+    required = tokens.get("requiredServiceAccountAnnotationKeys") or []
+    optional = tokens.get("optionalServiceAccountAnnotationKeys") or []
+    if kubelet.ROBOT_ANNOTATION not in required + optional:
+        problems.append(f"{kubelet.ROBOT_ANNOTATION} is not passed to the provider")
+    if set(kubelet.TLS_ANNOTATIONS) & set(required + optional):
+        problems.append("a TLS annotation is passed to the provider (it refuses them)")
+    if not set(optional) <= {*kubelet.HOST_ANNOTATIONS, kubelet.ROBOT_ANNOTATION}:
+        problems.append("an optional annotation key the provider does not read")
+    for entry in provider.get("matchImages") or []:
+        host = str(entry).split("/", 1)[0]
+        if ":" not in host and f"{host}:443" not in provider["matchImages"]:
+            problems.append(f"{host} is listed without {host}:443 (images may name the port)")
+    return problems
+
+
+def test_the_checkers_refuse_what_the_kubelet_refuses() -> None:
+    (document,) = _shipped("one-quay", "credential-providers.yaml")
+    assert (
+        upstream_config_problems(document) == []
+        and provider_problems(document["providers"][0]) == []
+    )
     provider = document["providers"][0]
     tokens = provider["tokenAttributes"]
-    broken = [
-        {**provider, "name": "quay"},
+    refused_upstream = [
+        {**provider, "name": "bin/quay-credential-provider"},
+        {**provider, "name": "quay credential provider"},
+        {**provider, "name": ".."},
         {**provider, "defaultCacheDuration": None},
-        {**provider, "apiVersion": "credentialprovider.kubelet.k8s.io/v1beta1"},
+        {**provider, "defaultCacheDuration": "-1m"},
+        {**provider, "apiVersion": "credentialprovider.kubelet.k8s.io/v2"},
+        {**provider, "matchImages": []},
+        {**provider, "matchImages": ["quay example.com"]},
+        {**provider, "matchImages": ["quay.example.com:https"]},
+        {**provider, "args": ["--config", 1]},
+        {**provider, "cacheType": "Token"},
         {**provider, "tokenAttributes": {k: v for k, v in tokens.items() if k != "cacheType"}},
         {**provider, "tokenAttributes": {**tokens, "cacheType": "Pod"}},
+        {**provider, "tokenAttributes": {**tokens, "serviceAccountTokenAudience": ""}},
+        {**provider, "tokenAttributes": {**tokens, "requireServiceAccount": None}},
         {**provider, "tokenAttributes": {**tokens, "requireServiceAccount": False}},
         {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
-                                         ["quay.io/ignore-tls-verify"]}},
+                                         ["quay.io/federated-robot-account"]}},
+        {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
+                                         ["quay.io/host", "quay.io/host"]}},
+        {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
+                                         ["quay.io/host_"]}},
+        {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
+                                         ["-quay.io/host"]}},
+        {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
+                                         ["a/b/c"]}},
     ]  # fmt: skip
-    for wrong in broken:
-        assert config_problems({**document, "providers": [wrong]}), wrong
+    for wrong in refused_upstream:
+        assert upstream_config_problems({**document, "providers": [wrong]}), wrong
+    assert upstream_config_problems({**document, "providers": [provider, provider]})
+    assert upstream_config_problems({**document, "providers": []})
+    assert upstream_config_problems({**document, "kind": "KubeletConfiguration"})
+    # accepted by the kubelet, but not a way to run this provider
+    refused_here = [
+        {**provider, "name": "quay"},
+        {**provider, "matchImages": ["quay.example.com"]},
+        {**provider, "tokenAttributes": {**tokens, "optionalServiceAccountAnnotationKeys":
+                                         ["quay.io/ignore-tls-verify"]}},
+        {**provider, "tokenAttributes": {**tokens, "requiredServiceAccountAnnotationKeys": []}},
+    ]  # fmt: skip
+    for wrong in refused_here:
+        assert upstream_config_problems({**document, "providers": [wrong]}) == [], wrong
+        assert provider_problems(wrong), wrong
+    assert qualified_name_problems("quay.io/federated-robot-account") == []
+    assert qualified_name_problems("x" * 64)
 
 
-def test_documented_service_account_and_node_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("glob", "image", "matched"),
+    [
+        ("quay.example.com", "quay.example.com/org/app", True),
+        ("quay.example.com", "quay.example.com:443/org/app", False),
+        ("quay.example.com:443", "quay.example.com:443/org/app", True),
+        ("quay.example.com:8443", "quay.example.com/org/app", False),
+        ("*.example.com", "quay.example.com/org/app", True),
+        ("*.com", "quay.example.com/org/app", False),
+        ("quay.*.com", "quay.example.com/org/app", True),
+        ("q[a-z]ay.example.com", "quay.example.com/org/app", True),
+        ("q[^u]ay.example.com", "quay.example.com/org/app", False),
+        ("qua?.example.com", "quay.example.com/org/app", False),  # '?' starts Go's query
+        ("q[ay.example.com", "quay.example.com/org/app", False),
+        ("quay.example.com/org", "quay.example.com/org/app", True),
+        ("quay.example.com/other", "quay.example.com/org/app", False),
+        ("localhost:5000", "localhost:5000/app", True),
+        ("[::1]:5000", "[::1]:5000/app", True),
+    ],
+)
+def test_urls_match_is_the_kubelets(glob: str, image: str, matched: bool) -> None:
+    assert urls_match(glob, image) is matched
+
+
+def test_golden_requests_are_what_the_kubelet_sends() -> None:
+    """The image as the kubelet looks it up (no tag, no digest), and no empty field."""
+    for path in sorted(GOLDEN.glob("*.request.json")):
+        request = json.loads(path.read_text())
+        repository = request["image"].rsplit("/", 1)[-1]
+        assert ":" not in repository and "@" not in repository, path.name
+        assert all(value not in ("", {}, None) for value in request.values()), path.name
+        assert urls_match("{{registry}}", request["image"]) or urls_match(
+            "{{alias}}", request["image"]
+        ), path.name
+
+
+def test_a_duplicated_key_is_refused_as_the_kubelet_refuses_it() -> None:
+    with pytest.raises(AssertionError, match="a key twice"):
+        decode_response('{"kind": "CredentialProviderResponse", "kind": "x"}')
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_shipped_credential_provider_configs(layout: str, tmp_path: Path) -> None:
+    """Each layout: the kubelet accepts its CredentialProviderConfig; each provider has its own
+    name and audience; the node's config.toml expects that audience for every image it
+    matches; the RBAC lets nodes request exactly those audiences."""
     from docker_credential_quayfed import config
 
+    (document,) = _shipped(layout, "credential-providers.yaml")
+    assert upstream_config_problems(document) == []
+    providers = document["providers"]
+    for provider in providers:
+        assert provider_problems(provider) == [], provider["name"]
+    audiences = [p["tokenAttributes"]["serviceAccountTokenAudience"] for p in providers]
+    assert len(set(audiences)) == len(providers) == (1 if layout == "one-quay" else 2)
+
+    settings = config.parse_text(
+        (MANIFESTS / layout / "config.toml")
+        .read_text()
+        .replace("/etc/pki/tls/certs/quay-ca.pem", str(_empty_file(tmp_path / "ca.pem"))),
+        tmp_path / "config.toml",
+    )
+    for provider, audience in zip(providers, audiences):
+        assert provider["args"][:2] == ["--config", "/etc/docker-credential-quayfed/config.toml"]
+        for entry in provider["matchImages"]:
+            table = settings.kubelet[kubelet.host_key(entry.split("/", 1)[0])]
+            assert table.audience == audience, (entry, table.audience)
+
+    rbac = _shipped(layout, "node-audience-rbac.yaml")
+    for audience in audiences:
+        assert nodes_may_request(rbac, audience, "builder"), audience
+    assert not nodes_may_request(rbac, "some-other-audience", "builder")
+
+
+def _empty_file(path: Path) -> Path:
+    path.write_text("")
+    return path
+
+
+def _matches(allowed: list[str], value: str) -> bool:
+    return "*" in allowed or value in allowed
+
+
+def nodes_may_request(documents: list[dict[str, Any]], audience: str, account: str) -> bool:
+    """Whether these RBAC objects let group system:nodes pass NodeRestriction's audience check
+    for a token of service account ``account`` (any namespace: a ClusterRoleBinding): the
+    attributes of facts["node_audience_restriction"]["rbac_check"], matched as RBAC matches a
+    rule (verb, API group, resource, resource name; "*" matches any)."""
+    check = FACTS["node_audience_restriction"]["rbac_check"]
+    roles = {d["metadata"]["name"]: d for d in documents if d["kind"] == "ClusterRole"}
+    for binding in (d for d in documents if d["kind"] == "ClusterRoleBinding"):
+        ref = binding["roleRef"]
+        if (ref["apiGroup"], ref["kind"]) != ("rbac.authorization.k8s.io", "ClusterRole"):
+            continue
+        if not any(
+            (s["kind"], s["name"], s.get("apiGroup")) ==
+            ("Group", "system:nodes", "rbac.authorization.k8s.io")
+            for s in binding["subjects"]
+        ):  # fmt: skip
+            continue
+        for rule in roles.get(ref["name"], {}).get("rules", []):
+            if (
+                _matches(rule.get("verbs", []), check["verb"])
+                and _matches(rule.get("apiGroups", []), check["apiGroup"])
+                and _matches(rule.get("resources", []), audience)
+                and (not rule.get("resourceNames") or account in rule["resourceNames"])
+            ):
+                return True
+    return False
+
+
+def test_the_rbac_check_can_fail() -> None:
+    rbac = _shipped("one-quay", "node-audience-rbac.yaml")
+    role = next(d for d in rbac if d["kind"] == "ClusterRole")
+    binding = next(d for d in rbac if d["kind"] == "ClusterRoleBinding")
+    audience = role["rules"][0]["resources"][0]
+    assert nodes_may_request(rbac, audience, "builder")
+    rule = role["rules"][0]
+    wrong_rules = [
+        {**rule, "verbs": ["create"]},
+        {**rule, "apiGroups": ["authentication.k8s.io"]},
+        {**rule, "resources": ["serviceaccounts/token"]},
+        {**rule, "resourceNames": ["someone-else"]},
+    ]
+    for wrong in wrong_rules:
+        assert not nodes_may_request([{**role, "rules": [wrong]}, binding], audience, "builder")
+    nobody = {**binding, "subjects": [{"kind": "Group", "name": "system:authenticated",
+                                       "apiGroup": "rbac.authorization.k8s.io"}]}  # fmt: skip
+    assert not nodes_may_request([role, nobody], audience, "builder")
+
+
+def test_documented_configuration_is_the_shipped_one(tmp_path: Path) -> None:
+    """docs/kubelet.md shows the one-Quay files as shipped, and its TOML tables parse."""
+    from docker_credential_quayfed import config
+
+    (documented,) = _documented("CredentialProviderConfig")
+    assert documented == _shipped("one-quay", "credential-providers.yaml")[0]
+    assert _documented("ClusterRole") + _documented("ClusterRoleBinding") == _shipped(
+        "one-quay", "node-audience-rbac.yaml"
+    )
     (account,) = _documented("ServiceAccount")
     assert kubelet.ROBOT_ANNOTATION in account["metadata"]["annotations"]
+    ca = _empty_file(tmp_path / "ca.pem")
     tables = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.S)
-    ca = tmp_path / "ca.pem"
-    ca.write_text("")
+    assert tables
     for table in tables:
         text = table.replace("/etc/pki/tls/certs/quay-ca.pem", str(ca))
         settings = config.parse_text(text, tmp_path / "config.toml")

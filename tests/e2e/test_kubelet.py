@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.deployment import E2E, Deployment
 from tests.support import leaks
-from tests.support.oidc_provider import KubeIssuer
+from tests.support.oidc_provider import DEFAULT_AUDIENCE, KubeIssuer
 from tests.test_kubelet_golden import FACTS, KUBELET_TIMEOUT, response_problems
 
 pytestmark = pytest.mark.e2e
@@ -85,6 +85,7 @@ def provider(
     node_settings = deployment.helper_settings("file")
     lines = [
         f"[kubelet.{json.dumps(host)}]",
+        f"audience = {json.dumps(DEFAULT_AUDIENCE)}",
         f"quay_url = {json.dumps(deployment.quay.url)}",
         f"ca_bundle = {json.dumps(str(deployment.ca_cert))}",
         'robots = ["quay_federation+kubelet_*"]',
