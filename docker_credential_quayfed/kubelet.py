@@ -246,12 +246,12 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
             )
     issuer, subject = _service_account(token)
     _check_audience(token, node)
-    pod = ServiceAccountRobot(
+    # The pod's token is handed to the broker as it is: its iss, sub and aud are the key.
+    pod = RegistryConfig(
         key=node.key,
         robot=robot,
         issuer=issuer,
-        subject=subject,
-        source="env",  # never asked: the pod's token is handed to the broker as it is
+        source="env",  # never asked: the broker exchanges the handed-over token
         quay_url=node.quay_base_url,
         ca_bundle=node.ca_bundle,
         refresh_margin=node.refresh_margin,
@@ -410,24 +410,6 @@ def _check_audience(token: str, node: KubeletHost) -> None:
             f'{node.audience!r} that [kubelet."{node.key}"] expects',
             f"give {node.key} its own provider in the kubelet's CredentialProviderConfig with "
             f"serviceAccountTokenAudience: {node.audience} (one provider and audience per Quay)",
-        )
-
-
-# -- the broker's view of a pod's request ---------------------------------------------------------
-#: the variable the broker's ``env`` source reads the pod's token from (this process only)
-
-
-@dataclass(frozen=True)
-class ServiceAccountRobot(RegistryConfig):
-    """A robot asked for by one service account: its cache identity is the account's own."""
-
-    subject: str = ""
-
-    @property
-    def identity(self) -> str:
-        # Host, robot and the service account (iss and sub): nothing else may share the token.
-        return "\n".join(
-            ("kubelet", self.key, self.robot, self.issuer, self.subject, self.quay_base_url)
         )
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed import config, fastpath, kubelet
+from docker_credential_quayfed import broker, config, fastpath, kubelet
+from docker_credential_quayfed.config import RegistryConfig
+from docker_credential_quayfed.deadline import Deadline
 from docker_credential_quayfed.errors import ConfigError, UsageError
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
@@ -454,15 +456,17 @@ def test_service_account_identity() -> None:
                                 "exp": time.time() + 600})  # fmt: skip
     assert kubelet._service_account(token) == ("https://k8s", "system:serviceaccount:a:b")
 
-    def robot(issuer: str, subject: str) -> kubelet.ServiceAccountRobot:
-        return kubelet.ServiceAccountRobot(
-            key="q.example.com", robot="o+r", issuer=issuer, source="env", subject=subject
-        )
+    pod = RegistryConfig(key="q.example.com", robot="o+r", issuer="https://k8s", source="env")
 
-    one = robot("https://k8s", "system:serviceaccount:a:b")
-    other = robot("https://k8s", "system:serviceaccount:a:c")
-    elsewhere = robot("https://other", "system:serviceaccount:a:b")
-    assert len({one.identity, other.identity, elsewhere.identity}) == 3
+    def key(issuer: str, subject: str, audience: str = "q.example.com") -> str:
+        claims = {"iss": issuer, "sub": subject, "aud": audience, "exp": time.time() + 600}
+        return broker.identify(pod, Deadline(5), _jwt({"kid": "k"}, claims))[0].digest
+
+    one = key("https://k8s", "system:serviceaccount:a:b")
+    other = key("https://k8s", "system:serviceaccount:a:c")
+    elsewhere = key("https://other", "system:serviceaccount:a:b")
+    other_audience = key("https://k8s", "system:serviceaccount:a:b", "other.example.com")
+    assert len({one, other, elsewhere, other_audience}) == 4
     assert kubelet.host_key("Quay.io:443") == "quay.io"
 
 
@@ -705,5 +709,5 @@ def test_cache_dir_holds_everything_the_provider_keeps(
     registry = config.parse_text(node_config.read_text(), node_config).registries[quay.host]
     kept = {p.name for p in cache_dir.iterdir()}
     assert oidc.discovery_name(oidc_provider.issuer) in kept
-    assert logins.jwt_name(registry) in kept
+    assert logins.jwt_name(broker.key_for(registry).principal) in kept
     assert any(name.endswith(".token") for name in kept)
