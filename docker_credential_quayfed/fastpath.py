@@ -320,9 +320,10 @@ def jwt_principal(token: str) -> "tuple[str, str, str] | None":
             continue  # a value, a nested key, or a claim that decides nothing here
         if name in found:
             return None  # a duplicate: which one counts is the JSON reader's business
-        if after == ":" and index + 2 < len(pieces):
+        value = after[1:].lstrip(_WHITESPACE)
+        if value == "" and index + 2 < len(pieces):
             found[name] = pieces[index + 2]
-        elif name == "aud" and after == ":[":
+        elif name == "aud" and value == "[":
             items = _string_list(pieces, index + 2)
             if items is None:
                 return None
