@@ -351,3 +351,63 @@ def test_doctor_reports_the_login(person: Person) -> None:
     assert steps["login"]["detail"].startswith("logged in as jdoe ")
     assert "scopes: openid offline_access" in steps["login"]["detail"]
     assert steps["token minted"]["verdict"] == "ok" and steps["Quay exchange"]["verdict"] == "ok"
+
+
+def _set(person: Person, **settings: str) -> None:
+    """Change settings of the person's table (each a quoted TOML string)."""
+    config = Path(person.env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
+    lines = [
+        line for line in config.read_text().splitlines() if line.split(" = ", 1)[0] not in settings
+    ]
+    lines += [f"{name} = {json.dumps(value)}" for name, value in settings.items()]
+    config.write_text("\n".join(lines) + "\n")
+
+
+def test_a_refresh_answer_without_the_token_still_keeps_the_rotated_refresh_token(
+    person: Person,
+) -> None:
+    """OIDC lets a refresh answer omit the id_token. The issuer has spent the old refresh
+    token by then: the rotated one must be on disk before anything else can fail."""
+    _set(person, scope="offline_access", token_type="access_token")  # no openid: no id_token
+    person.login()
+    first = person.refresh_token()
+    person.run("erase", stdin=person.key)
+    forget_reusable_jwts(person)
+    _set(person, token_type="id_token")  # the refresh answer will lack the configured token
+    failed = person.run("get", stdin=person.key)
+    assert failed.stdout.strip() == NOT_FOUND
+    assert "returned no id_token" in failed.stderr
+    rotated = person.refresh_token()
+    assert rotated != first, "the rotated refresh token was lost"
+    _set(person, token_type="access_token")
+    again = person.run("get", stdin=person.key)
+    assert json.loads(again.stdout)["Username"] == ROBOT, again
+    assert person.refresh_token() != rotated
+
+
+def test_logout_logs_out_every_registry_that_shares_the_login(person: Person) -> None:
+    """A login belongs to an issuer, a client and a person: two registries on it are logged
+    out together, their robot tokens and the JWTs kept for reuse with them."""
+    second_robot = "quay_federation+other"
+    person.quay.add_robot(second_robot, federation=[(person.provider.issuer, "jdoe")])
+    config = Path(person.env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
+    first = config.read_text()
+    other_key = person.key.replace("127.0.0.1", "localhost")
+    config.write_text(
+        first
+        + "\n"
+        + first.replace(f'"{person.key}"', f'"{other_key}"', 1).replace(ROBOT, second_robot)
+    )
+    person.login()
+    assert json.loads(person.run("get", stdin=other_key).stdout)["Username"] == second_robot
+    assert len(list(person.cache_dir.glob("*.token"))) == 2
+
+    result = person.run("logout", person.key)
+    assert result.returncode == 0, result
+    assert person.key in result.stdout and other_key in result.stdout
+    assert not list(person.cache_dir.glob("*.token"))
+    assert not list(person.cache_dir.glob("@jwt-*.jwt"))
+    for key in (person.key, other_key):
+        after = person.run("get", stdin=key)
+        assert after.stdout.strip() == NOT_FOUND, f"{key} still answered after logout"
+        assert f"login {key}" in after.stderr
