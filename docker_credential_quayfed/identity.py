@@ -17,7 +17,7 @@ computes itself for a token file. Standard library only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from docker_credential_quayfed import claims, fastpath
 
@@ -40,22 +40,27 @@ class Principal:
 
 @dataclass(frozen=True)
 class CredentialKey:
-    """A robot token's key: registry, robot, Quay and principal (see :func:`credential_key`)."""
+    """A robot token's key: registry, robot, Quay and principal. Its digest (which names the
+    token's files) is computed from those and nothing else: no key can be built that names
+    another credential's files."""
 
     registry: str
     robot: str
     quay_url: str
     principal: Principal
-    digest: str
+    digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.principal
+        digest = fastpath.credential_digest(
+            self.registry, self.robot, self.quay_url, p.kind, p.issuer, p.subject, p.audience
+        )
+        object.__setattr__(self, "digest", digest)
 
 
 def credential_key(registry: str, robot: str, quay_url: str, principal: Principal) -> CredentialKey:
     """The key of ``robot`` at ``quay_url`` for ``principal``, served as ``registry``."""
-    p = principal
-    digest = fastpath.credential_digest(
-        registry, robot, quay_url, p.kind, p.issuer, p.subject, p.audience
-    )
-    return CredentialKey(registry, robot, quay_url, principal, digest)
+    return CredentialKey(registry, robot, quay_url, principal)
 
 
 def principal_digest(principal: Principal) -> str:
