@@ -4,8 +4,9 @@ shared libraries that it and what it unpacks need (as ``ldd`` lists them), an em
 /node (the node's config, CA file and token). The kubelet's requests reach it on stdin; the
 test issuer and the Quay emulator answer over loopback TLS (a chroot shares the network).
 
-The executable is built here, or taken from $QUAYFED_FROZEN_PROVIDER (CI builds it once in
-packaging/ci.sh). chroot needs root: elsewhere the tests skip, and under CI=true they fail.
+The executable is built here, or taken from $QUAYFED_FROZEN_PROVIDER (.ci/run builds it
+beside the linters). Without root or PyInstaller (the freeze extra) the tests skip; under
+CI=true they fail instead.
 """
 
 from __future__ import annotations
@@ -57,10 +58,8 @@ def build_frozen() -> ModuleType:
     return module
 
 
-def need_root() -> None:
-    if os.geteuid() == 0 and shutil.which("chroot"):
-        return
-    reason = "the chroot test needs root and chroot(8)"
+def unavailable(reason: str) -> None:
+    """Skip, except under CI=true, which must run these tests."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason}; CI must run it")
     pytest.skip(reason)
@@ -103,7 +102,10 @@ def python_files(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def frozen_provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    need_root()
+    if os.geteuid() != 0 or not shutil.which("chroot"):
+        unavailable("the chroot test needs root and chroot(8)")
+    if importlib.util.find_spec("PyInstaller") is None:  # it builds, and reads what is inside
+        unavailable("PyInstaller is not installed (pip install '.[freeze]')")
     chosen = os.environ.get(PROVIDER_ENV, "").strip()
     if chosen:
         path = Path(chosen).resolve()
