@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_ENV = "QUAYFED_FROZEN_PROVIDER"
 INSIDE = "/quay-credential-provider"
 NODE = "/node"
+#: the node's config with the paths outside the root, for the installed launcher
+HOST_CONFIG = "host.toml"
 #: what nothing in the root may be called: an interpreter or its library
 PYTHON_NAMES = re.compile(r"^(python.*|lib.*python.*)$", re.IGNORECASE)
 _LDD_LINE = re.compile(r"^\s*(?:(\S+) => )?(\S+)(?: \(0x[0-9a-f]+\))?$")
@@ -156,6 +158,7 @@ def node(
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir()
     setup = golden_node(quay, kube_issuer, directory)
+    shutil.copyfile(setup.config, directory / HOST_CONFIG)  # the same node seen from outside
     shutil.copyfile(kube_issuer.ca_cert, directory / "ca.pem")
     setup.values.update(ca_bundle=f"{NODE}/ca.pem", node_token_file=f"{NODE}/node-token")
     setup.config.write_text(setup.fill((GOLDEN / "node.toml").read_text()))
@@ -204,7 +207,7 @@ def test_a_malformed_request_is_refused_in_one_line(
     line = frozen.refused()  # one stderr line, nothing on stdout, no traceback
     assert said in line
     # Exactly what the installed launcher (bin/quay-credential-provider) says and exits with.
-    launcher = setup.run(stdin, args=("--config", str(setup.config), *args))
+    launcher = setup.run(stdin, args=("--config", str(setup.directory / HOST_CONFIG), *args))
     assert (frozen.returncode, line) == (launcher.returncode, launcher.refused())
 
 
