@@ -1,6 +1,6 @@
 """Figures for `get`, each a ratio to a baseline measured alternately in the same run.
 
-    python benchmarks/bench_get.py [--rounds N] [--helper PATH] [--zipapp PATH]
+    python benchmarks/bench_get.py [--rounds N] [--helper PATH] [--zipapp PATH] [--frozen PATH]
                                    [--concurrent N] [--no-cold] [--json PATH] [--strict]
 
 Prints one table, ratio first (``benchmarks/report.py`` renders the same table into the
@@ -12,6 +12,9 @@ each command's own ``ru_maxrss``, taken by a tiny C parent (see ``measure.py``).
   registries configured, the single-file zipapp (``--zipapp``), two Go helpers from Debian
   (``peers.py``), and two method checks: programs that allocate 50 MiB more and sleep 20 ms
   more than the floor must read that much more;
+- the kubelet provider's start-up (``--frozen``): the self-contained executable that needs no
+  Python, the zipapp under the provider's name and the installed launcher, alternated, on a
+  request answered from the configuration alone; and the two files' sizes;
 - cold `get` (discovery, password grant, exchange over loopback TLS against the embedded
   issuer and Quay emulator; needs the ``demo`` extra) against ``python -c "import httpx, jwt"``;
 - ``--concurrent`` cold `get`s started at once: the issuer and the emulator count the token
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.commands.demo import DemoServers
 
 HOST = "bench.quay.test"
+IMAGE = f"{HOST}/org/app:1"
+PROVIDER = "quay-credential-provider"
 ROBOT = "org+bench"
 MANY_REGISTRIES = 500
 ALLOCATED_MIB = 50
@@ -613,8 +618,104 @@ def round_trip_figures(bench: Bench) -> list[Row]:
     ]
 
 
+def provider_request() -> bytes:
+    """A node-identity CredentialProviderRequest for a registry the node has not configured:
+    answered without auth, from the configuration alone (start-up and nothing else)."""
+    from docker_credential_quayfed import kubelet
+
+    body = {"apiVersion": kubelet.API_VERSION, "kind": kubelet.REQUEST_KIND, "image": IMAGE}
+    return json.dumps(body).encode()
+
+
+def answers_without_auth(out: bytes) -> bool:
+    try:
+        response = json.loads(out)
+    except ValueError:
+        return False
+    return response.get("kind") == "CredentialProviderResponse" and "auth" not in response
+
+
+def mib(path: str) -> str:
+    return f"{os.path.getsize(path) / (1 << 20):.1f} MiB"
+
+
+def frozen_figures(bench: Bench) -> list[Row]:
+    """The self-contained provider (``--frozen``, packaging/build_frozen.py) against the
+    zipapp installed under the provider's name, alternated: its size, and its start-up on a
+    request answered from the configuration; the installed launcher is measured beside them."""
+    if not bench.args.frozen:
+        return []
+    env = helper_env(bench.workdir / "provider", "")
+    env["PATH"] = f"{Path(bench.python).parent}{os.pathsep}{env['PATH']}"
+    request = provider_request()
+    frozen_path = os.path.abspath(bench.args.frozen)
+    frozen = Command("frozen provider", [frozen_path], env, request, answer_ok=answers_without_auth)
+    commands = [frozen]
+    zipapp = None
+    if bench.args.zipapp:
+        # Installed under the provider's name, the zipapp runs the provider.
+        link = bench.workdir / "provider-bin" / PROVIDER
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(os.path.abspath(bench.args.zipapp))
+        zipapp = Command(
+            "zipapp as provider", [str(link)], env, request, answer_ok=answers_without_auth
+        )
+        bench.runner.run(zipapp)  # the first run unpacks it: not what is measured
+        commands.append(zipapp)
+    launcher_path = Path(bench.helper[0]).with_name(PROVIDER)
+    launcher = None
+    if launcher_path.exists():
+        launcher = Command(
+            "installed provider", [str(launcher_path)], env, request, answer_ok=answers_without_auth
+        )
+        commands.append(launcher)
+    alternate(bench.runner, commands, bench.args.rounds)
+    rows = []
+    if zipapp is not None:
+        zipapp_path = os.path.abspath(bench.args.zipapp)
+        rows.append(
+            Row(
+                "frozen_size",
+                f"self-contained `{PROVIDER}` (PyInstaller, needs no Python), file size, "
+                "against the zipapp (needs python3)",
+                os.path.getsize(frozen_path) / os.path.getsize(zipapp_path),
+                measured=f"frozen provider: {mib(frozen_path)}",
+                baseline=f"zipapp: {mib(zipapp_path)}",
+            )
+        )
+        rows.append(
+            time_row(
+                "frozen_start",
+                f"self-contained `{PROVIDER}`, start-up (a node-identity request for an "
+                "unconfigured registry), against the zipapp as the provider",
+                frozen,
+                zipapp,
+            )
+        )
+        memory = memory_row(
+            "frozen_memory",
+            "self-contained provider, peak memory, against the zipapp",
+            frozen,
+            zipapp,
+        )
+        if memory is not None:
+            rows.append(memory)
+    if launcher is not None:
+        rows.append(
+            time_row(
+                "frozen_vs_launcher",
+                f"self-contained `{PROVIDER}`, the same request, against the installed "
+                f"launcher (python3 -S)",
+                frozen,
+                launcher,
+            )
+        )
+    return rows
+
+
 FIGURES: list[Callable[[Bench], list[Row]]] = [
     cache_hit_figures,
+    frozen_figures,
     refresh_ahead_figures,
     cold_figures,
     round_trip_figures,
@@ -642,6 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=25, help="samples per command (%(default)s)")
     parser.add_argument("--helper", default="", help="helper executable (default: installed)")
     parser.add_argument("--zipapp", default="", help="the single-file zipapp to measure too")
+    parser.add_argument(
+        "--frozen", default="", help="the self-contained quay-credential-provider to measure too"
+    )
     parser.add_argument("--concurrent", type=int, default=200, help="%(default)s; 0: skip")
     parser.add_argument("--no-cold", action="store_true", help="no cold or concurrent gets")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
