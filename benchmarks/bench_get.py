@@ -167,11 +167,13 @@ def interpreter_of(helper: str) -> str:
 
 
 def robot_token_at(issued: float, expires: float) -> str:
-    def segment(value: dict[str, object]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
     claims = {"iss": "quay", "sub": ROBOT, "iat": int(issued), "exp": int(expires)}
-    return f"{segment({'alg': 'RS256', 'kid': 'k'})}.{segment(claims)}.c2ln"
+    return unsigned_jwt(claims)
+
+
+def unsigned_jwt(claims: dict[str, object]) -> str:
+    header = _segment({"alg": "RS256", "kid": "k"})
+    return f"{header}.{_segment(claims)}.c2ln"
 
 
 def fake_robot_token(lifetime: int) -> str:
@@ -187,6 +189,36 @@ def registry_toml(host: str) -> str:
         'client_id = "bench"\nsource = "password"\nusername = "bench"\n'
         'password_env = "QUAYFED_BENCH_UNUSED"\nquay_url = "https://127.0.0.1:1"\n'
     )
+
+
+def token_file_toml(host: str, token_file: Path) -> str:
+    """A registry whose JWT is in a file: a hit reads who that JWT names to find its key."""
+    return (
+        f'[registries."{host}"]\nrobot = "{ROBOT}"\nissuer = "https://127.0.0.1:1/realms/bench"\n'
+        f'source = "file"\ntoken_file = "{token_file}"\nquay_url = "https://127.0.0.1:1"\n'
+    )
+
+
+def service_account_jwt() -> str:
+    """A projected service-account token's shape: nested claims and an audience list."""
+    claims = {
+        "aud": ["quay.bench.test", "https://kubernetes.default.svc"],
+        "exp": int(time.time()) + 86400,
+        "iat": int(time.time()),
+        "iss": "https://127.0.0.1:1/realms/bench",
+        "kubernetes.io": {
+            "namespace": "ci",
+            "pod": {"name": "builder-7d9f", "uid": "0d6c0b7e-6b1e-4c1b-9a55-3f1c2b0e9a41"},
+            "serviceaccount": {"name": "builder", "uid": "5f2c9d1e-8a7b-4c3d-9e0f-1a2b3c4d5e6f"},
+        },
+        "nbf": int(time.time()),
+        "sub": "system:serviceaccount:ci:builder",
+    }
+    return unsigned_jwt(claims)
+
+
+def _segment(value: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
 
 def helper_env(directory: Path, config: str) -> dict[str, str]:
@@ -247,6 +279,11 @@ def cache_hit_figures(bench: Bench) -> list[Row]:
     many_env = helper_env(bench.workdir / "many", others + registry_toml(HOST))
     store_token(bench.helper, many_env)
 
+    token_file = bench.workdir / "projected-token"
+    token_file.write_text(service_account_jwt())
+    file_env = helper_env(bench.workdir / "file", token_file_toml(HOST, token_file))
+    store_token(bench.helper, file_env)
+
     floor = python_command(bench, "python -I -S -c pass", "-I", "-S", "-c", "pass")
     plain = python_command(bench, "python -c pass", "-c", "pass")
     # A hit leaves without the interpreter's teardown: this start does the same, so the row
@@ -275,7 +312,14 @@ def cache_hit_figures(bench: Bench) -> list[Row]:
         HOST.encode(),
         answer_ok=answers_credentials,
     )
-    commands = [floor, plain, bare, hit, many, allocating, sleeping]
+    from_file = Command(
+        "get, source = file",
+        [*bench.helper, "get"],
+        file_env,
+        HOST.encode(),
+        answer_ok=answers_credentials,
+    )
+    commands = [floor, plain, bare, hit, many, from_file, allocating, sleeping]
     zipapp = None
     if bench.args.zipapp:
         zipapp_env = {**env, "PATH": f"{Path(bench.python).parent}{os.pathsep}{env['PATH']}"}
@@ -336,6 +380,16 @@ def cache_hit_figures(bench: Bench) -> list[Row]:
             many,
             hit,
             1.05,
+        )
+    )
+    rows.append(
+        time_row(
+            "token_file_hit",
+            "cache-hit `get` whose key is read from a token file's JWT (`source = file`), "
+            "against a hit keyed by the configuration",
+            from_file,
+            hit,
+            1.1,
         )
     )
     if zipapp is not None:
