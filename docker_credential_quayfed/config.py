@@ -87,7 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
             '"anonymous"', '"anonymous"'),
     Setting("timeout", "seconds a get may spend refreshing, everything included (1-120)", "25",
             "25"),
-    Setting("allow_insecure_http", "allow http:// to a loopback host (test servers only)",
+    Setting("allow_insecure_http", "allow http:// to a loopback IP, never proxied (tests only)",
             "true", "false"),
     Setting("endpoint_hosts", "other hosts the issuer's discovery may name for its endpoints",
             '["oauth2.example.com"]', "[]"),

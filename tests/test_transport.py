@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import http.server
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -219,7 +222,7 @@ def test_hard_deadline_leaves_work_that_ends_in_time_alone() -> None:
         ("https://quay.example.com/v2/", False),
         ("https://quay.example.com/v2/", True),
         ("http://127.0.0.1:8080/token", True),
-        ("http://localhost:8080/token", True),
+        ("http://127.8.9.10:8080/token", True),
         ("http://[::1]:8080/token", True),
     ],
 )
@@ -234,6 +237,10 @@ def test_check_scheme_accepts_https_and_loopback_http_when_allowed(
     [
         ("http://127.0.0.1:8080/token", False, "allow_insecure_http = true"),
         ("http://localhost/token", False, "is plain http"),
+        ("http://localhost:8080/token", True, "literal loopback address"),
+        ("http://foo.localhost:8080/token", True, "literal loopback address"),
+        ("http://127.0.0.1.nip.io/token", True, "is not https"),
+        ("http://127.000.000.001/token", True, "is not https"),
         ("http://quay.example.com/token", True, "is not https"),
         ("http://10.0.0.1/token", True, "is not https"),
         ("ftp://quay.example.com/token", True, "is not https"),
@@ -264,3 +271,96 @@ def test_check_scheme_does_not_repeat_the_password_of_a_refused_url(url: str) ->
 def test_the_client_refuses_cleartext_before_connecting() -> None:
     with transport.client() as session, pytest.raises(ConfigError, match="plain http"):
         session.get("http://127.0.0.1:9/never")
+
+
+def test_a_loopback_name_is_refused_in_one_line_naming_the_address_to_use() -> None:
+    with pytest.raises(ConfigError) as caught:
+        transport.check_scheme("http://foo.localhost:8080/token", allow_http=True)
+
+    message = caught.value.message
+    assert message.startswith("refusing to send credentials to http://foo.localhost:8080/token")
+    assert "http://127.0.0.1:PORT" in message
+    assert len(message.splitlines()) == 1
+
+
+# -- proxies: cleartext goes straight to loopback, https through the proxy as configured ------
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``status`` and records (method, target, Authorization)."""
+
+    status = 200
+    seen: list[tuple[str, str, str]]
+
+    def _answer(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
+        body = b"ok"
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_CONNECT = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording_server(status: int) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """A real HTTP server on 127.0.0.1: its URL and the requests it saw."""
+    seen: list[tuple[str, str, str]] = []
+    handler = type("Handler", (_Recorder,), {"status": status, "seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, str]]]:
+    """A proxy (answering 502 to all) set in every proxy variable httpx reads."""
+    with recording_server(502) as (url, seen):
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, url)
+            monkeypatch.setenv(name.lower(), url)
+        yield seen
+
+
+def test_cleartext_to_loopback_never_goes_through_the_proxy(
+    proxy: list[tuple[str, str, str]],
+) -> None:
+    with recording_server(200) as (url, seen), transport.client(allow_http=True) as session:
+        response = transport.request(
+            session,
+            "GET",
+            f"{url}/oauth2/federation/robot/token",
+            deadline=transport.Deadline(10),
+            what="test exchange",
+            auth=("org+robot", "header.claims.signature"),
+        )
+
+    assert response.status_code == 200
+    assert proxy == []
+    [(method, target, authorization)] = seen
+    assert (method, target) == ("GET", "/oauth2/federation/robot/token")
+    assert authorization.startswith("Basic ")
+
+
+def test_https_still_goes_through_the_proxy_from_the_environment(
+    proxy: list[tuple[str, str, str]],
+) -> None:
+    with transport.client() as session, pytest.raises(NetworkError):
+        transport.request(
+            session, "GET", "https://quay.example.com/x", deadline=transport.Deadline(10),
+            what="test request",
+        )  # fmt: skip
+
+    assert [(method, target) for method, target, _ in proxy][:1] == [
+        ("CONNECT", "quay.example.com:443")
+    ]
