@@ -55,7 +55,9 @@ def run(action: str, stdin: str) -> Answer:
             return erase(stdin)
         return list_registries()
     except QuayfedError as exc:
-        return Answer.failure(exc.message, exc.exit_code)
+        # docker-credential-helpers answers every error of an action, bad stdin included,
+        # with its message on stdout and exit 1; exit 2 is for a misused command line.
+        return Answer.failure(exc.message)
 
 
 def get(stdin: str) -> Answer:
