@@ -79,7 +79,7 @@ def test_configure_updates_only_the_given_keys_and_keeps_comments(home: dict[str
     path = Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
     path.parent.mkdir()
     path.write_text(
-        '# our registries\n[registries."other.example.com"]\nrobot = "a+b"\n'
+        '# our registries\n[registries."other.example.com"]\nrobot = "ab+cd"\n'
         'issuer = "https://i.example.com"\nsource = "env"\ntoken_env = "T"\n'
     )
     assert configure(home, *ARGS).returncode == 0

@@ -285,14 +285,15 @@ def test_a_loopback_name_is_refused_in_one_line_naming_the_address_to_use() -> N
 
 # -- proxies: cleartext goes straight to loopback, https through the proxy as configured ------
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Answers every request with ``status`` and records (method, target, Authorization)."""
+    """Answers every request with ``status`` and ``body``; records method, target, Authorization."""
 
     status = 200
+    body = b"ok"
     seen: list[tuple[str, str, str]]
 
     def _answer(self) -> None:
         self.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
-        body = b"ok"
+        body = self.body
         self.send_response(self.status)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
@@ -306,10 +307,12 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def recording_server(status: int) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+def recording_server(
+    status: int, body: bytes = b"ok"
+) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
     """A real HTTP server on 127.0.0.1: its URL and the requests it saw."""
     seen: list[tuple[str, str, str]] = []
-    handler = type("Handler", (_Recorder,), {"status": status, "seen": seen})
+    handler = type("Handler", (_Recorder,), {"status": status, "body": body, "seen": seen})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ from typing import Any
 from docker_credential_quayfed import broker, config, quay, secret_reader, transport
 from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.errors import ConfigError, UsageError
+from docker_credential_quayfed.text import printable
 
 DEFAULT_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
 
@@ -173,4 +174,4 @@ def _print(entries: list[dict[str, str]], args: argparse.Namespace) -> None:
     if not entries:
         print(f"{args.robot}: no federation entries")
     for entry in entries:
-        print(f"{args.robot}: issuer={entry['issuer']} subject={entry['subject']}")
+        print(printable(f"{args.robot}: issuer={entry['issuer']} subject={entry['subject']}"))
