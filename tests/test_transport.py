@@ -9,12 +9,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from docker_credential_quayfed import transport
 from docker_credential_quayfed.errors import ConfigError, NetworkError
+from tests.helper_process import run_helper
+from tests.jwt_factory import fake_jwt
 
 
 @pytest.mark.parametrize(
@@ -367,3 +370,46 @@ def test_https_still_goes_through_the_proxy_from_the_environment(
     assert [(method, target) for method, target, _ in proxy][:1] == [
         ("CONNECT", "quay.example.com:443")
     ]
+
+
+def test_the_helper_sends_its_cleartext_exchange_past_a_configured_proxy(
+    proxy: list[tuple[str, str, str]], tmp_path: Path
+) -> None:
+    now = int(time.time())
+    jwt = fake_jwt({"iss": "https://sso.example.test/realms/quay", "sub": "ci",
+                    "iat": now, "exp": now + 300})  # fmt: skip
+    with recording_server(400, b'{"message": "Token does not match robot"}') as (url, seen):
+        config = tmp_path / "config.toml"
+        config.write_text(
+            '[registries."quay.example.test"]\nrobot = "org+bot"\n'
+            'issuer = "https://sso.example.test/realms/quay"\nsource = "env"\n'
+            f'token_env = "QUAYFED_TEST_JWT"\nquay_url = "{url}"\nallow_insecure_http = true\n'
+        )
+        result = run_helper("get", "quay.example.test", env={
+            "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config),
+            "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(tmp_path / "cache"),
+            "QUAYFED_TEST_JWT": jwt,
+        })  # fmt: skip
+
+    assert "Token does not match robot" in result.stderr
+    assert proxy == []
+    assert [(method, target) for method, target, _ in seen] == [
+        ("GET", "/oauth2/federation/robot/token")
+    ]
+
+
+def test_the_helper_refuses_a_localhost_name_for_cleartext_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[registries."quay.example.test"]\nrobot = "org+bot"\n'
+        'issuer = "https://sso.example.test/realms/quay"\nsource = "env"\n'
+        'token_env = "QUAYFED_TEST_JWT"\nquay_url = "http://foo.localhost:8080"\n'
+        "allow_insecure_http = true\n"
+    )
+
+    result = run_helper("list", env={"DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config)})
+
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert "http://foo.localhost:8080 is plain http to a host name" in line
+    assert "http://127.0.0.1:PORT" in line
