@@ -92,9 +92,8 @@ def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
     import re
 
     line = redact(" ".join(str(text).split()))
-    line = re.sub(_OPAQUE_RUN, REDACTED, line)
-    line = line if len(line) <= limit else line[: limit - 3] + "..."
-    return printable(line)
+    line = printable(re.sub(_OPAQUE_RUN, REDACTED, line))
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def debug_enabled() -> bool:
