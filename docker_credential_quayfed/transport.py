@@ -49,9 +49,8 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
     ``allow_http`` is set, and it never goes through a proxy: the proxy would read the
     credential. https honours the proxy settings in the environment.
     """
-    verify: Any = True
-    if ca_bundle:
-        verify = tls_context(ca_bundle)
+    # One context for every transport: building another costs as much as a cold get's TLS.
+    verify = tls_context(ca_bundle) if ca_bundle else httpx.create_ssl_context(trust_env=True)
 
     def refuse_cleartext(request: httpx.Request) -> None:
         check_scheme(str(request.url), allow_http=allow_http)
@@ -65,7 +64,7 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
         cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         trust_env=True,
         # Overrides HTTP_PROXY/ALL_PROXY for http:// only: cleartext goes straight to loopback.
-        mounts={"http://": httpx.HTTPTransport(trust_env=False)},
+        mounts={"http://": httpx.HTTPTransport(verify=verify, trust_env=False)},
         event_hooks={"request": [refuse_cleartext]},
     )
 
