@@ -12,6 +12,7 @@ import time
 from docker_credential_quayfed import __version__, fastpath, log, protocol
 from docker_credential_quayfed.errors import ConfigError, LoginRequired, QuayfedError, UsageError
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
+from docker_credential_quayfed.text import printable
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ class Answer:
 
     @classmethod
     def failure(cls, message: str, code: int = EXIT_FAILURE) -> Answer:
-        """The protocol's one error shape: the (redacted) message on stdout."""
-        return cls(log.redact(message), code)
+        """The protocol's one error shape: the (redacted, escaped) message on stdout."""
+        return cls(printable(log.redact(message)), code)
 
 
 NOT_FOUND = Answer(protocol.NOT_FOUND, EXIT_FAILURE)
@@ -55,7 +56,9 @@ def run(action: str, stdin: str) -> Answer:
             return erase(stdin)
         return list_registries()
     except QuayfedError as exc:
-        return Answer.failure(exc.message, exc.exit_code)
+        # docker-credential-helpers answers every error of an action, bad stdin included,
+        # with its message on stdout and exit 1; exit 2 is for a misused command line.
+        return Answer.failure(exc.message)
 
 
 def get(stdin: str) -> Answer:

@@ -10,6 +10,8 @@ import binascii
 import json
 from typing import Any
 
+from docker_credential_quayfed.text import printable
+
 
 class NotAJWT(ValueError):
     """The text is not a compact JWS with a JSON header and JSON object claims."""
@@ -56,5 +58,5 @@ def describe(claims: dict[str, Any]) -> str:
     shown = []
     for name in ("iss", "sub", "aud", "exp"):
         if name in claims:
-            shown.append(f"{name}={claims[name]}")
+            shown.append(f"{name}={printable(str(claims[name]))}")
     return " ".join(shown) if shown else "no iss/sub/aud/exp claims"

@@ -98,7 +98,10 @@ def _unexpected(exc: BaseException) -> str:
         import traceback
 
         # Asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1; redacted like every other line.
-        sys.stderr.write(log.redact(traceback.format_exc()))
+        from docker_credential_quayfed.text import printable
+
+        lines = log.redact(traceback.format_exc()).splitlines()
+        sys.stderr.write("".join(printable(line) + "\n" for line in lines))
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return (
             f"the Python module {exc.name} is missing; reinstall {PROGRAM} with its "

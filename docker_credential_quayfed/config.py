@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from docker_credential_quayfed import fastpath, files, paths, urls
+from docker_credential_quayfed import fastpath, files, names, paths, urls
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
 from docker_credential_quayfed.protocol import registry_key
 
@@ -87,7 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
             '"anonymous"', '"anonymous"'),
     Setting("timeout", "seconds a get may spend refreshing, everything included (1-120)", "25",
             "25"),
-    Setting("allow_insecure_http", "allow http:// to a loopback host (test servers only)",
+    Setting("allow_insecure_http", "allow http:// to a loopback IP, never proxied (tests only)",
             "true", "false"),
     Setting("endpoint_hosts", "other hosts the issuer's discovery may name for its endpoints",
             '["oauth2.example.com"]', "[]"),
@@ -442,11 +442,10 @@ def _registry(
     _check_choice(values, "client_auth", CLIENT_AUTH, where, problems)
     _check_client_auth(values, where, problems)
     robot = values.get("robot", "")
-    malformed = not robot.isascii() or any(c.isspace() or c in "/\\" for c in robot)
-    if robot and ("+" not in robot or robot.startswith("+") or robot.endswith("+") or malformed):
+    if robot and not names.is_robot_name(robot):
         problems.add(
             f"{where} robot = {robot!r} is not a full robot name",
-            'write it as "namespace+shortname", e.g. "quay_federation+rhbk_user"',
+            f'write it as {names.ROBOT_GRAMMAR}, e.g. "quay_federation+rhbk_user"',
         )
     for url_key in ("issuer", "quay_url"):
         url = values.get(url_key, "")

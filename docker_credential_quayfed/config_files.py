@@ -116,14 +116,23 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _write_keeping_mode(path: Path, data: bytes) -> None:
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        shutil.copy2(path, path.with_name(path.name + ".bak"))
-        os.chmod(path.with_name(path.name + ".bak"), mode & 0o600 | 0o400)
-    except FileNotFoundError:
-        mode = 0o600
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files.atomic_write(path, data, mode)
+    """Replace the file at ``path`` atomically, keeping its mode and a ``.bak`` of the old one.
+
+    A symlink (a dotfiles repository's file) is written through: its target gets the new
+    content, the link stays. The ``.bak`` goes next to ``path``, private from its creation.
+    """
+    target = Path(os.path.realpath(path))
+    old = config.read_text(target)
+    if old is None:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        files.atomic_write(target, data, 0o600)
+        return
+    mode = stat.S_IMODE(target.stat().st_mode)
+    # atomic_write creates it 0600 and narrows it before it has its name: never wider.
+    files.atomic_write(
+        path.with_name(path.name + ".bak"), old.encode("utf-8"), mode & 0o600 | 0o400
+    )
+    files.atomic_write(target, data, mode)
 
 
 # -- our config.toml ---------------------------------------------------------------------------

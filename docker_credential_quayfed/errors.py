@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from docker_credential_quayfed import log
+from docker_credential_quayfed.text import printable
 
 
 class QuayfedError(Exception):
@@ -12,9 +13,10 @@ class QuayfedError(Exception):
     exit_code = 1
 
     def __init__(self, problem: str, fix: str = "") -> None:
-        # Scrubbed here, so no secret survives in exception text wherever it is shown.
-        self.problem = log.redact(" ".join(problem.split()))
-        self.fix = log.redact(" ".join(fix.split()))
+        # Scrubbed and escaped here, so no secret or control character survives in exception
+        # text wherever it is shown.
+        self.problem = printable(log.redact(" ".join(problem.split())))
+        self.fix = printable(log.redact(" ".join(fix.split())))
         super().__init__(self.message)
 
     @property

@@ -363,16 +363,9 @@ def _override_host(value: str) -> str:
 
 
 def _robot_name(robot: str) -> bool:
-    namespace, plus, short = robot.partition("+")
-    return bool(
-        len(robot) <= 255
-        and plus
-        and namespace
-        and short
-        and robot.isascii()
-        and "+" not in short
-        and not any(c.isspace() or c in "/\\:" for c in robot)
-    )
+    from docker_credential_quayfed.names import is_robot_name
+
+    return is_robot_name(robot)
 
 
 def _service_account(token: str) -> tuple[str, str]:

@@ -13,6 +13,7 @@ import sys
 
 from docker_credential_quayfed import fastpath
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
+from docker_credential_quayfed.text import printable
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
@@ -86,12 +87,12 @@ def _scrub_run(match: re.Match[str]) -> str:
 
 
 def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
-    """Text a server sent, made safe to show: one line, scrubbed, opaque blobs removed, cut."""
+    """Text a server sent, made safe to show: one line, scrubbed, opaque blobs removed, cut,
+    control characters escaped."""
     import re
 
     line = redact(" ".join(str(text).split()))
-    line = re.sub(_OPAQUE_RUN, REDACTED, line)
-    line = "".join(c if c.isprintable() else "?" for c in line)
+    line = printable(re.sub(_OPAQUE_RUN, REDACTED, line))
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
@@ -125,7 +126,7 @@ def error(message: str) -> None:
 
 def _emit(line: str) -> None:
     try:
-        sys.stderr.write(redact(" ".join(line.split())) + "\n")
+        sys.stderr.write(printable(redact(" ".join(line.split()))) + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

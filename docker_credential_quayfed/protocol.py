@@ -26,6 +26,9 @@ __all__ = [
 
 ACTIONS = ("get", "store", "erase", "list", "version")
 
+#: a DNS name (253) or a bracketed IPv6 address, with ":65535": anything longer is not a host
+MAX_HOST_LENGTH = 253 + len(":65535")
+
 #: clients compare trimmed stdout to exactly this string to mean "no credentials, go anonymous"
 NOT_FOUND = "credentials not found in native keychain"
 
@@ -55,7 +58,7 @@ def registry_key(server: str) -> str:
     """Normalise what a client sends (``https://Quay.Example.com:443/v2/``) to ``host[:port]``."""
     host = host_key(server)
     # User info or a backslash could make one host read as another: never guess, refuse.
-    if host is None:
+    if host is None or len(host) > MAX_HOST_LENGTH:
         raise _usage(
             f"no registry host name on stdin (got {server.strip()[:80]!r})",
             "send the registry host, e.g. 'quay.example.com'",

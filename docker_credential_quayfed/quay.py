@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from docker_credential_quayfed import claims, log, transport
+from docker_credential_quayfed import claims, log, names, transport
 from docker_credential_quayfed.errors import NetworkError, QuayError
 from docker_credential_quayfed.transport import Deadline
 
@@ -115,9 +115,9 @@ def _claims_or_empty(token: str) -> dict[str, Any]:
 
 # -- the federation admin API (Bearer OAuth token with org:admin) ----------------------------
 def federation_api_url(quay_url: str, robot: str, user_form: bool) -> str:
+    if not names.is_robot_name(robot):
+        raise QuayError(f"{robot!r} is not a robot name", f"write it as {names.ROBOT_GRAMMAR}")
     namespace, _, short = robot.partition("+")
-    if not namespace or not short:
-        raise QuayError(f"{robot!r} is not a robot name", "write it as 'namespace+shortname'")
     base = quay_url.rstrip("/")
     if user_form:
         return f"{base}/api/v1/user/robots/{short}/federation"
@@ -131,9 +131,13 @@ def federation_call(
     oauth_token: str,
     *,
     deadline: Deadline,
-    entries: list[dict[str, str]] | None = None,
-) -> list[dict[str, str]]:
-    """GET/POST/DELETE the robot's federation list; returns the list Quay answers (DELETE: [])."""
+    entries: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """GET/POST/DELETE the robot's federation list; returns the list Quay answers (DELETE: []).
+
+    Entries come back whole: a field besides issuer and subject (``audiences``) is kept, so a
+    list written back loses nothing this client does not know about.
+    """
     response = transport.request(
         session,
         method,
@@ -154,7 +158,7 @@ def federation_call(
         body = None
     if status == 200 and isinstance(body, list):
         return [
-            {"issuer": str(e.get("issuer", "")), "subject": str(e.get("subject", ""))}
+            {**e, "issuer": str(e.get("issuer", "")), "subject": str(e.get("subject", ""))}
             for e in body
             if isinstance(e, dict)
         ]

@@ -45,11 +45,12 @@ class DeadlineExceeded(NetworkError):
 def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
     """The one HTTP client: verified TLS (optionally against ``ca_bundle``), no redirects.
 
-    Plain http is refused at send time except to a loopback host when ``allow_http`` is set.
+    Plain http is refused at send time except to a literal loopback address when
+    ``allow_http`` is set, and it never goes through a proxy: the proxy would read the
+    credential. https honours the proxy settings in the environment.
     """
-    verify: Any = True
-    if ca_bundle:
-        verify = tls_context(ca_bundle)
+    # One context for every transport: building another costs as much as a cold get's TLS.
+    verify = tls_context(ca_bundle) if ca_bundle else httpx.create_ssl_context(trust_env=True)
 
     def refuse_cleartext(request: httpx.Request) -> None:
         check_scheme(str(request.url), allow_http=allow_http)
@@ -62,6 +63,8 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
         # No state between requests: a cookie a server set has no business in the next one.
         cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         trust_env=True,
+        # Overrides HTTP_PROXY/ALL_PROXY for http:// only: cleartext goes straight to loopback.
+        mounts={"http://": httpx.HTTPTransport(verify=verify, trust_env=False)},
         event_hooks={"request": [refuse_cleartext]},
     )
 

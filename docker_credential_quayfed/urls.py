@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 
 #: a URL longer than this is cut when shown: a message stays one short line
@@ -9,11 +10,16 @@ SHOWN_LIMIT = 100
 
 
 def is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in ("localhost", "::1") or host.endswith(".localhost"):
-        return True
-    parts = host.split(".")
-    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+    """True only for a literal loopback address (127.0.0.0/8, ::1), never for a name.
+
+    A name, ``localhost`` included, is resolved through NSS (/etc/hosts, DNS, resolved), and
+    whatever answers decides where a cleartext credential would go.
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback
 
 
 def refusal(url: str, *, allow_http: bool) -> tuple[str, str] | None:
@@ -42,10 +48,22 @@ def refusal(url: str, *, allow_http: bool) -> tuple[str, str] | None:
             f"{shown(url)} is plain http",
             "use https, or set allow_insecure_http = true for this loopback test server",
         )
+    if parts.scheme == "http" and _names_loopback(host):
+        return (
+            f"{shown(url)} is plain http to a host name",
+            "use https; plain http goes only to a literal loopback address such as "
+            "http://127.0.0.1:PORT or http://[::1]:PORT (with allow_insecure_http = true)",
+        )
     return (
         f"{shown(url)} is not https",
         "use an https:// URL: credentials never travel in clear text",
     )
+
+
+def _names_loopback(host: str) -> bool:
+    """A name meant as loopback (``localhost``, ``*.localhost``): refused with its own fix."""
+    host = host.lower().rstrip(".")
+    return host == "localhost" or host.endswith(".localhost")
 
 
 def shown(url: str) -> str:

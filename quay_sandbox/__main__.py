@@ -6,10 +6,10 @@
 The test PKI is created in DIR unless it is already there. Once serving, ONE JSON line goes to
 stdout (URLs and file paths, never secrets); SIGTERM or SIGINT stops the server and exits 0.
 
-``--config`` for ``quay``: ``{"robots": [{"name", "federation": [{"issuer", "subject"}],
-"permissions": {"org/repo": ["pull", "push"]}}], "admin_tokens": [{"token", "orgs",
-"username"}], "token_lifetime", "registry_token_lifetime", "server_hostname",
-"registry_issuer", "allow_http_issuers"}``.
+``--config`` for ``quay``: ``{"robots": [{"name", "federation": [{"issuer", "subject",
+"audiences"}], "permissions": {"org/repo": ["pull", "push"]}}], "admin_tokens": [{"token",
+"orgs", "username"}], "token_lifetime", "registry_token_lifetime", "server_hostname",
+"registry_issuer", "allow_http_issuers", "posted_entry_keys"}``.
 
 ``--config`` for ``issuer``: ``{"realm", "token_lifetime", "users": [{"username", "password",
 "sub"}], "clients": [{"client_id", "secret", "direct_access", "service_account"}]}``; without it
@@ -60,6 +60,7 @@ def _start_quay(
         server_hostname=config.get("server_hostname"),
         registry_issuer=config.get("registry_issuer", "quay"),
         allow_http_issuers=bool(config.get("allow_http_issuers", False)),
+        posted_entry_keys=config.get("posted_entry_keys", ()),
     )
     emulator.apply_config(config)
     server = emulator.start(pki=pki, host=args.host, port=args.port)

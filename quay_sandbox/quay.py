@@ -65,7 +65,7 @@ class Robot:
     """A robot account: full name ``namespace+short``, federation entries and permissions."""
 
     name: str
-    federation: list[dict[str, str]] = field(default_factory=list)
+    federation: list[dict[str, Any]] = field(default_factory=list)
     permissions: dict[str, set[str]] = field(default_factory=dict)
 
 
@@ -186,6 +186,10 @@ class QuayEmulator:
     :param registry_token_lifetime: lifetime of registry bearer tokens in seconds.
     :param allow_http_issuers: accept ``http://`` issuers, like Quay in debug mode.
     :param discovery_timeout: seconds allowed for each discovery or JWKS fetch.
+    :param posted_entry_keys: keys besides issuer and subject that a federation POST stores
+        (``("audiences",)`` for a Quay whose API keeps them); quay/quay's API drops them all.
+        An entry's ``audiences`` (set here or through :meth:`add_robot`) are checked against
+        the token's ``aud`` at the exchange, as Quay 3.18 does.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class QuayEmulator:
         allow_http_issuers: bool = False,
         discovery_timeout: float = 5.0,
         instance_key: SigningKey | None = None,
+        posted_entry_keys: Iterable[str] = (),
     ) -> None:
         self.ca_bundle = str(ca_bundle) if ca_bundle is not None else None
         self._tls = ssl.create_default_context(cafile=self.ca_bundle)
@@ -206,6 +211,7 @@ class QuayEmulator:
         self.registry_issuer = registry_issuer
         self.allow_http_issuers = allow_http_issuers
         self.discovery_timeout = discovery_timeout
+        self.posted_entry_keys = frozenset(posted_entry_keys)
         self.clock: Callable[[], float] = time.time
         self.instance_key = instance_key or generate_rsa_key()
         registry_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -259,7 +265,7 @@ class QuayEmulator:
     def add_robot(
         self,
         name: str,
-        federation: Iterable[Mapping[str, str] | tuple[str, str]] = (),
+        federation: Iterable[Mapping[str, Any] | tuple[str, str]] = (),
         permissions: Mapping[str, Iterable[str]] | None = None,
     ) -> Robot:
         """Create (or replace) robot ``namespace+short`` with its federation and permissions."""
@@ -274,23 +280,29 @@ class QuayEmulator:
         return robot
 
     @staticmethod
-    def _entry(item: Mapping[str, str] | tuple[str, str]) -> dict[str, str]:
+    def _entry(item: Mapping[str, Any] | tuple[str, str]) -> dict[str, Any]:
         if isinstance(item, tuple):
             return {"issuer": item[0], "subject": item[1]}
-        return {"issuer": str(item["issuer"]), "subject": str(item["subject"])}
+        entry: dict[str, Any] = {"issuer": str(item["issuer"]), "subject": str(item["subject"])}
+        if item.get("audiences"):
+            entry["audiences"] = [str(audience) for audience in item["audiences"]]
+        return entry
 
-    def federate(self, robot: str, issuer: str, subject: str) -> None:
+    def federate(
+        self, robot: str, issuer: str, subject: str, audiences: Iterable[str] = ()
+    ) -> None:
         """Add one federation entry, creating the robot when it does not exist."""
         with self._lock:
             if robot not in self._robots:
                 self.add_robot(robot)
-            self._robots[robot].federation.append({"issuer": issuer, "subject": subject})
+            entry = {"issuer": issuer, "subject": subject, "audiences": list(audiences)}
+            self._robots[robot].federation.append(self._entry(entry))
 
-    def set_federation(self, robot: str, entries: Iterable[Mapping[str, str]]) -> None:
+    def set_federation(self, robot: str, entries: Iterable[Mapping[str, Any]]) -> None:
         with self._lock:
             self._require_robot(robot).federation = [self._entry(item) for item in entries]
 
-    def get_federation(self, robot: str) -> list[dict[str, str]]:
+    def get_federation(self, robot: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(entry) for entry in self._require_robot(robot).federation]
 
@@ -600,9 +612,12 @@ class QuayEmulator:
             raise _BadRequest("Token does not contain issuer")
         if not entries:
             raise _BadRequest("Robot does not have federated login configured")
-        subjects = [entry["subject"] for entry in entries if entry["issuer"] == issuer]
+        matching = [entry for entry in entries if entry["issuer"] == issuer]
+        subjects = [entry["subject"] for entry in matching]
         if not subjects:
             raise _BadRequest(f"issuer {issuer} not configured for this robot")
+        # Quay 3.18: the last matching entry that lists audiences decides; none: aud unchecked.
+        audiences = next((e["audiences"] for e in reversed(matching) if e.get("audiences")), None)
         kid = header.get("kid")
         if kid is None:
             raise _BadRequest("Invalid token: Missing `kid` header")
@@ -614,10 +629,11 @@ class QuayEmulator:
                 public_key,
                 algorithms=list(ALLOWED_ALGORITHMS),
                 issuer=discovery.get("issuer", issuer),
+                audience=audiences,
                 leeway=CLOCK_SKEW_SECONDS,
                 options={
                     "require": ["iat", "exp"],
-                    "verify_aud": False,
+                    "verify_aud": bool(audiences),
                     "verify_nbf": False,
                     "verify_iat": True,
                 },
@@ -708,7 +724,7 @@ class QuayEmulator:
         robot_name = f"{namespace}+{short}"
         if request.method == "POST":
             try:
-                entries = self._parse_federation_body(request)
+                entries = self._parse_federation_body(request, self.posted_entry_keys)
             except _BadRequest as exc:
                 return self._api_error(400, str(exc), "invalid_request")
         with self._lock:
@@ -734,14 +750,14 @@ class QuayEmulator:
             return self._admin_tokens.get(token.strip())
 
     @staticmethod
-    def _parse_federation_body(request: Request) -> list[dict[str, str]]:
+    def _parse_federation_body(request: Request, kept: frozenset[str]) -> list[dict[str, Any]]:
         try:
             body = request.json()
         except ValueError as exc:
             raise _BadRequest("Invalid JSON body") from exc
         if not isinstance(body, list):
             raise _BadRequest("Federation config must be a list")
-        entries: list[dict[str, str]] = []
+        entries: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for item in body:
             if not item or not isinstance(item, dict):
@@ -754,7 +770,9 @@ class QuayEmulator:
             if (issuer, str(subject)) in seen:
                 raise _BadRequest("Duplicate federation config entry")
             seen.add((issuer, str(subject)))
-            entries.append({"issuer": issuer, "subject": str(subject)})
+            entry: dict[str, Any] = {"issuer": issuer, "subject": str(subject)}
+            entry.update({key: item[key] for key in sorted(kept) if item.get(key)})
+            entries.append(entry)
         return entries
 
     # --- the registry token server ------------------------------------------------------------
@@ -939,7 +957,7 @@ class QuayEmulator:
     def apply_config(self, config: Mapping[str, Any]) -> None:
         """Apply a JSON-shaped configuration (the ``--config`` file and the control API).
 
-        Keys: ``robots`` (list of ``{"name", "federation": [{"issuer", "subject"}],
+        Keys: ``robots`` (list of ``{"name", "federation": [{"issuer", "subject", "audiences"}],
         "permissions": {"org/repo": ["pull", "push"]}}``), ``admin_tokens`` (list of
         ``{"token", "orgs": [...], "username"}``), ``token_lifetime``,
         ``registry_token_lifetime``.

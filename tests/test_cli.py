@@ -101,7 +101,7 @@ def test_garbage_on_stdin_is_one_line_without_traceback(
 ) -> None:
     for action in ("get", "erase", "store"):
         result = run_helper(action, garbage, env=helper_env)
-        assert result.returncode == 2, "bad input is a usage error, as --help promises"
+        assert result.returncode == 1, "the protocol answers bad input with exit 1"
         assert result.stdout.strip()
         assert_no_traceback(result)
 
@@ -189,7 +189,7 @@ def test_store_refuses_secrets_without_a_future_expiry(
     helper_env: dict[str, str], secret: str, reason: str
 ) -> None:
     result = store(helper_env, secret)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert reason in result.stdout
     assert secret not in result.stdout + result.stderr
     assert not list(Path(helper_env["DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR"]).glob("*.token"))
@@ -197,7 +197,7 @@ def test_store_refuses_secrets_without_a_future_expiry(
 
 def test_store_refuses_another_username(helper_env: dict[str, str]) -> None:
     result = store(helper_env, robot_jwt(), username="someone")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "org+bot" in result.stdout
 
 
@@ -264,6 +264,49 @@ def test_debug_log_redacts_tokens(helper_env: dict[str, str]) -> None:
     assert result.returncode == 0
     assert "answered by the fast path" in result.stderr  # debug takes the fast path too
     assert jwt not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("action", "stdin", "expected"),
+    [
+        ("get", b"", "no registry host name on stdin (got '')"),
+        ("erase", b"\n\n", "no registry host name on stdin"),
+        ("get", b"\x00\xff\x1b[2Jevil\x07\x9b", "no registry host name on stdin"),
+        ("get", b"q" * 300_000, "no registry host name on stdin"),
+        ("store", b"\x1b]0;owned\x07", "store expects JSON on stdin"),
+        ("store", b"[" * 100_000, "store expects JSON on stdin"),
+        ("store", b'{"ServerURL": "quay.example.test"}', "store input has no Username"),
+    ],
+    ids=["get-empty", "erase-blank", "get-binary", "get-oversized", "store-binary",
+         "store-nested", "store-incomplete"],
+)  # fmt: skip
+def test_protocol_errors_answer_on_stdout_with_exit_1(
+    helper_env: dict[str, str], action: str, stdin: bytes, expected: str
+) -> None:
+    result = run_helper(action, stdin, env=helper_env)
+
+    assert result.returncode == 1, result
+    [line] = result.stdout.splitlines()
+    assert expected in line
+    assert line.isprintable()
+    assert result.stderr == ""
+
+
+def test_a_refused_store_answers_on_stdout_with_exit_1(helper_env: dict[str, str]) -> None:
+    result = store(helper_env, "opaque-password-without-expiry")
+
+    assert result.returncode == 1
+    assert result.stdout.startswith("refusing to store a secret without an expiry")
+    assert len(result.stdout.splitlines()) == 1
+    assert result.stderr == ""
+
+
+def test_control_characters_from_stdin_are_shown_escaped(helper_env: dict[str, str]) -> None:
+    result = run_helper("get", b"a b\x1b[31m\x07", env=helper_env)
+
+    assert result.returncode == 1
+    assert "a b\\x1b[31m\\x07" in result.stdout
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
 
 
 def test_help_and_usage_errors() -> None:

@@ -135,7 +135,7 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(
         '[registries."a.example.com"]\nsource = "password"\nrobot = "x"\n'
-        '[registries."b.example.com"]\nrobot = "o+r"\nissuer = "https://i"\nsource = "bogus"\n'
+        '[registries."b.example.com"]\nrobot = "ab+cd"\nissuer = "https://i"\nsource = "bogus"\n'
     )
     with pytest.raises(ConfigError) as caught:
         config.load(path)
@@ -148,7 +148,7 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_default_port_table_hints_the_name_clients_send(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text('[registries."Quay.io:443"]\nrobot = "o+r"\n')
+    path.write_text('[registries."Quay.io:443"]\nrobot = "org+robot"\n')
     with pytest.raises(ConfigError) as caught:
         config.load(path)
     assert '[registries."quay.io"]' in caught.value.message
@@ -209,7 +209,7 @@ def test_parsing_sets_aside_and_restores_a_callers_timer(tmp_path: Path) -> None
     try:
         signal.setitimer(signal.ITIMER_REAL, 30)
         path = tmp_path / "config.toml"
-        path.write_text('[registries."quay.example.com"]\nrobot = "a+b"\n')
+        path.write_text('[registries."quay.example.com"]\nrobot = "ab+cd"\n')
         with pytest.raises(ConfigError):  # incomplete table: parsed, then refused
             config.load(path)
         left = signal.getitimer(signal.ITIMER_REAL)[0]

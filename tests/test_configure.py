@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,7 +81,7 @@ def test_configure_updates_only_the_given_keys_and_keeps_comments(home: dict[str
     path = Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])
     path.parent.mkdir()
     path.write_text(
-        '# our registries\n[registries."other.example.com"]\nrobot = "a+b"\n'
+        '# our registries\n[registries."other.example.com"]\nrobot = "ab+cd"\n'
         'issuer = "https://i.example.com"\nsource = "env"\ntoken_env = "T"\n'
     )
     assert configure(home, *ARGS).returncode == 0
@@ -170,3 +172,78 @@ def test_a_fifo_as_a_client_file_is_refused_at_once(home: dict[str, str]) -> Non
     assert result.returncode == 1
     assert "is a FIFO, not a regular file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- symlinked files (a dotfiles repository) and the .bak's mode -------------------------------
+def test_symlinked_client_files_and_config_stay_links_with_the_new_content(
+    home: dict[str, str], tmp_path: Path
+) -> None:
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    links = {
+        Path(home["DOCKER_CONFIG"]) / "config.json": dotfiles / "docker-config.json",
+        Path(home["REGISTRY_AUTH_FILE"]): dotfiles / "auth.json",
+        Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]): dotfiles / "quayfed.toml",
+    }
+    for link, target in links.items():
+        target.write_text("" if target.suffix == ".toml" else '{"auths": {}}')
+        target.chmod(0o640)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+
+    result = configure(home, *ARGS)
+
+    assert result.returncode == 0, result
+    for link, target in links.items():
+        assert link.is_symlink() and link.resolve() == target, link
+        assert stat.S_IMODE(target.stat().st_mode) == 0o640
+        assert not link.with_name(link.name + ".bak").is_symlink()
+        assert not list(dotfiles.glob(".*.part"))
+    for name in ("docker-config.json", "auth.json"):
+        document = json.loads((dotfiles / name).read_text())
+        assert document == {"auths": {}, "credHelpers": {HOST: "quayfed"}}
+    assert config.load(dotfiles / "quayfed.toml").registry(HOST).robot == ARGS[2]
+
+
+def bak_modes_while(action: Callable[[], object], directory: Path) -> list[int]:
+    """Every mode a ``*.bak*`` file in ``directory`` shows at each audited OS call of ``action``:
+    the first observation after a file is created is the mode it was created with."""
+    seen: list[int] = []
+    state = {"active": True, "inside": False}
+
+    def observe(event: str, args: tuple[object, ...]) -> None:
+        if not state["active"] or state["inside"] or not event.startswith(("os.", "open")):
+            return
+        state["inside"] = True
+        try:
+            for entry in os.scandir(directory):
+                if ".bak" in entry.name:
+                    seen.append(stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode))
+        finally:
+            state["inside"] = False
+
+    sys.addaudithook(observe)  # hooks cannot be removed: this one switches itself off
+    try:
+        action()
+    finally:
+        state["active"] = False
+    return seen
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_the_bak_has_the_originals_mode_from_its_creation(tmp_path: Path, umask: int) -> None:
+    from docker_credential_quayfed import config_files
+
+    path = tmp_path / "config.json"
+    path.write_text('{"auths": {}}')
+    path.chmod(0o600)
+    previous = os.umask(umask)
+    try:
+        modes = bak_modes_while(lambda: config_files.set_cred_helper(path, HOST), tmp_path)
+    finally:
+        os.umask(previous)
+
+    assert modes, "the .bak was never observed"
+    assert set(modes) == {0o600}
+    assert stat.S_IMODE((tmp_path / "config.json.bak").stat().st_mode) == 0o600
+    assert (tmp_path / "config.json.bak").read_text() == '{"auths": {}}'

@@ -464,6 +464,36 @@ def test_admin_api_user_form(admin: QuayEmulator, tls: ssl.SSLContext) -> None:
     assert api(admin, tls, "GET", path, token="outsider").status_code == 403
 
 
+def test_admin_api_returns_and_keeps_audiences_only_where_quay_does(
+    admin: QuayEmulator, tls: ssl.SSLContext
+) -> None:
+    entry = {"issuer": "https://sso.example/realms/quay", "subject": SUBJECT,
+             "audiences": ["quay.example"]}  # fmt: skip
+    admin.set_federation(ROBOT, [entry])
+    assert api(admin, tls, "GET", ORG_PATH).json() == [entry]
+    # quay/quay's API stores issuer and subject only.
+    assert api(admin, tls, "POST", ORG_PATH, body=[entry]).json() == [
+        {"issuer": entry["issuer"], "subject": SUBJECT}
+    ]
+    admin.posted_entry_keys = frozenset({"audiences"})
+    try:
+        assert api(admin, tls, "POST", ORG_PATH, body=[entry]).json() == [entry]
+    finally:
+        admin.posted_entry_keys = frozenset()
+    assert admin.get_federation(ROBOT) == [entry]
+
+
+@pytest.mark.parametrize(("aud", "status"), [("quay.example", 200), ("elsewhere", 400)])
+def test_an_entry_with_audiences_checks_the_tokens_aud(
+    quay: QuayEmulator, tls: ssl.SSLContext, realm: KeycloakIssuer, aud: str, status: int
+) -> None:
+    quay.federate(ROBOT, realm.issuer, SUBJECT, audiences=["quay.example"])
+    response = exchange(quay, tls, ROBOT, realm.key.sign(claims(realm.issuer, aud=aud)))
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.json()["message"].startswith("Invalid token: ")
+
+
 # --- the registry token server -----------------------------------------------------------------
 
 

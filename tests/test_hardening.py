@@ -409,7 +409,7 @@ def test_deeply_nested_json_to_store_is_a_usage_error(env: dict[str, str]) -> No
                                     "user@127.0.0.1:8443"])  # fmt: skip
 def test_ambiguous_registry_names_are_refused(env: dict[str, str], server: str) -> None:
     result = run_helper("get", server, env=env)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "no registry host name" in result.stdout
 
 

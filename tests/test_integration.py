@@ -230,7 +230,7 @@ def test_quay_400_answers_name_the_fix(
 def test_unknown_robot_is_a_400_naming_the_robot_key(setup: Setup) -> None:
     password_setup(setup, on_failure="error")
     setup.configure(
-        **{**base_settings(setup), "robot": "quay_federation+RHBK_USER"},
+        **{**base_settings(setup), "robot": "quay_federation+nobody"},
         source="password",
         client_id=setup.provider.public_client,
         username="jdoe",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from quay_sandbox.quay import QuayEmulator
+from quay_sandbox.server import serve_wsgi
+from quay_sandbox.tls import TestPKI
 from tests.helper_process import Result, helper_command, run_helper
 from tests.support.oidc_provider import OIDCProvider
 
@@ -183,3 +187,71 @@ def test_federation_user_form(
     assert quay.get_federation("jdoe+bot") == [
         {"issuer": "https://ci.example.com", "subject": "job"}
     ]
+
+
+# -- entries carry more than issuer and subject (Quay 3.18's audiences) ------------------------
+AUDIENCED: dict[str, Any] = {
+    "issuer": "https://sso.example.com/realms/quay",
+    "subject": "ci-runner",
+    "audiences": ["quay.example.com"],
+}
+CI_PAIR = ("--issuer", "https://ci.example.com", "--subject", "job")
+
+
+@pytest.fixture
+def audience_quay(test_pki: TestPKI) -> Iterator[QuayEmulator]:
+    """A Quay whose federation API stores the audiences a POST sends."""
+    emulator = QuayEmulator(ca_bundle=test_pki.ca_cert, posted_entry_keys=("audiences",))
+    emulator.add_admin_token(ADMIN_TOKEN, ["quay_federation"])
+    emulator.add_robot(ROBOT, federation=[AUDIENCED])
+    with emulator.start(pki=test_pki):
+        yield emulator
+
+
+def test_federation_add_and_remove_keep_the_fields_of_other_entries(
+    audience_quay: QuayEmulator, test_pki: TestPKI, env: dict[str, str]
+) -> None:
+    flags = ("--quay-url", str(audience_quay.url), "--ca-bundle", str(test_pki.ca_cert))
+
+    added = federation(env, audience_quay, "add", ROBOT, *CI_PAIR, *flags)
+
+    assert added.returncode == 0, added
+    ci_entry = {"issuer": "https://ci.example.com", "subject": "job"}
+    assert audience_quay.get_federation(ROBOT) == [AUDIENCED, ci_entry]
+    assert "audiences=quay.example.com" in added.stdout
+    removed = federation(env, audience_quay, "remove", ROBOT, *CI_PAIR, *flags)
+    assert removed.returncode == 0, removed
+    assert audience_quay.get_federation(ROBOT) == [AUDIENCED]
+
+
+class RacingWriter:
+    """Wraps the emulator: right after each federation write, another admin writes too."""
+
+    def __init__(self, quay: QuayEmulator, theirs: list[dict[str, Any]]) -> None:
+        self.quay = quay
+        self.theirs = theirs
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        answer: list[bytes] = self.quay(environ, start_response)
+        if environ["REQUEST_METHOD"] in ("POST", "DELETE"):
+            self.quay.set_federation(ROBOT, self.theirs)
+        return answer
+
+
+@pytest.mark.parametrize("action", [("add", *CI_PAIR), ("remove", "--all")])
+def test_federation_reports_a_write_that_raced_another(
+    audience_quay: QuayEmulator, test_pki: TestPKI, env: dict[str, str], action: tuple[str, ...]
+) -> None:
+    theirs: list[dict[str, Any]] = [
+        AUDIENCED,
+        {"issuer": "https://other.example.com", "subject": "theirs"},
+    ]
+    with serve_wsgi(RacingWriter(audience_quay, theirs), pki=test_pki) as racing:
+        flags = ("--quay-url", racing.url, "--ca-bundle", str(test_pki.ca_cert))
+        result = federation(env, audience_quay, action[0], ROBOT, *action[1:], *flags)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert f"the federation list of {ROBOT} changed while this command wrote it" in line
+    assert f"'federation show {ROBOT}'" in line

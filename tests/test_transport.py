@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import http.server
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from docker_credential_quayfed import transport
 from docker_credential_quayfed.errors import ConfigError, NetworkError
+from tests.helper_process import run_helper
+from tests.jwt_factory import fake_jwt
 
 
 @pytest.mark.parametrize(
@@ -219,7 +225,7 @@ def test_hard_deadline_leaves_work_that_ends_in_time_alone() -> None:
         ("https://quay.example.com/v2/", False),
         ("https://quay.example.com/v2/", True),
         ("http://127.0.0.1:8080/token", True),
-        ("http://localhost:8080/token", True),
+        ("http://127.8.9.10:8080/token", True),
         ("http://[::1]:8080/token", True),
     ],
 )
@@ -234,6 +240,10 @@ def test_check_scheme_accepts_https_and_loopback_http_when_allowed(
     [
         ("http://127.0.0.1:8080/token", False, "allow_insecure_http = true"),
         ("http://localhost/token", False, "is plain http"),
+        ("http://localhost:8080/token", True, "literal loopback address"),
+        ("http://foo.localhost:8080/token", True, "literal loopback address"),
+        ("http://127.0.0.1.nip.io/token", True, "is not https"),
+        ("http://127.000.000.001/token", True, "is not https"),
         ("http://quay.example.com/token", True, "is not https"),
         ("http://10.0.0.1/token", True, "is not https"),
         ("ftp://quay.example.com/token", True, "is not https"),
@@ -264,3 +274,142 @@ def test_check_scheme_does_not_repeat_the_password_of_a_refused_url(url: str) ->
 def test_the_client_refuses_cleartext_before_connecting() -> None:
     with transport.client() as session, pytest.raises(ConfigError, match="plain http"):
         session.get("http://127.0.0.1:9/never")
+
+
+def test_a_loopback_name_is_refused_in_one_line_naming_the_address_to_use() -> None:
+    with pytest.raises(ConfigError) as caught:
+        transport.check_scheme("http://foo.localhost:8080/token", allow_http=True)
+
+    message = caught.value.message
+    assert message.startswith("refusing to send credentials to http://foo.localhost:8080/token")
+    assert "http://127.0.0.1:PORT" in message
+    assert len(message.splitlines()) == 1
+
+
+# -- proxies: cleartext goes straight to loopback, https through the proxy as configured ------
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``status`` and ``body``; records method, target, Authorization."""
+
+    status = 200
+    body = b"ok"
+    seen: list[tuple[str, str, str]]
+
+    def _answer(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("Authorization", "")))
+        body = self.body
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_CONNECT = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording_server(
+    status: int, body: bytes = b"ok"
+) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """A real HTTP server on 127.0.0.1: its URL and the requests it saw."""
+    seen: list[tuple[str, str, str]] = []
+    handler = type("Handler", (_Recorder,), {"status": status, "body": body, "seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, str]]]:
+    """A proxy (answering 502 to all) set in every proxy variable httpx reads."""
+    with recording_server(502) as (url, seen):
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, url)
+            monkeypatch.setenv(name.lower(), url)
+        yield seen
+
+
+def test_cleartext_to_loopback_never_goes_through_the_proxy(
+    proxy: list[tuple[str, str, str]],
+) -> None:
+    with recording_server(200) as (url, seen), transport.client(allow_http=True) as session:
+        response = transport.request(
+            session,
+            "GET",
+            f"{url}/oauth2/federation/robot/token",
+            deadline=transport.Deadline(10),
+            what="test exchange",
+            auth=("org+robot", "header.claims.signature"),
+        )
+
+    assert response.status_code == 200
+    assert proxy == []
+    [(method, target, authorization)] = seen
+    assert (method, target) == ("GET", "/oauth2/federation/robot/token")
+    assert authorization.startswith("Basic ")
+
+
+def test_https_still_goes_through_the_proxy_from_the_environment(
+    proxy: list[tuple[str, str, str]],
+) -> None:
+    with transport.client() as session, pytest.raises(NetworkError):
+        transport.request(
+            session, "GET", "https://quay.example.com/x", deadline=transport.Deadline(10),
+            what="test request",
+        )  # fmt: skip
+
+    assert [(method, target) for method, target, _ in proxy][:1] == [
+        ("CONNECT", "quay.example.com:443")
+    ]
+
+
+def test_the_helper_sends_its_cleartext_exchange_past_a_configured_proxy(
+    proxy: list[tuple[str, str, str]], tmp_path: Path
+) -> None:
+    now = int(time.time())
+    jwt = fake_jwt({"iss": "https://sso.example.test/realms/quay", "sub": "ci",
+                    "iat": now, "exp": now + 300})  # fmt: skip
+    with recording_server(400, b'{"message": "Token does not match robot"}') as (url, seen):
+        config = tmp_path / "config.toml"
+        config.write_text(
+            '[registries."quay.example.test"]\nrobot = "org+bot"\n'
+            'issuer = "https://sso.example.test/realms/quay"\nsource = "env"\n'
+            f'token_env = "QUAYFED_TEST_JWT"\nquay_url = "{url}"\nallow_insecure_http = true\n'
+        )
+        result = run_helper("get", "quay.example.test", env={
+            "DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config),
+            "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(tmp_path / "cache"),
+            "QUAYFED_TEST_JWT": jwt,
+        })  # fmt: skip
+
+    assert "Token does not match robot" in result.stderr
+    assert proxy == []
+    assert [(method, target) for method, target, _ in seen] == [
+        ("GET", "/oauth2/federation/robot/token")
+    ]
+
+
+def test_the_helper_refuses_a_localhost_name_for_cleartext_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[registries."quay.example.test"]\nrobot = "org+bot"\n'
+        'issuer = "https://sso.example.test/realms/quay"\nsource = "env"\n'
+        'token_env = "QUAYFED_TEST_JWT"\nquay_url = "http://foo.localhost:8080"\n'
+        "allow_insecure_http = true\n"
+    )
+
+    result = run_helper("list", env={"DOCKER_CREDENTIAL_QUAYFED_CONFIG": str(config)})
+
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert "http://foo.localhost:8080 is plain http to a host name" in line
+    assert "http://127.0.0.1:PORT" in line

@@ -42,8 +42,9 @@ environment:
 
 exit codes:
   0  success
-  1  failure, or "credentials not found in native keychain" (protocol)
-  2  usage error (bad arguments or input)
+  1  failure, or "credentials not found in native keychain"; a protocol action's every
+     error, bad stdin included, with its message on stdout
+  2  usage error (unknown command, flag or argument)
   130 interrupted
 """
 

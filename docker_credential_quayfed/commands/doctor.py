@@ -29,6 +29,7 @@ from docker_credential_quayfed.cache import RobotToken
 from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CheckFailed, QuayfedError
+from docker_credential_quayfed.text import printable
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
@@ -377,12 +378,13 @@ def _colour(verdict: str, text: str) -> str:
 def render(reports: list[Report]) -> str:
     lines = []
     for report in reports:
-        lines.append(f"{report.host}:")
+        lines.append(f"{printable(report.host)}:")
         for step in report.steps:
             tag = _colour(step.verdict, f"[{step.verdict:^4}]")
-            lines.append(f"  {tag} {step.name:<38} {step.seconds * 1000:7.0f} ms  {step.detail}")
+            detail = printable(step.detail)  # claims and server text: no raw control characters
+            lines.append(f"  {tag} {step.name:<38} {step.seconds * 1000:7.0f} ms  {detail}")
             if step.fix and step.verdict in (FAIL, WARN):
-                lines.append(f"         {'':<38}             -> {step.fix}")
+                lines.append(f"         {'':<38}             -> {printable(step.fix)}")
         verdict = "all checks passed" if report.passed else "FAILED"
         lines.append(f"  {verdict}")
     return "\n".join(lines)

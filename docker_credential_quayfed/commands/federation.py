@@ -9,7 +9,8 @@ from typing import Any
 
 from docker_credential_quayfed import broker, config, quay, secret_reader, transport
 from docker_credential_quayfed.commands.help import describe
-from docker_credential_quayfed.errors import ConfigError, UsageError
+from docker_credential_quayfed.errors import ConfigError, QuayError, UsageError
+from docker_credential_quayfed.text import printable
 
 DEFAULT_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
 
@@ -121,6 +122,11 @@ def _minted_pair(host: str) -> dict[str, str]:
     return {"issuer": str(minted.get("iss", "")), "subject": str(minted.get("sub", ""))}
 
 
+def _pair(entry: dict[str, Any]) -> tuple[str, str]:
+    """What names an entry: its issuer and subject (other fields, such as audiences, do not)."""
+    return str(entry["issuer"]), str(entry["subject"])
+
+
 def run(args: argparse.Namespace) -> int:
     action = args.federation_action
     quay_url, ca_bundle = _settings_for(args)
@@ -129,15 +135,27 @@ def run(args: argparse.Namespace) -> int:
     deadline = transport.Deadline(30.0)
     with transport.client(ca_bundle) as session:
 
-        def call(method: str, body: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        def call(method: str, body: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
             return quay.federation_call(
                 session, method, url, token, deadline=deadline, entries=body
             )
 
+        def write(body: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            written = call("POST", body) if body else call("DELETE")
+            # Quay has no compare-and-swap: reading back is how a racing writer is noticed.
+            if call("GET") != written:
+                raise QuayError(
+                    f"the federation list of {args.robot} changed while this command wrote it "
+                    "(another change raced this one, and one of the two may be lost)",
+                    f"check it with 'federation show {args.robot}' and run the command again "
+                    "if an entry is missing",
+                )
+            return written
+
         if action == "show":
             entries = call("GET")
         elif action == "set":
-            entries = call("POST", _pairs(args))
+            entries = write(_pairs(args))
         elif action == "add":
             wanted = _pairs(args)
             if args.from_config:
@@ -145,32 +163,34 @@ def run(args: argparse.Namespace) -> int:
             if not wanted:
                 raise UsageError("nothing to add", "give --issuer and --subject, or --from-config")
             current = call("GET")
-            missing = [pair for pair in wanted if pair not in current]
-            entries = call("POST", current + missing) if missing else current
+            present = {_pair(entry) for entry in current}
+            missing = [pair for pair in wanted if _pair(pair) not in present]
+            entries = write(current + missing) if missing else current
         else:
             if args.all:
-                entries = call("DELETE")
+                entries = write([])
             else:
-                unwanted = _pairs(args)
+                unwanted = {_pair(pair) for pair in _pairs(args)}
                 if not unwanted:
                     raise UsageError("nothing to remove", "give --issuer and --subject, or --all")
                 current = call("GET")
-                kept = [pair for pair in current if pair not in unwanted]
-                if kept == current:
-                    entries = current
-                elif kept:
-                    entries = call("POST", kept)
-                else:
-                    entries = call("DELETE")
+                kept = [entry for entry in current if _pair(entry) not in unwanted]
+                entries = current if kept == current else write(kept)
     _print(entries, args)
     return 0
 
 
-def _print(entries: list[dict[str, str]], args: argparse.Namespace) -> None:
+def _print(entries: list[dict[str, Any]], args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(entries))
         return
     if not entries:
         print(f"{args.robot}: no federation entries")
     for entry in entries:
-        print(f"{args.robot}: issuer={entry['issuer']} subject={entry['subject']}")
+        extra = "".join(
+            f" {name}={','.join(map(str, value)) if isinstance(value, list) else value}"
+            for name, value in entry.items()
+            if name not in ("issuer", "subject")
+        )
+        line = f"{args.robot}: issuer={entry['issuer']} subject={entry['subject']}{extra}"
+        print(printable(line))

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed.text import printable
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.cache import TokenCache
@@ -123,7 +124,7 @@ def _run_login(args: argparse.Namespace) -> int:
         logins.keep_jwt(cache, broker.key_for(registry).principal, token)
     outcome = broker.robot_token(registry, cache, force=True)
     actions.remember(settings, cache)
-    who = f" as {login.subject}" if login.subject else ""
+    who = f" as {printable(login.subject)}" if login.subject else ""
     print(
         f"Logged in to {registry.key}{who}; robot {outcome.token.robot} token valid until "
         f"{logins.when(outcome.token.expires_at)}"
@@ -181,7 +182,7 @@ def _run_status(args: argparse.Namespace) -> int:
     for registry in registries:
         line, ok = describe_registry(registry, cache, time.time())
         healthy = healthy and ok
-        print(line)
+        print(printable(line))
     sys.stdout.flush()
     return 0 if healthy else 1
 

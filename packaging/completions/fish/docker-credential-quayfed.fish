@@ -100,7 +100,7 @@ complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using
 complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l refresh-ahead -l no-refresh-ahead -d 'near the refresh point, answer from the cache and refresh in the background (no pull waits)'
 complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l on-failure -x -d 'anonymous (answer not found, say why on stderr) or error'
 complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l timeout -x -d 'seconds a get may spend refreshing, everything included (1-120)'
-complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l allow-insecure-http -l no-allow-insecure-http -d 'allow http:// to a loopback host (test servers only)'
+complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l allow-insecure-http -l no-allow-insecure-http -d 'allow http:// to a loopback IP, never proxied (tests only)'
 complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l endpoint-hosts -x -d 'other hosts the issuer'"'"'s discovery may name for its endpoints'
 complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l docker -d 'only docker'"'"'s config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json)'
 complete -c docker-credential-quayfed -n '_shtab_docker_credential_quayfed_using configure' -l podman -d 'only the containers auth.json (podman, skopeo, buildah)'

@@ -1,0 +1,14 @@
+"""Text made safe for a terminal or a log (standard library only, no package imports)."""
+
+from __future__ import annotations
+
+
+def printable(value: str) -> str:
+    """``value`` with every non-printable character written as its escape (ESC as ``\\x1b``).
+
+    Robot names, claims and server text come from others: raw, an ESC or BEL in them could
+    rewrite the terminal or forge lines in the kubelet's log.
+    """
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
