@@ -2,8 +2,9 @@
 
 Protocol actions (get, store, erase, list, version) go to ``actions`` without argparse, so a
 cache hit stays fast; every other command goes through ``commands``, one module per command.
-The launchers answer a cache hit in ``fastpath`` before this module loads; a `get` that
-reaches here any other way (``python -m``, the zipapp) asks ``fastpath`` first too.
+The launchers answer a cache hit in ``fastpath`` before this module loads and hand over what
+it declined; a `get` that reaches here any other way (``python -m``) asks ``fastpath`` first
+too. A hit inside the refresh-ahead window is answered here, which then starts the refresh.
 """
 
 # No `from __future__ import annotations` on the cache-hit path (importing it costs a get
@@ -25,15 +26,19 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int:
-    """Run a command line (``sys.argv[1:]`` by default); ``stdin``: what a launcher has
-    already read from it."""
+def main(
+    argv: "Sequence[str] | None" = None,
+    stdin: "str | None" = None,
+    hit: "tuple[str, str, bool] | None" = None,
+) -> int:
+    """Run a command line (``sys.argv[1:]`` by default). ``stdin`` and ``hit``: what a
+    launcher's ``fastpath.answer_or_decline`` read and found before it declined."""
     args = list(sys.argv[1:] if argv is None else argv)
     if argv is None and fastpath.called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
         args = ["kubelet", *args]  # the single-file zipapp installed under the provider's name
     try:
         if args and args[0] in protocol.ACTIONS:
-            return _protocol(args, stdin)
+            return _protocol(args, stdin, hit)
         from docker_credential_quayfed import log
         from docker_credential_quayfed.errors import QuayfedError
 
@@ -55,7 +60,7 @@ def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int
         return EXIT_INTERRUPTED
 
 
-def _protocol(args: "list[str]", stdin: "str | None") -> int:
+def _protocol(args: "list[str]", stdin: "str | None", hit: "tuple[str, str, bool] | None") -> int:
     action = args[0]
     if len(args) > 1:
         from docker_credential_quayfed import actions
@@ -73,9 +78,9 @@ def _protocol(args: "list[str]", stdin: "str | None") -> int:
     if stdin is None:
         stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
         hit = fastpath.answer(stdin) if action == "get" else None
-        if hit is not None:
-            fastpath.serve(hit)
-            return 0
+    if hit is not None:
+        _serve(hit)
+        return 0
     from docker_credential_quayfed import actions
 
     try:
@@ -85,6 +90,17 @@ def _protocol(args: "list[str]", stdin: "str | None") -> int:
     return _write(result)
 
 
+def _serve(hit: "tuple[str, str, bool]") -> None:
+    """Write what ``fastpath.answer`` found; inside the refresh-ahead window, then start the
+    detached refresh."""
+    text, key, ahead = hit
+    fastpath.write_line(text)
+    if ahead:  # answered; the next token is minted in the background
+        from docker_credential_quayfed import background
+
+        background.start_refresh(key)
+
+
 def _write(result: "actions.Answer") -> int:
     if result.text:
         fastpath.write_line(result.text)
@@ -92,19 +108,6 @@ def _write(result: "actions.Answer") -> int:
 
 
 def _unexpected(exc: BaseException) -> str:
-    from docker_credential_quayfed import actions, log
+    from docker_credential_quayfed.errors import unexpected
 
-    if log.debug_enabled():
-        import traceback
-
-        # Asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1; redacted like every other line.
-        sys.stderr.write(log.redact(traceback.format_exc()))
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return (
-            f"the Python module {exc.name} is missing; reinstall {PROGRAM} with its "
-            "dependencies (pipx, the .deb or the RPM bring them)"
-        )
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror}{where}; check the file system and permissions"
-    return actions.internal_error(exc)
+    return unexpected(exc)

@@ -186,8 +186,9 @@ def answer(text: str, config_path: Path, cache_dir: Path) -> str:
 
 def _load(config_path: Path) -> Config:
     from docker_credential_quayfed import config
+    from docker_credential_quayfed.sources import BY_NAME
 
-    return config.load(config_path)
+    return config.load(BY_NAME, config_path)
 
 
 def host_key(host: str) -> str:

@@ -12,6 +12,7 @@ from docker_credential_quayfed import config, fastpath
 from docker_credential_quayfed.cache import RobotToken, TokenCache, remember, robot_token_from_jwt
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CacheError
+from docker_credential_quayfed.sources import BY_NAME
 from tests.jwt_factory import fake_jwt
 
 REGISTRY = "quay.example.com"
@@ -158,7 +159,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken]:
     """A token cached for the configured registry, and the snapshot the full path writes."""
-    settings = config.load()
+    settings = config.load(BY_NAME)
     cache = TokenCache(tmp_path / "cache")
     entry = token(issued_at)
     cache.write(settings.registry(REGISTRY).identity, entry)

@@ -12,6 +12,7 @@ import pytest
 
 from docker_credential_quayfed import config, fastpath, kubelet
 from docker_credential_quayfed.errors import ConfigError, UsageError
+from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
@@ -150,7 +151,7 @@ def test_called_as_the_provider() -> None:
 
 # -- the node's policy ---------------------------------------------------------------------------
 def parse(text: str) -> config.Config:
-    return config.parse_text(text, Path("/etc/quayfed/config.toml"))
+    return config.parse_text(text, Path("/etc/quayfed/config.toml"), BY_NAME)
 
 
 def test_kubelet_tables() -> None:

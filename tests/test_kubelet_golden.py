@@ -451,6 +451,7 @@ def test_documented_credential_provider_config() -> None:
 
 def test_documented_service_account_and_node_config(tmp_path: Path) -> None:
     from docker_credential_quayfed import config
+    from docker_credential_quayfed.sources import BY_NAME
 
     (account,) = _documented("ServiceAccount")
     assert kubelet.ROBOT_ANNOTATION in account["metadata"]["annotations"]
@@ -459,5 +460,5 @@ def test_documented_service_account_and_node_config(tmp_path: Path) -> None:
     ca.write_text("")
     for table in tables:
         text = table.replace("/etc/pki/tls/certs/quay-ca.pem", str(ca))
-        settings = config.parse_text(text, tmp_path / "config.toml")
+        settings = config.parse_text(text, tmp_path / "config.toml", BY_NAME)
         assert settings.kubelet
