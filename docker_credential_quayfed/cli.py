@@ -75,12 +75,15 @@ def _protocol(args: "list[str]", stdin: "str | None", hit: "tuple[str, str, bool
             f"see '{PROGRAM} --help'",
         )
         return _write(actions.Answer.failure(usage.message, EXIT_USAGE))
+    if hit is not None:  # found by a launcher's fastpath: answered, then gone as its hits go
+        _serve(hit)
+        fastpath.leave()
     if stdin is None:
         stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
         hit = fastpath.answer(stdin) if action == "get" else None
-    if hit is not None:
-        _serve(hit)
-        return 0
+        if hit is not None:
+            _serve(hit)
+            return 0
     from docker_credential_quayfed import actions
 
     try:
