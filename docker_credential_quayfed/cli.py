@@ -3,8 +3,9 @@
 Protocol actions (get, store, erase, list, version) go to ``actions`` without argparse, so a
 cache hit stays fast; every other command goes through ``commands``, one module per command.
 The launchers answer a cache hit in ``fastpath`` before this module loads and hand over what
-it declined; a `get` that reaches here any other way (``python -m``) asks ``fastpath`` first
-too. A hit inside the refresh-ahead window is answered here, which then starts the refresh.
+it declined, a hit inside the refresh-ahead window included: this module answers that one and
+starts the refresh. A `get` that reaches here any other way (``python -m``) asks ``fastpath``
+first too.
 """
 
 # No `from __future__ import annotations` on the cache-hit path (importing it costs a get
@@ -12,8 +13,9 @@ too. A hit inside the refresh-ahead window is answered here, which then starts t
 
 import sys
 
-from docker_credential_quayfed import fastpath, protocol
-from docker_credential_quayfed.paths import APP_NAME as PROGRAM
+from docker_credential_quayfed import fastpath
+
+PROGRAM = fastpath.APP_NAME
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
@@ -33,12 +35,17 @@ def main(
 ) -> int:
     """Run a command line (``sys.argv[1:]`` by default). ``stdin`` and ``hit``: what a
     launcher's ``fastpath.answer_or_decline`` read and found before it declined."""
+    if hit is not None:  # a launcher's `get` that fastpath found inside the refresh-ahead window
+        _serve(hit)
+        fastpath.leave()  # as the launchers' other hits leave: nothing else is open
+    from docker_credential_quayfed import protocol  # after that hit, which needs none of it
+
     args = list(sys.argv[1:] if argv is None else argv)
     if argv is None and fastpath.called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
         args = ["kubelet", *args]  # the single-file zipapp installed under the provider's name
     try:
         if args and args[0] in protocol.ACTIONS:
-            return _protocol(args, stdin, hit)
+            return _protocol(args, stdin)
         from docker_credential_quayfed import log
         from docker_credential_quayfed.errors import QuayfedError
 
@@ -60,7 +67,7 @@ def main(
         return EXIT_INTERRUPTED
 
 
-def _protocol(args: "list[str]", stdin: "str | None", hit: "tuple[str, str, bool] | None") -> int:
+def _protocol(args: "list[str]", stdin: "str | None") -> int:
     action = args[0]
     if len(args) > 1:
         from docker_credential_quayfed import actions
@@ -75,9 +82,6 @@ def _protocol(args: "list[str]", stdin: "str | None", hit: "tuple[str, str, bool
             f"see '{PROGRAM} --help'",
         )
         return _write(actions.Answer.failure(usage.message, EXIT_USAGE))
-    if hit is not None:  # found by a launcher's fastpath: answered, then gone as its hits go
-        _serve(hit)
-        fastpath.leave()
     if stdin is None:
         stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
         hit = fastpath.answer(stdin) if action == "get" else None
