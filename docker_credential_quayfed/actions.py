@@ -10,7 +10,13 @@ from __future__ import annotations
 import time
 
 from docker_credential_quayfed import __version__, fastpath, log, protocol
-from docker_credential_quayfed.errors import ConfigError, LoginRequired, QuayfedError, UsageError
+from docker_credential_quayfed.errors import (
+    ConfigError,
+    LoginRequired,
+    QuayfedError,
+    UsageError,
+    internal_error,
+)
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 from docker_credential_quayfed.text import printable
 
@@ -78,9 +84,10 @@ def get(stdin: str) -> Answer:
     log.debug(f"{key}: taking the full path")
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.sources import BY_NAME
 
     try:
-        settings = config.load()
+        settings = config.load(BY_NAME)
     except ConfigError as exc:
         # A broken or missing config must never break pulls from anywhere: go anonymous.
         log.error(f"{exc.message} (answering 'not found' for {key})")
@@ -138,9 +145,10 @@ def store(stdin: str) -> Answer:
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
     from docker_credential_quayfed.claims import NotAJWT
+    from docker_credential_quayfed.sources import BY_NAME
 
     credentials = protocol.parse_store(stdin)
-    settings = config.load()
+    settings = config.load(BY_NAME)
     registry = settings.registry(credentials.server_url)
     if credentials.username != registry.robot:
         raise UsageError(
@@ -182,16 +190,10 @@ def erase(stdin: str) -> Answer:
 
 def list_registries() -> Answer:
     from docker_credential_quayfed import config
+    from docker_credential_quayfed.sources import BY_NAME
 
     path = config.default_config_path()
     if not path.exists():  # nothing configured yet is an empty list, not an error
         return Answer(protocol.encode_list({}))
-    settings = config.load(path)
+    settings = config.load(BY_NAME, path)
     return Answer(protocol.encode_list({k: r.robot for k, r in settings.registries.items()}))
-
-
-def internal_error(exc: BaseException) -> str:
-    return (
-        f"internal error ({type(exc).__name__}); please report it with the output of "
-        f"DOCKER_CREDENTIAL_QUAYFED_DEBUG=1"
-    )

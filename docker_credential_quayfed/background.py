@@ -49,10 +49,11 @@ def refresh(key: str) -> int:
     """Mint ``key``'s next token unless another process is at it or it is no longer due."""
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache
-    from docker_credential_quayfed.errors import QuayfedError
+    from docker_credential_quayfed.errors import QuayfedError, unexpected
+    from docker_credential_quayfed.sources import BY_NAME
 
     try:
-        settings = config.load()
+        settings = config.load(BY_NAME)
     except QuayfedError:
         return 1
     registry = settings.registries.get(key)
@@ -64,10 +65,8 @@ def refresh(key: str) -> int:
     except QuayfedError as exc:
         note(cache, f"{key}: refreshing ahead failed: {exc.message}")
         return 1
-    except Exception as exc:
-        from docker_credential_quayfed.actions import internal_error
-
-        note(cache, f"{key}: refreshing ahead failed: {internal_error(exc)}")
+    except Exception as exc:  # a bug, an OS error, a missing module: this log is all that shows it
+        note(cache, f"{key}: refreshing ahead failed: {unexpected(exc)}")
         return 1
     return 0
 

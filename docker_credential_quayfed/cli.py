@@ -2,8 +2,10 @@
 
 Protocol actions (get, store, erase, list, version) go to ``actions`` without argparse, so a
 cache hit stays fast; every other command goes through ``commands``, one module per command.
-The launchers answer a cache hit in ``fastpath`` before this module loads; a `get` that
-reaches here any other way (``python -m``, the zipapp) asks ``fastpath`` first too.
+The launchers answer a cache hit in ``fastpath`` before this module loads and hand over what
+it declined, a hit inside the refresh-ahead window included: this module answers that one and
+starts the refresh. A `get` that reaches here any other way (``python -m``) asks ``fastpath``
+first too.
 """
 
 # No `from __future__ import annotations` on the cache-hit path (importing it costs a get
@@ -11,8 +13,9 @@ reaches here any other way (``python -m``, the zipapp) asks ``fastpath`` first t
 
 import sys
 
-from docker_credential_quayfed import fastpath, protocol
-from docker_credential_quayfed.paths import APP_NAME as PROGRAM
+from docker_credential_quayfed import fastpath
+
+PROGRAM = fastpath.APP_NAME
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
@@ -25,9 +28,18 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int:
-    """Run a command line (``sys.argv[1:]`` by default); ``stdin``: what a launcher has
-    already read from it."""
+def main(
+    argv: "Sequence[str] | None" = None,
+    stdin: "str | None" = None,
+    hit: "tuple[str, str, bool] | None" = None,
+) -> int:
+    """Run a command line (``sys.argv[1:]`` by default). ``stdin`` and ``hit``: what a
+    launcher's ``fastpath.answer_or_decline`` read and found before it declined."""
+    if hit is not None:  # a launcher's `get` that fastpath found inside the refresh-ahead window
+        _serve(hit)
+        fastpath.leave()  # as the launchers' other hits leave: nothing else is open
+    from docker_credential_quayfed import protocol  # after that hit, which needs none of it
+
     args = list(sys.argv[1:] if argv is None else argv)
     if argv is None and fastpath.called_as_kubelet_provider(sys.argv[0] if sys.argv else ""):
         args = ["kubelet", *args]  # the single-file zipapp installed under the provider's name
@@ -35,7 +47,7 @@ def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int
         if args and args[0] in protocol.ACTIONS:
             return _protocol(args, stdin)
         from docker_credential_quayfed import log
-        from docker_credential_quayfed.errors import QuayfedError
+        from docker_credential_quayfed.errors import QuayfedError, unexpected
 
         try:
             if args and args[0] == "kubelet":
@@ -49,7 +61,7 @@ def main(argv: "Sequence[str] | None" = None, stdin: "str | None" = None) -> int
             log.error(exc.message)
             return exc.exit_code
         except Exception as exc:  # a bug, an OS error, a missing module: one line, no traceback
-            log.error(_unexpected(exc))
+            log.error(unexpected(exc))
             return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -74,40 +86,30 @@ def _protocol(args: "list[str]", stdin: "str | None") -> int:
         stdin = fastpath.read_stdin() if action in ("get", "store", "erase") else ""
         hit = fastpath.answer(stdin) if action == "get" else None
         if hit is not None:
-            fastpath.serve(hit)
+            _serve(hit)
             return 0
     from docker_credential_quayfed import actions
+    from docker_credential_quayfed.errors import unexpected
 
     try:
         result = actions.run(action, stdin)
     except Exception as exc:  # a bug or an OS error: one line, never a traceback
-        result = actions.Answer.failure(_unexpected(exc))
+        result = actions.Answer.failure(unexpected(exc))
     return _write(result)
+
+
+def _serve(hit: "tuple[str, str, bool]") -> None:
+    """Write what ``fastpath.answer`` found; inside the refresh-ahead window, then start the
+    detached refresh."""
+    text, key, ahead = hit
+    fastpath.write_line(text)
+    if ahead:  # answered; the next token is minted in the background
+        from docker_credential_quayfed import background
+
+        background.start_refresh(key)
 
 
 def _write(result: "actions.Answer") -> int:
     if result.text:
         fastpath.write_line(result.text)
     return result.code
-
-
-def _unexpected(exc: BaseException) -> str:
-    from docker_credential_quayfed import actions, log
-
-    if log.debug_enabled():
-        import traceback
-
-        # Asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1; redacted like every other line.
-        from docker_credential_quayfed.text import printable
-
-        lines = log.redact(traceback.format_exc()).splitlines()
-        sys.stderr.write("".join(printable(line) + "\n" for line in lines))
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        return (
-            f"the Python module {exc.name} is missing; reinstall {PROGRAM} with its "
-            "dependencies (pipx, the .deb or the RPM bring them)"
-        )
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror}{where}; check the file system and permissions"
-    return actions.internal_error(exc)

@@ -1,6 +1,8 @@
 """The TOML configuration: one ``[registries."HOST"]`` table per registry key.
 
-Every error names the file, the key and the fix.
+Every error names the file, the key and the fix. What each token source needs is read from
+the sources' own declarations, which the caller passes in (``sources.BY_NAME``): the sources
+stand above this module.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from docker_credential_quayfed import fastpath, files, names, paths, urls
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
@@ -20,6 +22,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.9/3.10
     import tomli as tomllib
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 APP_NAME = paths.APP_NAME
 CONFIG_ENV = paths.CONFIG_ENV
 CACHE_DIR_ENV = paths.CACHE_DIR_ENV
@@ -29,6 +34,21 @@ CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 ON_FAILURE = ("anonymous", "error")
 #: what every source needs
 COMMON_REQUIRED = ("robot", "issuer", "source")
+#: the settings that say where the client secret is (one at most)
+CLIENT_SECRET_KEYS = ("client_secret_env", "client_secret_file", "client_secret_command")
+
+
+class SourceDeclaration(Protocol):
+    """What validation reads of a token source (``sources.base.TokenSource`` declares it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def required(self) -> tuple[str, ...]: ...
+
+    @property
+    def one_of(self) -> tuple[tuple[str, ...], ...]: ...
 
 
 @dataclass(frozen=True)
@@ -168,21 +188,21 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 
-def settings_reference() -> list[tuple[str, str, str, str]]:
+def settings_reference(
+    sources: Mapping[str, SourceDeclaration],
+) -> list[tuple[str, str, str, str]]:
     """(key, meaning, default, which sources need it) for each setting: the README's table and
     the man page's CONFIGURATION section are made from this."""
-    from docker_credential_quayfed.sources import SOURCES
-
     rows = []
     for setting in SETTINGS:
         if setting.name in COMMON_REQUIRED:
             need = "required"
         else:
-            needing = [s.name for s in SOURCES if setting.name in s.required]
+            needing = [s.name for s in sources.values() if setting.name in s.required]
             parts = [f"required by {', '.join(needing)}"] if needing else []
             parts += [
                 f"{s.name} needs one of {', '.join(group)}"
-                for s in SOURCES
+                for s in sources.values()
                 for group in s.one_of
                 if setting.name in group
             ]
@@ -221,8 +241,8 @@ def default_cache_dir() -> Path:
     return Path(paths.cache_dir())
 
 
-def load(path: Path | None = None) -> Config:
-    """Read and validate the configuration file."""
+def load(sources: Mapping[str, SourceDeclaration], path: Path | None = None) -> Config:
+    """Read the configuration file and validate it against ``sources`` (by name)."""
     path = path or default_config_path()
     try:
         stamp = fastpath.fingerprint(os.stat(path))
@@ -234,7 +254,7 @@ def load(path: Path | None = None) -> Config:
             f"no configuration file at {path}",
             "create it (see the README) or run 'docker-credential-quayfed configure HOST'",
         )
-    return parse_text(text, path, stamp)
+    return parse_text(text, path, sources, stamp)
 
 
 def read_text(path: Path, limit: int = MAX_CONFIG) -> str | None:
@@ -254,7 +274,9 @@ def read_text(path: Path, limit: int = MAX_CONFIG) -> str | None:
         raise ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8") from None
 
 
-def parse_text(text: str, path: Path, stamp: str = "") -> Config:
+def parse_text(
+    text: str, path: Path, sources: Mapping[str, SourceDeclaration], stamp: str = ""
+) -> Config:
     try:
         document = _loads_within(text, PARSE_LIMIT)
     except _TooSlow:
@@ -267,7 +289,7 @@ def parse_text(text: str, path: Path, stamp: str = "") -> Config:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax there") from None
     except RecursionError:
         raise ConfigError(f"{path} nests too deeply to be a config", "fix the file") from None
-    return parse(document, path, stamp)
+    return parse(document, path, sources, stamp)
 
 
 #: a config that takes longer than this to parse would hold up every pull: refused
@@ -331,7 +353,9 @@ class _Problems:
             raise ConfigError(f"{self.path} has {len(self.found)} problems: {listed}")
 
 
-def parse(document: dict[str, Any], path: Path, stamp: str = "") -> Config:
+def parse(
+    document: dict[str, Any], path: Path, sources: Mapping[str, SourceDeclaration], stamp: str = ""
+) -> Config:
     problems = _Problems(path)
     for name in sorted(set(document) - {"registries", "kubelet"}):
         problems.add(
@@ -355,7 +379,7 @@ def parse(document: dict[str, Any], path: Path, stamp: str = "") -> Config:
         if key in registries:
             problems.add(f"registry {key} is configured twice", "keep one table for it")
             continue
-        registry = _registry(key, table, path, problems)
+        registry = _registry(key, table, path, sources, problems)
         if registry is not None:
             registries[key] = registry
     kubelet = _kubelet_hosts(document.get("kubelet", {}), path, problems)
@@ -384,11 +408,13 @@ def _normalised_key(written: str, problems: _Problems) -> str | None:
 
 
 def _registry(
-    key: str, table: dict[str, Any], path: Path, problems: _Problems
+    key: str,
+    table: dict[str, Any],
+    path: Path,
+    sources: Mapping[str, SourceDeclaration],
+    problems: _Problems,
 ) -> RegistryConfig | None:
     """The table's settings, or None after adding each of its problems to ``problems``."""
-    from docker_credential_quayfed.sources import BY_NAME
-
     where = f"[registries.{_quote(key)}]"
     before = len(problems.found)
     values: dict[str, Any] = {}
@@ -418,11 +444,11 @@ def _registry(
     for name in COMMON_REQUIRED:
         if not values.get(name):
             problems.add(f"{where} is missing {name}", f"add {name} = {_example(name)}")
-    source = BY_NAME.get(values.get("source", ""))
+    source = sources.get(values.get("source", ""))
     if values.get("source") and source is None:
         problems.add(
             f"{where} source = {values['source']!r} is not a known token source",
-            f"use one of: {', '.join(BY_NAME)}",
+            f"use one of: {', '.join(sources)}",
         )
     if source is not None:
         for name in source.required:
@@ -505,8 +531,6 @@ def _checked_ca_bundle(value: str, where: str, problems: _Problems) -> str:
 
 def _check_client_auth(values: dict[str, Any], where: str, problems: _Problems) -> None:
     """client_auth, the client secret and the private key must tell one story."""
-    from docker_credential_quayfed.sources.oauth import CLIENT_SECRET_KEYS
-
     method = values.get("client_auth", "client_secret_basic")
     secrets = [name for name in CLIENT_SECRET_KEYS if values.get(name)]
     key_settings = [name for name in ("client_key_file", "client_key_id") if values.get(name)]

@@ -16,6 +16,7 @@ from typing import Any
 
 from docker_credential_quayfed import config, files, paths
 from docker_credential_quayfed.errors import ConfigError
+from docker_credential_quayfed.sources import BY_NAME
 
 HELPER_NAME = "quayfed"
 
@@ -173,7 +174,7 @@ def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Chang
     """Write ``settings`` into host's table (keys not given stay as they are); validate first."""
     found = config.read_text(path)
     text, existed = (found, True) if found is not None else ("", False)
-    current = config.parse_text(text, path) if existed else config.Config(path, {})
+    current = config.parse_text(text, path, BY_NAME) if existed else config.Config(path, {})
     table: dict[str, object] = {}
     old = current.registries.get(host)
     lines = text.splitlines()
@@ -201,14 +202,13 @@ def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Chang
     new_text = "\n".join(new_lines) + "\n"
     if new_text == text:
         return Change(path, "unchanged")
-    config.parse_text(new_text, path)  # refuse to write a config that would not load
+    config.parse_text(new_text, path, BY_NAME)  # refuse to write a config that would not load
     _write_keeping_mode(path, new_text.encode("utf-8"))
     return Change(path, "updated" if existed else "created")
 
 
 def missing_settings(table: dict[str, object]) -> list[str]:
     """The flags still needed for ``table`` to load, all at once ("--a", "--b|--c")."""
-    from docker_credential_quayfed.sources import BY_NAME
 
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
@@ -229,7 +229,7 @@ def remove_registry(path: Path, host: str) -> Change:
     text = config.read_text(path)
     if text is None:
         return Change(path, "absent")
-    config.parse_text(text, path)
+    config.parse_text(text, path, BY_NAME)
     lines = text.splitlines()
     span = _table_span(lines, host)
     if span is None:

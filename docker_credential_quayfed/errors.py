@@ -1,8 +1,12 @@
-"""One error base for the helper; each subclass builds a one-line, actionable message."""
+"""One error base for the helper; each subclass builds a one-line, actionable message. And the
+one line for anything else that ends a command (a bug, an OS error, a missing module)."""
 
 from __future__ import annotations
 
+import sys
+
 from docker_credential_quayfed import log
+from docker_credential_quayfed.paths import APP_NAME as PROGRAM
 from docker_credential_quayfed.text import printable
 
 
@@ -72,3 +76,32 @@ class GrantRefused(IssuerError):
     def __init__(self, problem: str, fix: str = "", code: str = "") -> None:
         super().__init__(problem, fix)
         self.code = code
+
+
+def unexpected(exc: BaseException) -> str:
+    """The one line for an exception that is no QuayfedError; with a debug log asked for, its
+    redacted traceback goes to stderr first."""
+    if log.debug_enabled():
+        import traceback
+
+        # Asked for with DOCKER_CREDENTIAL_QUAYFED_DEBUG=1; redacted like every other line.
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        shown = log.redact("".join(lines)).splitlines()
+        sys.stderr.write("".join(printable(line) + "\n" for line in shown))
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return (
+            f"the Python module {exc.name} is missing; reinstall {PROGRAM} with its "
+            "dependencies (pipx, the .deb or the RPM bring them)"
+        )
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}; check the file system and permissions"
+    return internal_error(exc)
+
+
+def internal_error(exc: BaseException) -> str:
+    """The line for a bug: what was raised, and how to report it."""
+    return (
+        f"internal error ({type(exc).__name__}); please report it with the output of "
+        f"DOCKER_CREDENTIAL_QUAYFED_DEBUG=1"
+    )

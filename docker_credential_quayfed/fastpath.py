@@ -1,8 +1,9 @@
 """Everything a cache-hit `get` runs, in one module that imports nothing of the package.
 
 The launchers in ``bin/`` load this module alone (from its compiled file, without `site`) and
-call :func:`launch`: when a fresh token is on disk, the answer is written from here and the
-process leaves without the interpreter's teardown. Anything else goes on to ``cli``.
+call :func:`answer_or_decline`: when a fresh token is on disk, the answer is written from here
+and the process leaves without the interpreter's teardown. Anything else it declines, and the
+launcher goes on to ``cli``.
 
 It is therefore the one owner of the rules a cache hit applies, which ``paths``, ``protocol``
 and ``cache`` take from here: where the config and the cache live, how stdin names a registry,
@@ -28,6 +29,7 @@ import time
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import NoReturn
 
 # -- where things live (``paths`` re-exports these) ------------------------------------------
 APP_NAME = "docker-credential-quayfed"
@@ -591,11 +593,15 @@ def called_as_kubelet_provider(program: str) -> bool:
     return name in (KUBELET_PROVIDER, f"{KUBELET_PROVIDER}.pyz")
 
 
-def launch(site: str, args: "Sequence[str] | None" = None) -> int:
-    """Run the command line of a launcher that found the package in ``site`` and started
-    Python without `site` (``bin/``): a cache-hit `get` is answered from this module alone,
-    and the process then leaves at once (nothing is left to flush or close); anything else
-    goes to ``cli`` with the package importable. ``args`` replaces ``sys.argv[1:]``."""
+def answer_or_decline(
+    site: str, args: "Sequence[str] | None" = None
+) -> "tuple[str | None, tuple[str, str, bool] | None]":
+    """A launcher's first step, once it has found the package in ``site`` and started Python
+    without `site` (``bin/``): a cache-hit `get` is answered here, and the process leaves at
+    once (nothing is left to flush or close). Anything else is declined: the package is made
+    importable, and what was read goes back for ``cli.main`` (stdin, None when it was not
+    read, and a hit inside the refresh-ahead window, which cli answers and then refreshes).
+    ``args`` replaces ``sys.argv[1:]``."""
     stdin = None
     hit = None
     if args is None and sys.argv[1:] == ["get"] and not called_as_kubelet_provider(sys.argv[0]):
@@ -603,29 +609,21 @@ def launch(site: str, args: "Sequence[str] | None" = None) -> int:
             stdin = read_stdin()
             hit = answer(stdin)
         except KeyboardInterrupt:
-            return 130  # as cli answers an interrupt: no traceback
-    if hit is None or hit[2]:  # the CLI, or the background refresh: the whole package
-        _importable(site)
-    if hit is None:
-        from docker_credential_quayfed.cli import main
+            raise SystemExit(130) from None  # as cli answers an interrupt: no traceback
+    if hit is not None and not hit[2]:
+        write_line(hit[0])
+        leave()
+    _importable(site)
+    return stdin, hit
 
-        return main(args, stdin=stdin)
-    serve(hit)
+
+def leave() -> "NoReturn":
+    """End a launcher's answered `get` at once: nothing is left to flush or close but stderr,
+    and the interpreter's teardown would cost it a fifth of its time."""
     try:
         sys.stderr.flush()
     finally:
         posix._exit(0)
-
-
-def serve(hit: "tuple[str, str, bool]") -> None:
-    """Write what :func:`answer` found; inside the refresh-ahead window, then start the
-    detached refresh (the package must be importable)."""
-    text, key, ahead = hit
-    write_line(text)
-    if ahead:  # answered; the next token is minted in the background
-        from docker_credential_quayfed import background
-
-        background.start_refresh(key)
 
 
 def _importable(site: str) -> None:

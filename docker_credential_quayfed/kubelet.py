@@ -194,8 +194,9 @@ def answer(text: str, config_path: Path, cache_dir: Path) -> str:
 
 def _load(config_path: Path) -> Config:
     from docker_credential_quayfed import config
+    from docker_credential_quayfed.sources import BY_NAME
 
-    return config.load(config_path)
+    return config.load(BY_NAME, config_path)
 
 
 def host_key(host: str) -> str:
@@ -431,9 +432,9 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug or an OS error: one line, never a traceback
-        from docker_credential_quayfed.cli import _unexpected
+        from docker_credential_quayfed.errors import unexpected
 
-        log.error(_unexpected(exc))
+        log.error(unexpected(exc))
         return 1
     try:
         sys.stdout.write(response + "\n")

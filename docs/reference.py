@@ -19,10 +19,10 @@ BEGIN, END = "<!-- reference:begin (docs/reference.py) -->", "<!-- reference:end
 def render() -> str:
     sys.path.insert(0, str(ROOT))
     from docker_credential_quayfed.config import settings_reference
-    from docker_credential_quayfed.sources import SOURCES
+    from docker_credential_quayfed.sources import BY_NAME, SOURCES
 
     lines = ["| key | meaning | default | needed |", "|---|---|---|---|"]
-    for name, meaning, default, need in settings_reference():
+    for name, meaning, default, need in settings_reference(BY_NAME):
         lines.append(f"| `{name}` | {meaning} | `{default}` | {need} |")
     lines += ["", "| source | where the JWT comes from | settings it reads |", "|---|---|---|"]
     for source in SOURCES:

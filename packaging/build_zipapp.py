@@ -149,8 +149,9 @@ sys.exit(main())
 # The shell boot before the zip: the file is run by sh, which starts python3 -S on this code.
 # When a first run has unpacked and compiled the payload for this interpreter, it imports the
 # package from there: no zipimport, no runpy (importlib.util, contextlib, functools...) and no
-# `site`, which cost a cache hit more than the helper's own work; fastpath.launch answers a
-# hit and leaves without the interpreter's teardown, as the installed launchers do.
+# `site`, which cost a cache hit more than the helper's own work; fastpath.answer_or_decline
+# answers a hit and leaves without the interpreter's teardown, as the installed launchers do,
+# and hands anything else to cli.
 # Otherwise, or with a PYTHONPATH (whose sitecustomize expects the ordinary start), Python
 # runs the archive as it is, __main__ and all.
 BOOT_TEMPLATE = """\
@@ -164,9 +165,12 @@ if sys.path[:1] == [""]:
 _found = sys.version_info >= {oldest!r} and _build_directory()
 if _found and _ready(*_found):
     sys.path.insert(0, _found[0])
-    from docker_credential_quayfed.fastpath import launch
+    from docker_credential_quayfed.fastpath import answer_or_decline
 
-    sys.exit(launch(_found[0]))
+    _read = answer_or_decline(_found[0])
+    from docker_credential_quayfed.cli import main
+
+    sys.exit(main(None, *_read))
 import runpy
 
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -162,14 +162,14 @@ def release_date(version: str) -> str:
 def configuration_section() -> list[str]:
     """Each setting of a registry table and each token source, from the code's declarations."""
     from docker_credential_quayfed.config import settings_reference
-    from docker_credential_quayfed.sources import SOURCES
+    from docker_credential_quayfed.sources import BY_NAME, SOURCES
 
     out = [
         ".SH CONFIGURATION",
         ".PP",
         escape('One [registries."HOST"] table per registry in the TOML configuration file.'),
     ]
-    for name, meaning, default, need in settings_reference():
+    for name, meaning, default, need in settings_reference(BY_NAME):
         out += [
             ".TP",
             bold(name),

@@ -13,6 +13,7 @@ from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CacheError
 from docker_credential_quayfed.identity import Principal, credential_key
+from docker_credential_quayfed.sources import BY_NAME
 from tests.jwt_factory import fake_jwt
 
 REGISTRY = "quay.example.com"
@@ -165,7 +166,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken]:
     """A token cached for the configured registry, and the snapshot the full path writes."""
-    settings = config.load()
+    settings = config.load(BY_NAME)
     cache = TokenCache(tmp_path / "cache")
     entry = token(issued_at)
     cache.write(broker.key_for(settings.registry(REGISTRY)), entry)

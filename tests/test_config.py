@@ -8,7 +8,7 @@ import pytest
 
 from docker_credential_quayfed import broker, config
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
-from docker_credential_quayfed.sources import SOURCES
+from docker_credential_quayfed.sources import BY_NAME, SOURCES
 
 GOOD = """
 [registries."quay.example.com"]
@@ -37,7 +37,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
-    loaded = config.load(write(tmp_path, GOOD))
+    loaded = config.load(BY_NAME, write(tmp_path, GOOD))
     quay = loaded.registry("quay.example.com")
     assert quay.robot == "quay_federation+rhbk_user"
     assert quay.scope == "openid"
@@ -52,14 +52,16 @@ def test_good_file_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_identity_differs_by_user_and_robot(tmp_path: Path) -> None:
-    loaded = config.load(write(tmp_path, GOOD))
+    loaded = config.load(BY_NAME, write(tmp_path, GOOD))
     a = loaded.registry("quay.example.com")
-    b = config.load(write(tmp_path, GOOD.replace('"jdoe"', '"other"'))).registry("quay.example.com")
+    b = config.load(BY_NAME, write(tmp_path, GOOD.replace('"jdoe"', '"other"'))).registry(
+        "quay.example.com"
+    )
     assert broker.key_for(a) != broker.key_for(b)
 
 
 def test_unconfigured_registry_is_named(tmp_path: Path) -> None:
-    loaded = config.load(write(tmp_path, GOOD))
+    loaded = config.load(BY_NAME, write(tmp_path, GOOD))
     with pytest.raises(NotConfiguredError, match=r"other\.example\.com"):
         loaded.registry("other.example.com")
 
@@ -93,7 +95,7 @@ def test_broken_files_get_one_line_naming_file_key_and_fix(
 ) -> None:
     path = write(tmp_path, GOOD.replace(*change))
     with pytest.raises(ConfigError) as caught:
-        config.load(path)
+        config.load(BY_NAME, path)
     message = caught.value.message
     assert expected in message
     assert str(path) in message
@@ -103,14 +105,14 @@ def test_broken_files_get_one_line_naming_file_key_and_fix(
 
 def test_missing_file_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no configuration file"):
-        config.load(tmp_path / "absent.toml")
+        config.load(BY_NAME, tmp_path / "absent.toml")
 
 
 def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes(b"\xff\xfe[registries]")
     with pytest.raises(ConfigError, match="not UTF-8"):
-        config.load(path)
+        config.load(BY_NAME, path)
 
 
 def test_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +140,7 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
         '[registries."b.example.com"]\nrobot = "ab+cd"\nissuer = "https://i"\nsource = "bogus"\n'
     )
     with pytest.raises(ConfigError) as caught:
-        config.load(path)
+        config.load(BY_NAME, path)
     message = caught.value.message
     for expected in ("is missing issuer", "missing client_id", "not a full robot name",
                      "'bogus' is not a known token source"):  # fmt: skip
@@ -150,13 +152,13 @@ def test_default_port_table_hints_the_name_clients_send(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[registries."Quay.io:443"]\nrobot = "org+robot"\n')
     with pytest.raises(ConfigError) as caught:
-        config.load(path)
+        config.load(BY_NAME, path)
     assert '[registries."quay.io"]' in caught.value.message
 
 
 def test_a_directory_as_the_config_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        config.load(tmp_path)
+        config.load(BY_NAME, tmp_path)
     assert "is a directory" in caught.value.message
 
 
@@ -196,7 +198,7 @@ def test_a_config_too_slow_to_parse_is_refused_in_one_line(tmp_path: Path) -> No
     path = tmp_path / "config.toml"
     path.write_bytes((b"1T." * 113534)[:1000000])
     with pytest.raises(ConfigError) as raised:
-        config.load(path)
+        config.load(BY_NAME, path)
     assert "took over 2s to parse" in raised.value.message
     assert "\n" not in raised.value.message
 
@@ -211,7 +213,7 @@ def test_parsing_sets_aside_and_restores_a_callers_timer(tmp_path: Path) -> None
         path = tmp_path / "config.toml"
         path.write_text('[registries."quay.example.com"]\nrobot = "ab+cd"\n')
         with pytest.raises(ConfigError):  # incomplete table: parsed, then refused
-            config.load(path)
+            config.load(BY_NAME, path)
         left = signal.getitimer(signal.ITIMER_REAL)[0]
         assert 25 < left <= 30
         signal.setitimer(signal.ITIMER_REAL, 0.01)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from docker_credential_quayfed import config
+from docker_credential_quayfed.sources import BY_NAME
 from tests.helper_process import Result, run_helper
 
 HOST = "quay.example.com"
@@ -44,7 +45,7 @@ def configure(env: dict[str, str], *args: str) -> Result:
 def test_configure_writes_config_and_both_client_files(home: dict[str, str]) -> None:
     result = configure(home, *ARGS)
     assert result.returncode == 0, result
-    loaded = config.load(Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]))
+    loaded = config.load(BY_NAME, Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]))
     registry = loaded.registry(HOST)
     assert registry.robot == "quay_federation+rhbk_user"
     assert registry.password_env == "OIDC_PASSWORD"
@@ -88,7 +89,7 @@ def test_configure_updates_only_the_given_keys_and_keeps_comments(home: dict[str
     assert configure(home, HOST, "--refresh-margin", "120", "--podman").returncode == 0
     text = path.read_text()
     assert text.startswith("# our registries\n")
-    loaded = config.load(path)
+    loaded = config.load(BY_NAME, path)
     assert loaded.registry("other.example.com").token_env == "T"
     assert loaded.registry(HOST).refresh_margin == 120
     assert loaded.registry(HOST).username == "jdoe"
@@ -146,7 +147,9 @@ def test_unconfigure_undoes_configure(home: dict[str, str]) -> None:
     assert configure(home, *ARGS).returncode == 0
     result = run_helper("unconfigure", env=home, extra_args=(HOST,))
     assert result.returncode == 0, result
-    assert HOST not in config.load(Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])).registries
+    assert (
+        HOST not in config.load(BY_NAME, Path(home["DOCKER_CREDENTIAL_QUAYFED_CONFIG"])).registries
+    )
     docker = json.loads((Path(home["DOCKER_CONFIG"]) / "config.json").read_text())
     assert "credHelpers" not in docker
     auth = json.loads(Path(home["REGISTRY_AUTH_FILE"]).read_text())
@@ -202,7 +205,7 @@ def test_symlinked_client_files_and_config_stay_links_with_the_new_content(
     for name in ("docker-config.json", "auth.json"):
         document = json.loads((dotfiles / name).read_text())
         assert document == {"auths": {}, "credHelpers": {HOST: "quayfed"}}
-    assert config.load(dotfiles / "quayfed.toml").registry(HOST).robot == ARGS[2]
+    assert config.load(BY_NAME, dotfiles / "quayfed.toml").registry(HOST).robot == ARGS[2]
 
 
 def bak_modes_while(action: Callable[[], object], directory: Path) -> list[int]:

@@ -45,6 +45,7 @@ from docker_credential_quayfed import config as product_config
 from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.identity import CredentialKey
 from docker_credential_quayfed.protocol import NOT_FOUND
+from docker_credential_quayfed.sources import BY_NAME
 from tests.helper_process import helper_command
 from tests.support.hostile import FAULTS, ISSUER, QUAY, ROBOT_LIFETIME, Case, HostileServer
 from tests.support.records import record
@@ -262,7 +263,7 @@ def write_config(directory: Path, case: Case, on_failure: str) -> Path:
 
 
 def identity(config_path: Path) -> CredentialKey:
-    return broker.key_for(product_config.load(config_path).registry(REGISTRY))
+    return broker.key_for(product_config.load(BY_NAME, config_path).registry(REGISTRY))
 
 
 def cache_refresh_due_token(directory: Path, case: Case) -> str:

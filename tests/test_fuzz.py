@@ -44,6 +44,7 @@ from docker_credential_quayfed import transport as transport_module
 from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.errors import QuayfedError
 from docker_credential_quayfed.identity import CredentialKey
+from docker_credential_quayfed.sources import BY_NAME
 from tests.jwt_factory import fake_jwt
 from tests.support import leaks
 from tests.support.records import record
@@ -269,7 +270,7 @@ class World:
         """Write the config and cache a fresh token per key (TokenCache.write); the full path of
         a first get then writes the snapshot, which a second get must use."""
         self.config_path.write_text(self.base_config())
-        registries = config.load(self.config_path).registries
+        registries = config.load(BY_NAME, self.config_path).registries
         cache = TokenCache(self.cache_dir)
         now = time.time()
         for key, robot in ROBOTS.items():

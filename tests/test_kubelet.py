@@ -14,6 +14,7 @@ from docker_credential_quayfed import broker, config, fastpath, kubelet
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.deadline import Deadline
 from docker_credential_quayfed.errors import ConfigError, UsageError
+from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
@@ -168,7 +169,7 @@ def test_called_as_the_provider() -> None:
 
 # -- the node's policy ---------------------------------------------------------------------------
 def parse(text: str) -> config.Config:
-    return config.parse_text(text, Path("/etc/quayfed/config.toml"))
+    return config.parse_text(text, Path("/etc/quayfed/config.toml"), BY_NAME)
 
 
 def test_kubelet_tables() -> None:
@@ -596,7 +597,7 @@ def test_unannotated_skip_answers_no_credentials_for_an_hour(
     node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
 ) -> None:
     """The default: no auth, cached by the kubelet long enough that it stops asking."""
-    assert config.load(node.config).kubelet[quay.host].unannotated == "skip"
+    assert config.load(BY_NAME, node.config).kubelet[quay.host].unannotated == "skip"
     ask = unannotated_request(quay, kube_issuer)
     run = node.run(ask)
     response = run.response()
@@ -706,7 +707,9 @@ def test_cache_dir_holds_everything_the_provider_keeps(
     assert [p for p in home.rglob("*")] == []
     from docker_credential_quayfed import logins, oidc
 
-    registry = config.parse_text(node_config.read_text(), node_config).registries[quay.host]
+    registry = config.parse_text(node_config.read_text(), node_config, BY_NAME).registries[
+        quay.host
+    ]
     kept = {p.name for p in cache_dir.iterdir()}
     assert oidc.discovery_name(oidc_provider.issuer) in kept
     assert logins.jwt_name(broker.key_for(registry).principal) in kept

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from docker_credential_quayfed import claims, kubelet
+from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.quay import QuayEmulator
 from tests.support import leaks
 from tests.support.oidc_provider import DEFAULT_AUDIENCE, KubeIssuer
@@ -710,6 +711,7 @@ def test_shipped_credential_provider_configs(layout: str, tmp_path: Path) -> Non
     name and audience; the node's config.toml expects that audience for every image it
     matches; the RBAC lets nodes request exactly those audiences."""
     from docker_credential_quayfed import config
+    from docker_credential_quayfed.sources import BY_NAME
 
     (document,) = _shipped(layout, "credential-providers.yaml")
     assert upstream_config_problems(document) == []
@@ -724,6 +726,7 @@ def test_shipped_credential_provider_configs(layout: str, tmp_path: Path) -> Non
         .read_text()
         .replace("/etc/pki/tls/certs/quay-ca.pem", str(_empty_file(tmp_path / "ca.pem"))),
         tmp_path / "config.toml",
+        BY_NAME,
     )
     for provider, audience in zip(providers, audiences):
         assert provider["args"][:2] == ["--config", "/etc/docker-credential-quayfed/config.toml"]
@@ -810,5 +813,5 @@ def test_documented_configuration_is_the_shipped_one(tmp_path: Path) -> None:
     assert tables
     for table in tables:
         text = table.replace("/etc/pki/tls/certs/quay-ca.pem", str(ca))
-        settings = config.parse_text(text, tmp_path / "config.toml")
+        settings = config.parse_text(text, tmp_path / "config.toml", BY_NAME)
         assert settings.kubelet

@@ -249,12 +249,15 @@ def test_a_debian_layout_starts_without_site(venv: Venv, tmp_path: Path) -> None
 def test_an_older_installation_found_first_starts_the_ordinary_way(
     wheel: Path, tmp_path: Path
 ) -> None:
-    """A fastpath.py without `launch` where the launcher looks first (here a venv's
+    """A fastpath.py without `answer_or_decline` where the launcher looks first (here a venv's
     local/lib/.../dist-packages): the launcher does not guess, it starts with `site`."""
     other = make_venv(tmp_path / "venv", wheel)
     older = other.root / "local" / "lib" / VERSION / "dist-packages" / PACKAGE
     older.mkdir(parents=True)
-    (older / "fastpath.py").write_text('"""an older fastpath, without launch"""\n')
+    (older / "fastpath.py").write_text(
+        '"""an older fastpath: its launch, of other rules, is never called"""\n'
+        "def launch(site, args=None):\n    raise SystemExit('an older launch ran')\n"
+    )
     start = cache_hit([str(other.bin / LAUNCHER)], helper_env(tmp_path))
     assert not start.without_site
     assert start.loaded_from(other.site_packages)

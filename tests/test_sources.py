@@ -37,7 +37,9 @@ def registry_config(source: str, **settings: str) -> RegistryConfig:
     lines = ['robot = "org+bot"', f'issuer = "{ISSUER}"', f'source = "{source}"']
     lines += [f'{name} = "{value}"' for name, value in settings.items()]
     text = '[registries."quay.example.com"]\n' + "\n".join(lines) + "\n"
-    return config.parse_text(text, Path("config.toml")).registry("quay.example.com")
+    return config.parse_text(text, Path("config.toml"), sources.BY_NAME).registry(
+        "quay.example.com"
+    )
 
 
 class Issuer:

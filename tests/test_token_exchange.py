@@ -44,7 +44,9 @@ def table(issuer: str = ISSUER, **settings: str) -> RegistryConfig:
     lines = ['robot = "org+bot"', f'issuer = "{issuer}"']
     lines += [f"{name} = {json.dumps(value)}" for name, value in settings.items()]
     text = '[registries."quay.example.com"]\n' + "\n".join(lines) + "\n"
-    return config.parse_text(text, Path("config.toml")).registry("quay.example.com")
+    return config.parse_text(text, Path("config.toml"), sources.BY_NAME).registry(
+        "quay.example.com"
+    )
 
 
 class Issuer:

@@ -29,6 +29,7 @@ from docker_credential_quayfed.cache import RobotToken
 from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CheckFailed, QuayfedError
+from docker_credential_quayfed.sources import BY_NAME
 from docker_credential_quayfed.text import printable
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -264,7 +265,7 @@ def _local_checks(report: Report, host: str) -> RegistryConfig | None:
     loaded: list[config.Config] = []
 
     def load() -> tuple[str, str]:
-        settings = config.load()
+        settings = config.load(BY_NAME)
         loaded.append(settings)
         settings.registry(host)
         return (
@@ -393,7 +394,7 @@ def render(reports: list[Report]) -> str:
 def run(hosts: list[str], as_json: bool) -> int:
     if not hosts:
         try:
-            hosts = sorted(config.load().registries)
+            hosts = sorted(config.load(BY_NAME).registries)
         except QuayfedError as exc:
             report = Report("(no host)")
             report.steps.append(Step("config", FAIL, exc.problem, 0.0, exc.fix))

@@ -10,6 +10,7 @@ from typing import Any
 from docker_credential_quayfed import broker, config, quay, secret_reader, transport
 from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.errors import ConfigError, QuayError, UsageError
+from docker_credential_quayfed.sources import BY_NAME
 from docker_credential_quayfed.text import printable
 
 DEFAULT_TOKEN_ENV = "QUAY_OAUTH_TOKEN"
@@ -84,7 +85,7 @@ def _settings_for(args: argparse.Namespace) -> tuple[str, str]:
     if args.quay_url:
         return args.quay_url, args.ca_bundle or ""
     try:
-        loaded = config.load()
+        loaded = config.load(BY_NAME)
     except ConfigError as exc:
         raise UsageError(f"no --quay-url given and {exc.problem}", "pass --quay-url") from None
     if args.host:
@@ -115,7 +116,7 @@ def _oauth_token(args: argparse.Namespace) -> str:
 
 
 def _minted_pair(host: str) -> dict[str, str]:
-    registry = config.load().registry(host)
+    registry = config.load(BY_NAME).registry(host)
     deadline = transport.Deadline(registry.timeout)
     with transport.hard_deadline(deadline), broker.registry_client(registry) as session:
         _, minted = broker.fetch_oidc_token(registry, session, deadline)

@@ -75,9 +75,10 @@ def _device_registry(host: str) -> tuple[Config, RegistryConfig]:
     from docker_credential_quayfed import config
     from docker_credential_quayfed.errors import UsageError
     from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.sources import BY_NAME
 
     key = registry_key(host)
-    settings = config.load()
+    settings = config.load(BY_NAME)
     registry = settings.registry(key)
     if registry.source != "device":
         raise UsageError(
@@ -168,8 +169,9 @@ def _run_logout(args: argparse.Namespace) -> int:
 def _run_status(args: argparse.Namespace) -> int:
     from docker_credential_quayfed import config
     from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.sources import BY_NAME
 
-    settings = config.load()
+    settings = config.load(BY_NAME)
     if args.host:
         registries = [settings.registry(registry_key(args.host))]
     else:

@@ -41,9 +41,10 @@ def _run_token(args: argparse.Namespace) -> int:
     from docker_credential_quayfed import broker, config
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.sources import BY_NAME
 
     host = registry_key(args.host)
-    registry = config.load().registry(host)
+    registry = config.load(BY_NAME).registry(host)
     outcome = broker.robot_token(
         registry, TokenCache(config.default_cache_dir()), force=args.refresh
     )

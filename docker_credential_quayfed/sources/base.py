@@ -153,3 +153,20 @@ class TokenSource:
         if self.carries_jwt:
             return self.read_jwt(context.registry, context.deadline)
         raise NotImplementedError
+
+
+def run_token_command(deadline: Deadline, command: str, where: str) -> str:
+    """The JWT ``command`` prints on stdout: split like a shell would, run without one and
+    without stdin, bounded by the deadline and by the size of its output (``command`` and
+    ``buildkite`` both run one)."""
+    from docker_credential_quayfed import log, secret_reader
+
+    timeout = min(secret_reader.COMMAND_TIMEOUT, max(deadline.remaining(), 0.1))
+    token = secret_reader.run_command("token", command, where=where, timeout=timeout)
+    log.secret(token)
+    if len(token.split()) != 1:
+        raise SecretError(
+            f"{where} printed more than the token (text with spaces or several lines)",
+            "make the command print only the JWT on stdout (messages go to stderr)",
+        )
+    return token

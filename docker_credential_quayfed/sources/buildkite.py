@@ -36,7 +36,7 @@ class BuildkiteSource(TokenSource):
         return cls.detect(registry) or ""
 
     def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed.sources.command import run_token_command
+        from docker_credential_quayfed.sources.base import run_token_command
 
         argv = [AGENT, "oidc", "request-token"]
         if context.registry.audience:

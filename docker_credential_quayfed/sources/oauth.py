@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# a setting group config validates: the sources' declarations name it from here
+from docker_credential_quayfed.config import CLIENT_SECRET_KEYS as CLIENT_SECRET_KEYS
 from docker_credential_quayfed.errors import ConfigError, IssuerError, SecretError
 
 if TYPE_CHECKING:
@@ -14,7 +16,6 @@ if TYPE_CHECKING:
 
     from docker_credential_quayfed.sources.base import SourceContext
 
-CLIENT_SECRET_KEYS = ("client_secret_env", "client_secret_file", "client_secret_command")
 #: how a confidential client proves who it is, and the key private_key_jwt signs with
 CLIENT_AUTH_KEYS = ("client_auth", "client_key_file", "client_key_id")
 #: settings every token-endpoint grant reads
