@@ -293,7 +293,10 @@ def mint(
                     SourceContext(registry, session, deadline), handed
                 )
                 log.secret(token, user=registry.robot)
-            oidc.check_jwt(token, registry.source, clock())
+            handed_claims = oidc.check_jwt(token, registry.source, clock())
+            log.debug(
+                f"OIDC token handed over ({registry.source}): {claims.describe(handed_claims)}"
+            )
             return exchange(registry, session, token, deadline, clock)
         principal = credential.principal if credential is not None else None
         minted, _ = fetch_oidc_token(registry, session, deadline, clock, principal=principal)

@@ -38,8 +38,10 @@ CONFIG = f"""\
 [registries."{REGISTRY}"]
 robot = "{ROBOT}"
 issuer = "https://127.0.0.1:1/realms/x"
-source = "file"
-token_file = "/nonexistent/quayfed-smoke-token"
+source = "password"
+client_id = "smoke"
+username = "smoke"
+password_env = "QUAYFED_SMOKE_UNSET"
 quay_url = "https://127.0.0.1:1"
 """
 # Imported from inside the zipapp: the network path's dependencies and the CA bundle.
