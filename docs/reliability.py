@@ -4,7 +4,8 @@
 
 Without ``--records`` a temporary directory becomes ``$QUAYFED_RELIABILITY_OUT`` and pytest runs
 ``tests/test_faults.py`` (every fault x target x state), ``tests/test_fuzz.py`` (10000 examples
-per target) and ``tests/test_races.py``; each leaves JSON lines there (``tests/support/records``).
+per target), ``tests/test_races.py`` and ``tests/test_isolation.py`` (10000 examples); each
+leaves JSON lines there (``tests/support/records``).
 With ``--records DIR`` the page is written from the records already in DIR. Every figure on the
 page comes from the records. The exit status is 1 when a recorded case broke its contract or a
 suite failed.
@@ -47,6 +48,7 @@ SUITES = (
     Suite("faults", "tests/test_faults.py", {"QUAYFED_FAULTS_FULL": "1"}),
     Suite("fuzz", "tests/test_fuzz.py", {"QUAYFED_FUZZ_EXAMPLES": "10000"}),
     Suite("races", "tests/test_races.py", {}),
+    Suite("isolation", "tests/test_isolation.py", {"QUAYFED_ISOLATION_EXAMPLES": "10000"}),
 )
 
 
@@ -108,6 +110,9 @@ def broken(records: Path) -> list[str]:
                 f"races: {row.get('corrupt_reads')} corrupt reads, "
                 f"{row.get('stuck_locks')} stuck locks"
             )
+    for row in read(records, "isolation"):
+        if row.get("failures"):
+            lines.append(f"isolation: {row['failures']} answers to an identity Quay would refuse")
     for row in read(records, "leaks"):
         if row.get("hits"):
             lines.append(f"leaks: {row['hits']} secrets found in output")
@@ -320,6 +325,43 @@ def races_section(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> lis
     return [*lines, *run_failed("races", runs), ""]
 
 
+#: the isolation record's fields and their column headings
+ISOLATION_FIELDS = {
+    "examples": "examples",
+    "steps": "steps",
+    "gets": "gets",
+    "installed_runs": "installed runs",
+    "kubelet_requests": "kubelet requests",
+    "served_checked": "answers checked",
+    "seconds": "seconds",
+    "failures": "failures",
+}
+
+
+def isolation_section(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Isolation (`tests/test_isolation.py`)", ""]
+    if not rows:
+        return [*lines, not_run("isolation", runs), ""]
+    lines += [
+        "A hypothesis state machine runs the helper against nanoidp, the Kubernetes-like issuer "
+        "and two Quay emulators while token files and a variable change hands between CI jobs "
+        "and service accounts, a password source names another person, people log in and out of "
+        "registries sharing one login, JWTs expire, erases run, the node's kubelet policy "
+        "changes and pods ask with annotations, overrides and audiences. After every step: each "
+        "robot token served for an identity is one the Quay emulator issued for that robot to "
+        "that identity's iss and sub, whose federation allows it, with a credential usable now "
+        "and, for the kubelet, within the node's policy; where Quay would issue, an answer came. "
+        "`gets` counts the protocol `get`s (`installed runs` of them through the installed "
+        "launcher, on cache hits); `answers checked` the robot tokens served and checked.",
+        "",
+    ]
+    lines += table(
+        ("run", *ISOLATION_FIELDS.values()),
+        ((n, *(row.get(name, "-") for name in ISOLATION_FIELDS)) for n, row in enumerate(rows, 1)),
+    )
+    return [*lines, *run_failed("isolation", runs), ""]
+
+
 def leaks_section(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["## Secrets in output (the leak recorder)", ""]
     if not rows:
@@ -365,6 +407,7 @@ def page(records: Path, rerun: str) -> str:
     lines += faults_section(read(records, "faults"))
     lines += fuzz_section(read(records, "fuzz"), runs)
     lines += races_section(read(records, "races"), runs)
+    lines += isolation_section(read(records, "isolation"), runs)
     lines += leaks_section(read(records, "leaks"))
     return "\n".join(lines).rstrip() + "\n"
 

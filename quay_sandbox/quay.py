@@ -70,6 +70,15 @@ class Robot:
 
 
 @dataclass(frozen=True)
+class Federated:
+    """Whom the exchange issued a robot token to: the robot, and the verified JWT's iss and sub."""
+
+    robot: str
+    issuer: str
+    subject: str
+
+
+@dataclass(frozen=True)
 class AdminGrant:
     """What an OAuth token may administer: organisations, and the user's own robots."""
 
@@ -226,6 +235,8 @@ class QuayEmulator:
         self._faults: list[Fault] = []
         self._down = False
         self.counters = Counters()
+        # Each robot token the exchange issued, and to whom (the same bytes may go to several).
+        self._issued: dict[str, set[Federated]] = {}
         # Each request counts into the counters live when it arrived, so a request still running
         # across reset() (a hang a test gave up on) cannot count into the next test's figures.
         self._request = threading.local()
@@ -393,6 +404,7 @@ class QuayEmulator:
             self._reset_event = threading.Event()
             self._faults.clear()
             self._down = False
+            self._issued.clear()
             self.clock = time.time
             if config:
                 self._robots.clear()
@@ -431,6 +443,11 @@ class QuayEmulator:
             "context": {},
         }
         return self.instance_key.sign(claims)
+
+    def issued_to(self, token: str) -> frozenset[Federated]:
+        """Whom the exchange issued ``token`` to since the last reset (empty: never issued)."""
+        with self._lock:
+            return frozenset(self._issued.get(token, ()))
 
     def instance_jwks(self) -> dict[str, Any]:
         """The JWKS of the instance key that signs robot tokens."""
@@ -589,14 +606,17 @@ class QuayEmulator:
         if _split_robot(username) is None:
             return Response.json(401, {"error": "Invalid robot"})
         try:
-            robot = self._verify_federated_token(username, federated_token)
+            federated = self._verify_federated_token(username, federated_token)
         except _BadRequest as exc:
             return self._api_error(400, str(exc), "invalid_request")
         except _Html500:
             return self._internal_error()
-        return Response.json(200, {"token": self.issue_robot_token(robot)})
+        token = self.issue_robot_token(federated.robot)
+        with self._lock:
+            self._issued.setdefault(token, set()).add(federated)
+        return Response.json(200, {"token": token})
 
-    def _verify_federated_token(self, username: str, token: str) -> str:
+    def _verify_federated_token(self, username: str, token: str) -> Federated:
         with self._lock:
             robot = self._robots.get(username)
             entries = [dict(entry) for entry in robot.federation] if robot else []
@@ -647,7 +667,7 @@ class QuayEmulator:
             raise _BadRequest("Invalid token: Issued At claim (iat) cannot be in the future.")
         if decoded.get("sub") not in subjects:
             raise _BadRequest("Token does not match robot")
-        return username
+        return Federated(username, str(issuer), str(decoded["sub"]))
 
     def _fetch_json(self, url: str) -> Any:
         response = httpx.get(

@@ -42,6 +42,7 @@ once it has checked that nanoidp's JWKS holds that kid with that key.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -249,7 +250,17 @@ class SigningKey:
             **claims,
         }
         headers = {"kid": self.kid, "alg": "RS256", "typ": "JWT"}
-        return jwt.encode(payload, self.private_pem, algorithm="RS256", headers=headers)
+        return jwt.encode(
+            payload, _private_key(self.private_pem), algorithm="RS256", headers=headers
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _private_key(pem: bytes) -> Any:
+    """The PEM's key, loaded once: loading checks the RSA key, which costs more than signing."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return load_pem_private_key(pem, password=None)
 
 
 def _require_key(key: SigningKey | None) -> SigningKey:
@@ -515,6 +526,7 @@ def _serve_in_process(directory: Path, pki: TestPKI) -> _Served:
     issuer = f"{realm_server.url}/realms/{REALM}"
     _write_config(config_dir, realm_server.port, issuer)
     app = create_app(str(config_dir))
+    _parse_signing_key_once()
     logging.getLogger("nanoidp").setLevel(logging.ERROR)  # audit lines would name users
     crypto = get_crypto_service()
     private_key = Path(crypto.keys_dir) / "rsa_private.pem"
@@ -523,6 +535,27 @@ def _serve_in_process(directory: Path, pki: TestPKI) -> _Served:
     realm_front.target = KeycloakLayout(app, issuer)
     kube_front.target = KubernetesLayout(app, kube_server.url)
     return _Served(realm_server, kube_server, config_dir, private_key, str(crypto.kid))
+
+
+class _PyJWTWithParsedKeys:
+    """PyJWT as nanoidp's crypto module sees it, except that a PEM private key is parsed once:
+    parsing checks the RSA key, which costs more than signing, for every token it issues."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jwt, name)
+
+    @staticmethod
+    def encode(payload: Any, key: Any, *args: Any, **kwargs: Any) -> str:
+        pem = key.encode() if isinstance(key, str) else key
+        if isinstance(pem, bytes) and b"PRIVATE KEY" in pem:
+            key = _private_key(pem)
+        return jwt.encode(payload, key, *args, **kwargs)
+
+
+def _parse_signing_key_once() -> None:
+    from nanoidp.services import crypto as nanoidp_crypto
+
+    nanoidp_crypto.jwt = _PyJWTWithParsedKeys()
 
 
 def _watch_parent(stop: threading.Event) -> None:
