@@ -48,6 +48,7 @@ from docker_credential_quayfed import actions, cli, config, fastpath, log, login
 from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.errors import QuayfedError
 from docker_credential_quayfed.kubelet import answer as kubelet_answer
+from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
@@ -441,7 +442,7 @@ class Isolation(RuleBasedStateMachine):
         response.raise_for_status()
         body = response.json()
         leaks.known(body["refresh_token"], "refresh token of a login")
-        registry = config.load(self.config_path).registries[at]
+        registry = config.load(BY_NAME, self.config_path).registries[at]
         login = logins.from_token_response(registry, body, body["id_token"], time.time())
         assert login is not None, "nanoidp gave no refresh token"
         logins.write(TokenCache(self.cache_dir), registry, login)
