@@ -284,6 +284,9 @@ class Isolation(RuleBasedStateMachine):
         super().__init__()
         world = self.world
         world.count("examples")
+        # Each example is a process of its own: the secrets it registers for redaction go
+        # with it (they would otherwise pile up, and every printed line is checked against all).
+        self.saved_log = (set(log._raw), set(log._encoded), set(log._said))
         self.directory = Path(tempfile.mkdtemp(prefix="quayfed-isolation-"))
         self.cache_dir = self.directory / "cache"
         self.config_path = self.directory / "config.toml"
@@ -303,6 +306,9 @@ class Isolation(RuleBasedStateMachine):
         self.write_config()
 
     def teardown(self) -> None:
+        for live, kept in zip((log._raw, log._encoded, log._said), self.saved_log):
+            live.clear()
+            live.update(kept)
         for name, value in self.saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
