@@ -248,12 +248,9 @@ def read_token_file(
 def jwt_exp(token: str) -> "float | None":
     """The ``exp`` claim of a compact JWT, read without json or base64 (a cache hit loads
     neither); None when it cannot be read unambiguously (then the full path decides)."""
-    parts = token.split(".")
-    if len(parts) != 3 or not set(parts[1]) <= _B64URL_CHARS:
+    text = _claims_text(token)
+    if text is None:
         return None
-    bits = parts[1].translate(_B64URL_BITS)
-    bits = bits[: len(bits) - len(bits) % 8]  # the last character's spare bits
-    text = int(bits or "0", 2).to_bytes(len(bits) // 8, "big").decode("latin-1")
     found = text.split('"exp"')
     if len(found) != 2:
         return None  # absent, or more than one (nested): leave it to the JSON reader
@@ -285,6 +282,10 @@ def is_digest(text: str) -> bool:
 
 
 # -- whose credential: the one key (``identity`` builds it; the fast path for a token file) ---
+#: the principal kind of a JWT handed over as it is: its own claims name it
+CARRIED_JWT = "jwt"
+
+
 def credential_digest(
     registry: str, robot: str, quay_url: str, kind: str, issuer: str, subject: str, audience: str
 ) -> str:
@@ -455,7 +456,9 @@ def token_file_digest(
     if principal is None or expires is None or expires - now <= DEFAULT_SKEW:
         return None
     issuer, subject, own_audience = principal
-    return credential_digest(key, robot, quay_url, "jwt", issuer, subject, audience or own_audience)
+    return credential_digest(
+        key, robot, quay_url, CARRIED_JWT, issuer, subject, audience or own_audience
+    )
 
 
 def open_private_dir(directory: str) -> "int | None":

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from docker_credential_quayfed import claims, fastpath
 
-#: the principal of a JWT handed over as it is (its claims name it)
-JWT = "jwt"
+#: the principal of a JWT handed over as it is (its claims name it); the fast path's own
+JWT = fastpath.CARRIED_JWT
 
 
 @dataclass(frozen=True)
