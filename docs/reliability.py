@@ -1,12 +1,15 @@
 """Run the reliability suites and write ``docs/reliability.md`` from what they record.
 
-    python docs/reliability.py [--out docs/reliability.md] [--records DIR]
+    python docs/reliability.py [--out docs/reliability.md] [--records DIR] [--only SUITE ...]
 
 Without ``--records`` a temporary directory becomes ``$QUAYFED_RELIABILITY_OUT`` and pytest runs
 ``tests/test_faults.py`` (every fault x target x state), ``tests/test_fuzz.py`` (10000 examples
 per target), ``tests/test_races.py`` and ``tests/test_isolation.py`` (10000 examples); each
 leaves JSON lines there (``tests/support/records``).
-With ``--records DIR`` the page is written from the records already in DIR. Every figure on the
+With ``--records DIR`` the page is written from the records already in DIR. With ``--only SUITE``
+(repeatable) only those suites run, and the page keeps everything else it already says: their
+rows of "What was run", their sections, their lines of the verdict and the leak recorder's rows
+for the new pytest sessions are put in place of (or beside) the old ones. Every figure on the
 page comes from the records. The exit status is 1 when a recorded case broke its contract or a
 suite failed.
 """
@@ -52,9 +55,11 @@ SUITES = (
 )
 
 
-def run_suites(records: Path) -> None:
-    """Run each suite that exists, recording its command, exit status and duration."""
+def run_suites(records: Path, names: Sequence[str] = ()) -> None:
+    """Run each suite that exists (those named, if any), recording command, status, duration."""
     for suite in SUITES:
+        if names and suite.name not in names:
+            continue
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite.path]
         shown = " ".join([*(f"{k}={v}" for k, v in suite.env.items()), "python -m pytest -q"])
         shown += f" {suite.path}"
@@ -412,10 +417,106 @@ def page(records: Path, rerun: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# -- one suite's figures into the page that holds the others --------------------------------
+#: each suite's section heading (as its section function writes it)
+HEADINGS = {
+    "faults": "## Hostile servers",
+    "fuzz": "## Fuzzing",
+    "races": "## Races",
+    "isolation": "## Isolation",
+}
+RUNS_HEADING, VERDICT_HEADING, LEAKS_HEADING = (
+    "## What was run",
+    "## Verdict",
+    "## Secrets in output",
+)
+ALL_KEPT = "Every recorded case kept its contract."
+
+
+def sections(text: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The lines before the first ``## `` heading, then each heading with its section's lines."""
+    head: list[str] = []
+    parts: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            parts.append((line, [line]))
+        elif parts:
+            parts[-1][1].append(line)
+        else:
+            head.append(line)
+    return head, parts
+
+
+def section(parts: list[tuple[str, list[str]]], prefix: str) -> list[str] | None:
+    return next((lines for heading, lines in parts if heading.startswith(prefix)), None)
+
+
+def table_rows(lines: Sequence[str]) -> list[list[str]]:
+    """The body rows of the first Markdown table in ``lines``, as cells."""
+    rows = [line for line in lines if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def replace_table(lines: list[str], header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    """``lines`` with its first table (or, without one, after its heading) holding ``rows``."""
+    at = [n for n, line in enumerate(lines) if line.startswith("|")]
+    start, end = (at[0], at[-1] + 1) if at else (2, 2)
+    return [*lines[:start], *table(header, rows), *lines[end:]]
+
+
+def splice(old: str, new: str, names: Sequence[str]) -> str:
+    """``old`` with the figures of the suites ``names`` from ``new`` (a page of just those)."""
+    head, parts = sections(old)
+    _, new_parts = sections(new)
+    order = [suite.name for suite in SUITES]
+    result: list[tuple[str, list[str]]] = []
+    for heading, lines in parts:
+        if heading.startswith(RUNS_HEADING):
+            kept = [row for row in table_rows(lines) if row[0] not in names]
+            fresh = table_rows(section(new_parts, RUNS_HEADING) or [])
+            rows = sorted(
+                kept + fresh, key=lambda row: order.index(row[0]) if row[0] in order else 99
+            )
+            lines = replace_table(lines, ("suite", "command", "exit status", "seconds"), rows)
+        elif heading.startswith(VERDICT_HEADING):
+            ours = tuple(f"- {name}:" for name in names)
+            breaches = [
+                line for line in lines if line.startswith("- ") and not line.startswith(ours)
+            ]
+            new_verdict = section(new_parts, VERDICT_HEADING) or []
+            breaches += [line for line in new_verdict if line.startswith("- ")]
+            plural = "es" if len(breaches) != 1 else ""
+            said = [f"{len(breaches)} breach{plural} of the contract:", "", *breaches]
+            lines = [heading, "", *(said if breaches else [ALL_KEPT]), ""]
+        elif heading.startswith(LEAKS_HEADING):
+            rows = [row for row in table_rows(lines) if row[0] != "total"]
+            fresh = table_rows(section(new_parts, LEAKS_HEADING) or [])
+            rows += [row for row in fresh if row[0] != "total"]
+            rows = [[str(n), *row[1:]] for n, row in enumerate(rows, 1)]
+            total = ["total", *(str(sum(int(row[i]) for row in rows)) for i in (1, 2, 3))]
+            lines = replace_table(
+                lines, ("pytest session", "bytes checked", "secrets", "hits"), [*rows, total]
+            )
+        else:
+            for name in names:
+                if heading.startswith(HEADINGS[name]):
+                    lines = section(new_parts, HEADINGS[name]) or lines
+        result.append((heading, lines))
+    text = "\n".join([*head, *(line for _, lines in result for line in lines)])
+    return text.rstrip() + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--records", type=Path, help="write the page from the records in DIR")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=[suite.name for suite in SUITES],
+        help="run just this suite (repeatable) and keep the rest of the page as it is",
+    )
     args = parser.parse_args(argv)
     rerun = "python docs/reliability.py"
     if args.out.resolve() != DEFAULT_OUT:
@@ -427,9 +528,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="quayfed-reliability-") as temp:
             records = Path(temp)
             os.environ[OUT_ENV] = str(records)
-            run_suites(records)
+            run_suites(records, args.only)
             text = page(records, rerun)
             problems = broken(records)
+    if args.only and args.out.exists():
+        text = splice(args.out.read_text(), text, args.only)
     args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
     for problem in problems:
