@@ -11,8 +11,12 @@ refreshing). Its failures go to ``background.log`` in the cache directory (0600)
 import posix
 import time
 
+from docker_credential_quayfed import fastpath
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from docker_credential_quayfed.cache import TokenCache
 
 LOG_NAME = "background.log"
@@ -23,21 +27,17 @@ MAX_LOG = 1 << 14
 def start_refresh(key: str) -> None:
     """Start the detached refresh of ``key``'s token; returns at once (best effort).
 
-    One fork: the command exits right after answering, and the child, in a session of its
-    own, is then adopted by init (no process waits for it, nor it for anyone)."""
-    try:
-        pid = posix.fork()
-    except OSError:
-        return
-    if pid:
-        return
+    One fork (:func:`fastpath.detach`): the command exits right after answering, and the child,
+    in a session of its own, is then adopted by init (no process waits for it, nor it for
+    anyone)."""
+    if fastpath.detach():
+        refresh_and_leave(key)
+
+
+def refresh_and_leave(key: str) -> "NoReturn":
+    """In a detached child: refresh ``key``'s token, then end the process."""
     code = 1
     try:
-        posix.nice(10)  # below the pulls: the client and its next gets come first
-        posix.setsid()
-        quiet = posix.open("/dev/null", posix.O_RDWR)
-        for fd in (0, 1, 2):
-            posix.dup2(quiet, fd)
         code = refresh(key)
     except BaseException:  # nothing may escape a detached child (it has no one to tell)
         code = 1

@@ -603,8 +603,11 @@ def answer_or_decline(
     without `site` (``bin/``): a cache-hit `get` is answered here, and the process leaves at
     once (nothing is left to flush or close). Anything else is declined: the package is made
     importable, and what was read goes back for ``cli.main`` (stdin, None when it was not
-    read, and a hit inside the refresh-ahead window, which cli answers and then refreshes).
-    ``args`` replaces ``sys.argv[1:]``."""
+    read, and a hit inside the refresh-ahead window). A hit inside that window is answered
+    here too, and the process leaves at once; its detached child (:func:`detach`) is what
+    returns, and cli, seeing :func:`detached`, mints the next token in it. So the client waits
+    for the answer and one fork, not for the package's imports. ``args`` replaces
+    ``sys.argv[1:]``."""
     stdin = None
     hit = None
     if args is None and sys.argv[1:] == ["get"] and not called_as_kubelet_provider(sys.argv[0]):
@@ -613,11 +616,44 @@ def answer_or_decline(
             hit = answer(stdin)
         except KeyboardInterrupt:
             raise SystemExit(130) from None  # as cli answers an interrupt: no traceback
-    if hit is not None and not hit[2]:
+    if hit is not None:
         write_line(hit[0])
-        leave()
+        if not hit[2] or not detach():
+            leave()  # answered (and, inside the window, its refresh detached)
     _importable(site)
     return stdin, hit
+
+
+_detached = False
+
+
+def detach() -> bool:
+    """Fork one detached child: True in the child, which has /dev/null for its standard
+    streams (it lets go of the client's pipes before anything else), a session of its own and a
+    lower priority (init adopts it when this process leaves); False in this process, and when
+    fork fails."""
+    global _detached
+    try:
+        pid = posix.fork()
+    except OSError:
+        return False
+    if pid:
+        return False
+    try:
+        quiet = posix.open("/dev/null", posix.O_RDWR)
+        for fd in (0, 1, 2):  # first: the client reads until the last holder of its pipes leaves
+            posix.dup2(quiet, fd)
+        posix.setsid()
+        posix.nice(10)  # then below the pulls: the client and its next gets come first
+    except BaseException:  # nothing may escape a detached child (it has no one to tell)
+        posix._exit(1)
+    _detached = True
+    return True
+
+
+def detached() -> bool:
+    """Whether this process is a child :func:`detach` started."""
+    return _detached
 
 
 def leave() -> "NoReturn":
