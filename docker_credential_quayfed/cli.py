@@ -3,9 +3,9 @@
 Protocol actions (get, store, erase, list, version) go to ``actions`` without argparse, so a
 cache hit stays fast; every other command goes through ``commands``, one module per command.
 The launchers answer a cache hit in ``fastpath`` before this module loads and hand over what
-it declined; a hit inside the refresh-ahead window arrives here in the detached child that
-``fastpath`` left after answering it, and this module runs the refresh in it. A `get` that
-reaches here any other way (``python -m``) asks ``fastpath`` first too.
+it declined; after a hit inside the refresh-ahead window, the detached child that
+``fastpath`` left arrives here with the registry to refresh, and this module runs the refresh.
+A `get` that reaches here any other way (``python -m``) asks ``fastpath`` first too.
 """
 
 # No `from __future__ import annotations` on the cache-hit path (importing it costs a get
@@ -31,17 +31,15 @@ EXIT_INTERRUPTED = 130
 def main(
     argv: "Sequence[str] | None" = None,
     stdin: "str | None" = None,
-    hit: "tuple[str, str, bool] | None" = None,
+    refresh: "str | None" = None,
 ) -> int:
-    """Run a command line (``sys.argv[1:]`` by default). ``stdin`` and ``hit``: what a
-    launcher's ``fastpath.answer_or_decline`` read and found before it declined."""
-    if hit is not None:  # a launcher's `get` that fastpath found inside the refresh-ahead window
-        if fastpath.detached():  # fastpath answered, and this is its detached child
-            from docker_credential_quayfed import background
+    """Run a command line (``sys.argv[1:]`` by default). ``stdin`` and ``refresh``: what a
+    launcher's ``fastpath.answer_or_decline`` read, and the registry whose next token this
+    process, the detached child of a hit inside the refresh-ahead window, is to mint."""
+    if refresh is not None:
+        from docker_credential_quayfed import background
 
-            background.refresh_and_leave(hit[1])
-        _serve(hit)
-        fastpath.leave()  # as the launchers' other hits leave: nothing else is open
+        background.refresh_and_leave(refresh)
     from docker_credential_quayfed import protocol  # after that hit, which needs none of it
 
     args = list(sys.argv[1:] if argv is None else argv)

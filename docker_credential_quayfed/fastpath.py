@@ -598,16 +598,15 @@ def called_as_kubelet_provider(program: str) -> bool:
 
 def answer_or_decline(
     site: str, args: "Sequence[str] | None" = None
-) -> "tuple[str | None, tuple[str, str, bool] | None]":
+) -> "tuple[str | None, str | None]":
     """A launcher's first step, once it has found the package in ``site`` and started Python
     without `site` (``bin/``): a cache-hit `get` is answered here, and the process leaves at
-    once (nothing is left to flush or close). Anything else is declined: the package is made
-    importable, and what was read goes back for ``cli.main`` (stdin, None when it was not
-    read, and a hit inside the refresh-ahead window). A hit inside that window is answered
-    here too, and the process leaves at once; its detached child (:func:`detach`) is what
-    returns, and cli, seeing :func:`detached`, mints the next token in it. So the client waits
-    for the answer and one fork, not for the package's imports. ``args`` replaces
-    ``sys.argv[1:]``."""
+    once (nothing is left to flush or close). Inside the token's refresh-ahead window the
+    process also leaves after answering, and its detached child (:func:`detach`) is what
+    returns: the client waits for one fork, not for the package's imports. Anything else is
+    declined. Either way the package is made importable and two things go back for
+    ``cli.main``: stdin (None when it was not read) and, in that child only, the registry key
+    whose next token it is to mint. ``args`` replaces ``sys.argv[1:]``."""
     stdin = None
     hit = None
     if args is None and sys.argv[1:] == ["get"] and not called_as_kubelet_provider(sys.argv[0]):
@@ -616,15 +615,15 @@ def answer_or_decline(
             hit = answer(stdin)
         except KeyboardInterrupt:
             raise SystemExit(130) from None  # as cli answers an interrupt: no traceback
+    refresh = None
     if hit is not None:
-        write_line(hit[0])
-        if not hit[2] or not detach():
+        text, key, ahead = hit
+        write_line(text)
+        if not ahead or not detach():
             leave()  # answered (and, inside the window, its refresh detached)
+        refresh = key
     _importable(site)
-    return stdin, hit
-
-
-_detached = False
+    return stdin, refresh
 
 
 def detach() -> bool:
@@ -632,7 +631,6 @@ def detach() -> bool:
     streams (it lets go of the client's pipes before anything else), a session of its own and a
     lower priority (init adopts it when this process leaves); False in this process, and when
     fork fails."""
-    global _detached
     try:
         pid = posix.fork()
     except OSError:
@@ -647,13 +645,7 @@ def detach() -> bool:
         posix.nice(10)  # then below the pulls: the client and its next gets come first
     except BaseException:  # nothing may escape a detached child (it has no one to tell)
         posix._exit(1)
-    _detached = True
     return True
-
-
-def detached() -> bool:
-    """Whether this process is a child :func:`detach` started."""
-    return _detached
 
 
 def leave() -> "NoReturn":
