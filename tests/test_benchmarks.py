@@ -4,7 +4,6 @@ memory method tells programs apart. Timing goals are checked by benchmarks/bench
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -14,18 +13,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 
 
 def load(name: str) -> ModuleType:
     """A script from benchmarks/ (not a package)."""
-    spec = importlib.util.spec_from_file_location(f"quayfed_bench_{name}", BENCHMARKS / name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / name)
 
 
 report = load("report.py")

@@ -26,6 +26,7 @@ import pytest
 from docker_credential_quayfed import kubelet
 from quay_sandbox.quay import QuayEmulator
 from tests.support.oidc_provider import KubeIssuer
+from tests.support.scripts import load_script
 from tests.test_kubelet_golden import (
     GOLDEN,
     NODE_ROBOT,
@@ -52,12 +53,7 @@ _LDD_LINE = re.compile(r"^\s*(?:(\S+) => )?(\S+)(?: \(0x[0-9a-f]+\))?$")
 
 def build_frozen() -> ModuleType:
     """packaging/build_frozen.py (packaging/ is no package: its name would shadow PyPI's)."""
-    path = ROOT / "packaging" / "build_frozen.py"
-    spec = importlib.util.spec_from_file_location("quayfed_packaging_build_frozen", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "packaging" / "build_frozen.py")
 
 
 def unavailable(reason: str) -> None:

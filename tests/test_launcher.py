@@ -7,7 +7,6 @@ the launcher, and PYTHONPATH. Each run is a real `store` then a cache-hit `get`.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import shutil
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = "docker-credential-quayfed"
@@ -415,12 +416,7 @@ def base_interpreter() -> str:
 
 @pytest.fixture(scope="module")
 def zipapp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location(
-        "quayfed_build_zipapp", ROOT / "packaging" / "build_zipapp.py"
-    )
-    assert spec is not None and spec.loader is not None
-    build_zipapp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_zipapp)
+    build_zipapp = load_script(ROOT / "packaging" / "build_zipapp.py")
     try:
         resolver = build_zipapp.find_oldest_python()
     except build_zipapp.BuildError as exc:

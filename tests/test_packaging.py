@@ -6,7 +6,6 @@ packaging/ci.sh runs the slower checks (wheel installs, three Pythons, rpmlint, 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from types import ModuleType
 import pytest
 
 import docker_credential_quayfed
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGING = ROOT / "packaging"
@@ -29,11 +29,7 @@ VERSION = docker_credential_quayfed.__version__
 
 def load(name: str) -> ModuleType:
     """A script from packaging/ (not a package: the name would shadow PyPI's `packaging`)."""
-    spec = importlib.util.spec_from_file_location(f"quayfed_packaging_{name}", PACKAGING / name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PACKAGING / name)
 
 
 def test_man_page_is_generated_from_the_current_parser() -> None:
