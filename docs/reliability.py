@@ -464,6 +464,11 @@ def replace_table(lines: list[str], header: Sequence[str], rows: list[list[str]]
     return [*lines[:start], *table(header, rows), *lines[end:]]
 
 
+def _count(cell: str) -> int:
+    """A table cell as a count ("-", a figure the record lacked, counts as none)."""
+    return int(cell) if cell.isdigit() else 0
+
+
 def splice(old: str, new: str, names: Sequence[str]) -> str:
     """``old`` with the figures of the suites ``names`` from ``new`` (a page of just those)."""
     head, parts = sections(old)
@@ -493,7 +498,7 @@ def splice(old: str, new: str, names: Sequence[str]) -> str:
             fresh = table_rows(section(new_parts, LEAKS_HEADING) or [])
             rows += [row for row in fresh if row[0] != "total"]
             rows = [[str(n), *row[1:]] for n, row in enumerate(rows, 1)]
-            total = ["total", *(str(sum(int(row[i]) for row in rows)) for i in (1, 2, 3))]
+            total = ["total", *(str(sum(_count(row[i]) for row in rows)) for i in (1, 2, 3))]
             lines = replace_table(
                 lines, ("pytest session", "bytes checked", "secrets", "hits"), [*rows, total]
             )

@@ -89,6 +89,7 @@ def test_inside_the_window_the_cached_token_answers_and_one_refresh_follows(
     assert ahead.exchanges() == 1, "the gets returned while the refresh was still at Quay"
     ahead.wait_for_exchanges(2)
     second = ahead.wait_for_another_token(first)
+    assert second != first
     assert ahead.get() == second, "the new token is outside its window: no more refreshes"
     time.sleep(1.0)
     assert ahead.exchanges() == 2, "single flight: one refresh for five gets in the window"

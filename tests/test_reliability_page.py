@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.support.scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def reliability() -> Iterator[ModuleType]:
-    name = "quayfed_docs_reliability"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "reliability.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[name]
+def reliability() -> ModuleType:
+    return load_script(ROOT / "docs" / "reliability.py")
 
 
 def _records(directory: Path, **kinds: list[dict[str, object]]) -> Path:
@@ -83,6 +73,11 @@ def test_only_one_suite_replaces_its_figures_and_keeps_the_others(
     assert "| 1 | 10000 | 7 |" in spliced and "| 1 | 300 | 7 |" not in spliced
     assert "| 1 | 40 | - | 0 | 0 |" in spliced  # the races section is untouched
     assert "| 3 | 500 | 3 | 0 |" in spliced and "| total | 3500 | 9 | 0 |" in spliced
+
+    # A session whose record lacks a figure shows "-", and the total counts it as none.
+    records = _records(tmp_path / "partial", leaks=[{"bytes_checked": 7}])
+    partial = reliability.splice(spliced, reliability.page(records, "rerun"), ["isolation"])
+    assert "| 4 | 7 | - | - |" in partial and "| total | 3507 | 9 | 0 |" in partial
     assert reliability.ALL_KEPT in spliced
     assert spliced.index("## Races") < spliced.index("## Isolation")  # the page keeps its order
 
