@@ -13,7 +13,7 @@ import sys
 
 from docker_credential_quayfed import fastpath
 from docker_credential_quayfed.paths import APP_NAME as PROGRAM
-from docker_credential_quayfed.text import printable
+from docker_credential_quayfed.text import clipped, printable
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
@@ -92,8 +92,7 @@ def server_text(text: str, limit: int = SERVER_TEXT_LIMIT) -> str:
     import re
 
     line = redact(" ".join(str(text).split()))
-    line = printable(re.sub(_OPAQUE_RUN, REDACTED, line))
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return clipped(re.sub(_OPAQUE_RUN, REDACTED, line), limit)
 
 
 def name_program(name: str) -> None:

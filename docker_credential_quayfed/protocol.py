@@ -9,6 +9,7 @@ writing the JSON) lives in ``fastpath``, which a hit loads alone.
 # measurable time): annotations Python 3.9 cannot evaluate are written as strings.
 
 from docker_credential_quayfed.fastpath import credentials_json, host_key, json_string
+from docker_credential_quayfed.text import clipped
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def registry_key(server: str) -> str:
     # User info or a backslash could make one host read as another: never guess, refuse.
     if host is None or len(host) > MAX_HOST_LENGTH:
         raise _usage(
-            f"no registry host name on stdin (got {server.strip()[:80]!r})",
+            f"no registry host name on stdin (got '{clipped(server.strip(), 80)}')",
             "send the registry host, e.g. 'quay.example.com'",
         )
     return host

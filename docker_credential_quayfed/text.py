@@ -12,3 +12,12 @@ def printable(value: str) -> str:
     if value.isprintable():
         return value
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def clipped(value: str, limit: int) -> str:
+    """``value`` made printable, then cut to ``limit`` characters (``...`` ends a cut one).
+
+    Escaping comes first: an escape is four characters, so text cut before it could grow to
+    four times the limit."""
+    shown = printable(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."

@@ -1,9 +1,12 @@
-"""Which URLs credentials may travel to (standard library only: config validation uses it)."""
+"""Which URLs credentials may travel to (standard library and ``text`` only: config
+validation uses it)."""
 
 from __future__ import annotations
 
 import ipaddress
 import urllib.parse
+
+from docker_credential_quayfed.text import clipped
 
 #: a URL longer than this is cut when shown: a message stays one short line
 SHOWN_LIMIT = 100
@@ -77,8 +80,7 @@ def shown(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
-    text = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return text if len(text) <= SHOWN_LIMIT else text[: SHOWN_LIMIT - 3] + "..."
+    return clipped(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")), SHOWN_LIMIT)
 
 
 def same_origin_host(url: str, issuer: str, extra_hosts: tuple[str, ...]) -> bool:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed.text import printable
+from docker_credential_quayfed import protocol, urls
+from docker_credential_quayfed.errors import QuayfedError
+from docker_credential_quayfed.text import clipped, printable
 from tests.helper_process import run_helper
 from tests.jwt_factory import fake_jwt
 from tests.test_transport import recording_server
@@ -26,6 +28,25 @@ SHOWN = "\\x1b]0;owned\\x07\\x1b[2J\\x9b"
 )  # fmt: skip
 def test_printable_escapes_only_what_a_terminal_would_act_on(value: str, expected: str) -> None:
     assert printable(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "x" * 40, "\x1b" * 40, HOSTILE * 9, "a\x07" * 30])
+def test_clipped_escapes_first_then_cuts_to_the_limit(value: str) -> None:
+    shown = clipped(value, 40)
+    assert len(shown) <= 40 and shown.isprintable()
+    assert shown == printable(value) or shown == printable(value)[:37] + "..."
+
+
+def test_a_url_or_host_of_control_characters_is_shown_within_its_limit() -> None:
+    """Escaped after the cut, 100 ESCs became 400 characters in a one-line message."""
+    url = "0" * 33 + "\x1b" * 32  # what the fuzzer sent as a discovery document's endpoint
+    refused = urls.refusal(url, allow_http=False)
+    assert refused is not None
+    assert len(printable(refused[0])) <= urls.SHOWN_LIMIT + len(" has no host")
+    assert refused[0].isprintable()
+    with pytest.raises(QuayfedError) as raised:
+        protocol.registry_key("\x1b" * 200)
+    assert len(raised.value.problem) <= 120 and raised.value.problem.isprintable()
 
 
 @pytest.fixture
