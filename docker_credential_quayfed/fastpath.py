@@ -81,6 +81,17 @@ def _user_dir(kind: str) -> str:
     return str(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
+def resolve_path(path: str, base: str = "") -> str:
+    """The one reading of a path someone configured: ``~`` expanded, then made absolute
+    against ``base`` (the config file's directory) or, without one, the working directory.
+    Every reader of a configured file uses it, the fast path included, so none opens a
+    ``./~/...`` of the client's working directory while another reads ``$HOME/...``."""
+    path = _expand_user(path)
+    if base and not path.startswith("/"):
+        path = _join(base, path)
+    return _absolute(path)
+
+
 def _expand_user(path: str) -> str:
     """``os.path.expanduser`` for ``~`` and ``~/...`` with $HOME set; posixpath otherwise."""
     if not path.startswith("~"):
@@ -200,7 +211,7 @@ def ahead_at(issued_at: float, expires_at: float, refresh_margin: float) -> floa
 
 # -- token files and the config snapshot -------------------------------------------------------
 TOKEN_MAGIC = "quayfed-token 1"
-SNAPSHOT_MAGIC = "quayfed-config 3"
+SNAPSHOT_MAGIC = "quayfed-config 4"
 SNAPSHOT_NAME = "config.snapshot"
 MAX_FILE = 1 << 16
 #: the snapshot holds a line per registry: room for thousands
@@ -448,6 +459,8 @@ def token_file_digest(
     """The key digest of a registry whose JWT is in a file, from the JWT there now; None when
     it cannot be read, names nobody, or has expired (Quay would refuse it: no answer)."""
     quay_url, audience, path = carrier
+    if not path.startswith("/"):
+        return None  # written by an older version, unresolved: the full path decides
     jwt = read_token_jwt(path)
     if not jwt:
         return None

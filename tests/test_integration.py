@@ -54,7 +54,11 @@ class Setup:
         Path(self.env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).write_text("\n".join(lines) + "\n")
 
     def get(self, **extra_env: str) -> Result:
-        result = run_helper("get", self.key, env={**self.env, **extra_env}, timeout=90)
+        return self.get_in(None, **extra_env)
+
+    def get_in(self, cwd: Path | None, **extra_env: str) -> Result:
+        """``get`` run in the working directory ``cwd`` (None: this process's)."""
+        result = run_helper("get", self.key, env={**self.env, **extra_env}, timeout=90, cwd=cwd)
         self.assert_no_secret(result)
         return result
 

@@ -113,9 +113,8 @@ def client_assertion(context: SourceContext, endpoint: str) -> str:
 def _signing_key(key_file: str) -> tuple[RSAPrivateKey | EllipticCurvePrivateKey, str]:
     """The private key in ``key_file`` and the algorithm to sign with: RS256 for RSA, ES256
     (or ES384/ES512 by curve) for EC. Read like every secret file; never shown."""
-    import os
 
-    from docker_credential_quayfed import secret_reader
+    from docker_credential_quayfed import paths, secret_reader
 
     try:
         from cryptography.exceptions import UnsupportedAlgorithm
@@ -129,7 +128,7 @@ def _signing_key(key_file: str) -> tuple[RSAPrivateKey | EllipticCurvePrivateKey
             "python3-cryptography)",
         ) from None
     pem = secret_reader.read_secret_file("client key", key_file, where="client_key_file")
-    path = os.path.expanduser(key_file)
+    path = paths.resolve_path(key_file)
     try:
         key = load_pem_private_key(pem.encode("utf-8"), password=None)
     except TypeError:
