@@ -196,6 +196,9 @@ def credentials_json(server_url: str, username: str, secret: str) -> str:
 # -- the refresh rule (``cache.RobotToken`` applies it) ----------------------------------------
 # A robot token's claims are read again when it is served, so a token can never outlive exp.
 DEFAULT_SKEW = 5.0
+#: Quay issues robot tokens for exactly an hour (not configurable): a longer life is kept no
+#: longer than this, and a token file claiming more is not served
+MAX_ROBOT_TOKEN_LIFETIME = 4 * 3600.0
 
 
 def refresh_at(issued_at: float, expires_at: float, refresh_margin: float) -> float:
@@ -250,6 +253,8 @@ def read_token_file(
         return None
     if fields.get("registry") != registry or not robot or not token or " " in token:
         return None
+    if not 0.0 <= expires_at - issued_at <= MAX_ROBOT_TOKEN_LIFETIME:
+        return None  # NaN and infinity fail here too
     exp = (exp_of or jwt_exp)(token)
     if exp is None or expires_at > exp:
         return None  # the file may shorten the token's life (clock skew), never lengthen it
