@@ -121,7 +121,7 @@ class _Checker:
             else "refresh token without a fixed end"
         )
         detail = (
-            f"logged in as {login.subject or '?'} {logins.age(now - login.logged_in_at)} ago, "
+            f"logged in as {login.shown} {logins.age(now - login.logged_in_at)} ago, "
             f"renewed {logins.age(now - login.refreshed_at)} ago, {until}, "
             f"scopes: {login.scope or '(not said)'}"
         )
