@@ -79,6 +79,19 @@ def works_with() -> Iterator[WorksWith]:
     table.write_if_requested()
 
 
+def quay_token_auth(
+    quay: QuayEmulator, registry: DistributionRegistry, root: Path, *, realm_host: str
+) -> TokenAuth:
+    """The registry's `auth: token:` block for tokens from the emulator's /v2/auth, which
+    the realm names `realm_host` (a name of 127.0.0.1, where the emulator listens)."""
+    return TokenAuth(
+        realm=f"https://{realm_host}:{quay.host.rsplit(':', 1)[1]}/v2/auth",
+        service=registry.host,
+        issuer=quay.registry_issuer,
+        rootcertbundle=quay.write_registry_token_cert(root / "registry-token-signer.pem"),
+    )
+
+
 @pytest.fixture(scope="session")
 def deployment(
     tmp_path_factory: pytest.TempPathFactory,
@@ -131,14 +144,7 @@ def deployment(
         seed(seeder, other, {OTHER_IMAGE: "image on another registry\n"})
         # Now behave like Quay's registry: every request needs a token from Quay's /v2/auth.
         registry.stop()
-        registry.start(
-            TokenAuth(
-                realm=f"{quay.url}/v2/auth",
-                service=registry.host,
-                issuer=quay.registry_issuer,
-                rootcertbundle=quay.write_registry_token_cert(root / "registry-token-signer.pem"),
-            )
-        )
+        registry.start(quay_token_auth(quay, registry, root, realm_host="127.0.0.1"))
         seeder.close()
         yield Deployment(
             quay=quay,
@@ -193,14 +199,7 @@ def named_registry(
         hostname="localhost",
     )
     try:
-        registry.start(
-            TokenAuth(
-                realm=f"https://localhost:{quay.host.rsplit(':', 1)[1]}/v2/auth",
-                service=registry.host,
-                issuer=quay.registry_issuer,
-                rootcertbundle=quay.write_registry_token_cert(root / "registry-token-signer.pem"),
-            )
-        )
+        registry.start(quay_token_auth(quay, registry, root, realm_host="localhost"))
         yield registry
     finally:
         registry.stop()
@@ -219,11 +218,11 @@ def e2e_named(
 
 @pytest.fixture
 def e2e(deployment: Deployment, tmp_path: Path, helper_bin_dir: Path) -> Iterator[E2E]:
+    """A fresh sandbox and a cold helper cache; checks no client printed a secret."""
     yield from _fresh_view(deployment, tmp_path, helper_bin_dir)
 
 
 def _fresh_view(deployment: Deployment, tmp_path: Path, helper_bin_dir: Path) -> Iterator[E2E]:
-    """A fresh sandbox and a cold helper cache; checks no client printed a secret."""
     deployment.quay.reset()
     deployment.quay.set_token_lifetime(QUAY_TOKEN_LIFETIME)
     sandbox = ClientSandbox(tmp_path / "clients", deployment.ca_cert, helper_bin_dir)

@@ -8,12 +8,12 @@ from the emulator's /v2/auth, so a round trip proves the helper's answer was use
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import ClientRun, ClientSandbox
+from tests.e2e.clients import MORE_CLIENTS, ClientRun
 from tests.e2e.deployment import E2E, PRIVATE_REPO
 from tests.e2e.images import write_oci_image
 from tests.e2e.works_with import WorksWith
@@ -27,6 +27,9 @@ STRANGER = f"{NAMESPACE}+stranger"
 CHART_VERSION = "0.1.0"
 ROUND_TRIP = "`push` then `pull` round trip, one exchange"
 REFUSED = "a robot that does not trust the identity is refused"
+# The config file each client is given (works_with.CONFIG_FILES); helm also reads docker's.
+CONFIG_FILE = {"helm": "helm-registry", "oras": "docker", "crane": "docker"}
+ORAS_FILES = {"hello.txt": "hello from oras\n", "notes.md": "# pushed with oras\n"}
 
 
 @pytest.fixture
@@ -45,6 +48,13 @@ def add_stranger_robot(e2e: E2E) -> None:
     )
 
 
+def client_config(e2e: E2E, config_file: str) -> Path:
+    sandbox = e2e.sandbox
+    return {"helm-registry": sandbox.helm_registry_config, "docker": sandbox.docker_config}[
+        config_file
+    ]
+
+
 def assert_refused_for_the_stranger(e2e: E2E, pushed: ClientRun, ref: str) -> None:
     assert not pushed.ok, pushed.describe()
     # The helper's reason reaches the person at the terminal through the client.
@@ -55,175 +65,137 @@ def assert_refused_for_the_stranger(e2e: E2E, pushed: ClientRun, ref: str) -> No
     assert not e2e.registry_has(ref), "nothing was pushed"
 
 
-# helm
+# One push per client: (the client's run, the reference it pushed to).
 
 
-def package_chart(sandbox: ClientSandbox, name: str, marker: str) -> Path:
-    """`helm package` a small chart whose values carry `marker`; return the archive."""
-    source = sandbox.root / "charts" / name
+def push_chart(e2e: E2E, name: str) -> tuple[ClientRun, str]:
+    """`helm package` a small chart `chart-NAME` whose values carry NAME; `helm push` it."""
+    sandbox = e2e.sandbox
+    chart = f"chart-{name}"
+    source = sandbox.root / "charts" / chart
     (source / "templates").mkdir(parents=True)
     (source / "Chart.yaml").write_text(
-        f"apiVersion: v2\nname: {name}\nversion: {CHART_VERSION}\ntype: application\n"
+        f"apiVersion: v2\nname: {chart}\nversion: {CHART_VERSION}\ntype: application\n"
     )
-    (source / "values.yaml").write_text(f"marker: {json.dumps(marker)}\n")
+    (source / "values.yaml").write_text(f"marker: {json.dumps(name)}\n")
     (source / "templates" / "configmap.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n"
         "data:\n  marker: {{ .Values.marker | quote }}\n"
     )
-    packages = sandbox.root / "packages"
-    packaged = sandbox.helm("package", str(source), "--destination", str(packages))
+    archive = chart_archive(e2e, name)
+    packaged = sandbox.helm("package", str(source), "--destination", str(archive.parent))
     assert packaged.ok, packaged.describe()
-    return packages / f"{name}-{CHART_VERSION}.tgz"
-
-
-def helm_round_trip(e2e: E2E, chart: str) -> None:
-    sandbox = e2e.sandbox
-    archive = package_chart(sandbox, chart, f"pushed by helm as {chart}")
-    ref = f"{e2e.registry.host}/{NAMESPACE}/{chart}:{CHART_VERSION}"
-
     pushed = sandbox.helm_push(archive, f"oci://{e2e.registry.host}/{NAMESPACE}")
+    return pushed, f"{e2e.registry.host}/{NAMESPACE}/{chart}:{CHART_VERSION}"
+
+
+def chart_archive(e2e: E2E, name: str) -> Path:
+    """Where `push_chart` has `helm package` write chart-NAME."""
+    return e2e.sandbox.root / "packages" / f"chart-{name}-{CHART_VERSION}.tgz"
+
+
+def push_files(e2e: E2E, name: str) -> tuple[ClientRun, str]:
+    """`oras push` ORAS_FILES (in the sandbox's `artifact` directory) as one artifact."""
+    source = e2e.sandbox.root / "artifact"
+    source.mkdir()
+    for file_name, text in ORAS_FILES.items():
+        (source / file_name).write_text(text)
+    ref = e2e.pushed("oras", name)
+    return e2e.sandbox.oras_push(ref, source, sorted(ORAS_FILES)), ref
+
+
+def push_image(e2e: E2E, name: str) -> tuple[ClientRun, str]:
+    """`crane push` a one-layer image (the OCI layout in the sandbox's `image` directory)."""
+    layout = e2e.sandbox.root / "image"
+    write_oci_image(layout, "crane", {"hello.txt": f"pushed with crane: {name}\n".encode()})
+    ref = e2e.pushed("crane", name)
+    return e2e.sandbox.crane_push(layout, ref), ref
+
+
+PUSH: Mapping[str, Callable[[E2E, str], tuple[ClientRun, str]]] = {
+    "helm": push_chart,
+    "oras": push_files,
+    "crane": push_image,
+}
+
+
+def assert_pushed_once(e2e: E2E, pushed: ClientRun, ref: str) -> None:
     assert pushed.ok, pushed.describe()
     assert e2e.registry_has(ref)
-    assert e2e.exchanges() == 1
+    assert e2e.exchanges() == 1, "the helper minted one robot token"
 
-    pulled_dir = sandbox.root / "pulled"
-    pulled = sandbox.helm_pull(
-        f"oci://{e2e.registry.host}/{NAMESPACE}/{chart}", CHART_VERSION, pulled_dir
-    )
+
+@pytest.mark.parametrize("config_file", ["helm-registry", "docker"])
+def test_helm_push_and_pull(
+    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None], config_file: str
+) -> None:
+    """helm reads its own registry config first, then docker's: each alone names the helper."""
+    require_client("helm")
+    e2e.configure("password", client_config=client_config(e2e, config_file))
+    other_config = "docker" if config_file == "helm-registry" else "helm-registry"
+    assert not client_config(e2e, other_config).exists()
+
+    pushed, ref = push_chart(e2e, config_file)
+    assert_pushed_once(e2e, pushed, ref)
+
+    pulled_dir = e2e.sandbox.root / "pulled"
+    chart_url = f"oci://{ref.rsplit(':', 1)[0]}"
+    pulled = e2e.sandbox.helm_pull(chart_url, CHART_VERSION, pulled_dir)
     assert pulled.ok, pulled.describe()
+    archive = chart_archive(e2e, config_file)
     assert (pulled_dir / archive.name).read_bytes() == archive.read_bytes()
     assert e2e.exchanges() == 1, "the pull is served from the helper's cache"
+    works_with.verified("helm", f"{ROUND_TRIP} (`helm push`/`helm pull` oci://)", config_file)
 
 
-def test_helm_push_and_pull_through_its_registry_config(
-    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
-) -> None:
-    require_client("helm")
-    sandbox = e2e.sandbox
-    # Only helm's own registry config names the helper: no docker config to fall back on.
-    e2e.configure("password", client_config=sandbox.helm_registry_config)
-    assert not sandbox.docker_config.exists()
-
-    helm_round_trip(e2e, "chart-helm-config")
-    works_with.verified("helm", f"{ROUND_TRIP} (`helm push`/`helm pull` oci://)", "helm-registry")
-
-
-def test_helm_push_and_pull_through_the_docker_config(
-    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
-) -> None:
-    require_client("helm")
-    sandbox = e2e.sandbox
-    e2e.configure("password", client_config=sandbox.docker_config)
-    assert not sandbox.helm_registry_config.exists()
-
-    helm_round_trip(e2e, "chart-docker-config")
-    works_with.verified("helm", f"{ROUND_TRIP} (`helm push`/`helm pull` oci://)", "docker")
-
-
-def test_helm_push_as_a_robot_that_does_not_trust_the_identity_is_refused(
-    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
-) -> None:
-    require_client("helm")
-    add_stranger_robot(e2e)
-    sandbox = e2e.sandbox
-    e2e.configure("password", client_config=sandbox.helm_registry_config, robot=STRANGER)
-    chart = "chart-stranger"
-    archive = package_chart(sandbox, chart, "never pushed")
-
-    pushed = sandbox.helm_push(archive, f"oci://{e2e.registry.host}/{NAMESPACE}")
-    assert_refused_for_the_stranger(e2e, pushed, f"{e2e.registry.host}/{NAMESPACE}/{chart}:0.1.0")
-    works_with.verified("helm", REFUSED, "helm-registry")
-
-
-# oras
-
-
-ORAS_FILES = {"hello.txt": "hello from oras\n", "notes.md": "# pushed with oras\n"}
-
-
-def test_oras_push_and_pull_through_the_docker_config(
+def test_oras_push_and_pull(
     e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
 ) -> None:
     require_client("oras")
-    sandbox = e2e.sandbox
-    e2e.configure("password", client_config=sandbox.docker_config)
-    source = sandbox.root / "artifact"
-    source.mkdir()
-    for name, text in ORAS_FILES.items():
-        (source / name).write_text(text)
-    ref = e2e.pushed("oras", "password")
+    e2e.configure("password", client_config=e2e.sandbox.docker_config)
 
-    pushed = sandbox.oras_push(ref, source, sorted(ORAS_FILES))
-    assert pushed.ok, pushed.describe()
-    assert e2e.registry_has(ref)
-    assert e2e.exchanges() == 1
+    pushed, ref = push_files(e2e, "password")
+    assert_pushed_once(e2e, pushed, ref)
 
-    pulled_dir = sandbox.root / "pulled"
-    pulled = sandbox.oras_pull(ref, pulled_dir)
+    pulled_dir = e2e.sandbox.root / "pulled"
+    pulled = e2e.sandbox.oras_pull(ref, pulled_dir)
     assert pulled.ok, pulled.describe()
     assert {path.name: path.read_text() for path in pulled_dir.iterdir()} == ORAS_FILES
     assert e2e.exchanges() == 1, "the pull is served from the helper's cache"
     works_with.verified("oras", f"{ROUND_TRIP} (`oras push`/`oras pull` of files)", "docker")
 
 
-def test_oras_push_as_a_robot_that_does_not_trust_the_identity_is_refused(
-    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
-) -> None:
-    require_client("oras")
-    add_stranger_robot(e2e)
-    sandbox = e2e.sandbox
-    e2e.configure("password", client_config=sandbox.docker_config, robot=STRANGER)
-    source = sandbox.root / "artifact"
-    source.mkdir()
-    (source / "hello.txt").write_text("never pushed\n")
-    ref = e2e.pushed("oras", "stranger")
-
-    pushed = sandbox.oras_push(ref, source, ["hello.txt"])
-    assert_refused_for_the_stranger(e2e, pushed, ref)
-    works_with.verified("oras", REFUSED, "docker")
-
-
-# crane
-
-
-def test_crane_push_and_pull_through_the_docker_config(
+def test_crane_push_and_pull(
     e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
 ) -> None:
     require_client("crane")
-    sandbox = e2e.sandbox
-    e2e.configure("password", client_config=sandbox.docker_config)
-    layout = sandbox.root / "image"
-    digest = write_oci_image(layout, "crane", {"hello.txt": b"pushed with crane\n"})
-    ref = e2e.pushed("crane", "password")
+    e2e.configure("password", client_config=e2e.sandbox.docker_config)
 
-    pushed = sandbox.crane_push(layout, ref)
-    assert pushed.ok, pushed.describe()
+    pushed, ref = push_image(e2e, "password")
+    assert_pushed_once(e2e, pushed, ref)
+    layout = e2e.sandbox.root / "image"
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
     assert e2e.manifest_digest(ref) == digest
-    assert e2e.exchanges() == 1
 
-    pulled_layout = sandbox.root / "pulled"
-    pulled = sandbox.crane_pull(ref, pulled_layout)
+    pulled_layout = e2e.sandbox.root / "pulled"
+    pulled = e2e.sandbox.crane_pull(ref, pulled_layout)
     assert pulled.ok, pulled.describe()
     index = json.loads((pulled_layout / "index.json").read_text())
     assert [manifest["digest"] for manifest in index["manifests"]] == [digest]
-    algorithm, hex_digest = digest.split(":")
-    original = (layout / "blobs" / algorithm / hex_digest).read_bytes()
-    assert (pulled_layout / "blobs" / algorithm / hex_digest).read_bytes() == original
+    blob = Path("blobs", *digest.split(":"))
+    assert (pulled_layout / blob).read_bytes() == (layout / blob).read_bytes()
     assert e2e.exchanges() == 1, "the pull is served from the helper's cache"
     works_with.verified("crane", f"{ROUND_TRIP} (`crane push`/`crane pull` of an image)", "docker")
 
 
-def test_crane_push_as_a_robot_that_does_not_trust_the_identity_is_refused(
-    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None]
+@pytest.mark.parametrize("client", MORE_CLIENTS)
+def test_push_as_a_robot_that_does_not_trust_the_identity_is_refused(
+    e2e: E2E, works_with: WorksWith, require_client: Callable[[str], None], client: str
 ) -> None:
-    require_client("crane")
+    require_client(client)
     add_stranger_robot(e2e)
-    sandbox = e2e.sandbox
-    e2e.configure("password", client_config=sandbox.docker_config, robot=STRANGER)
-    layout = sandbox.root / "image"
-    write_oci_image(layout, "crane", {"hello.txt": b"never pushed\n"})
-    ref = e2e.pushed("crane", "stranger")
+    e2e.configure("password", client_config=client_config(e2e, CONFIG_FILE[client]), robot=STRANGER)
 
-    pushed = sandbox.crane_push(layout, ref)
+    pushed, ref = PUSH[client](e2e, "stranger")
     assert_refused_for_the_stranger(e2e, pushed, ref)
-    works_with.verified("crane", REFUSED, "docker")
+    works_with.verified(client, REFUSED, CONFIG_FILE[client])
