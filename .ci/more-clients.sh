@@ -18,7 +18,8 @@ CLIENTS=(
 
 command -v "$GO" >/dev/null || { echo "Go is not installed at $GO" >&2; exit 1; }
 mkdir -p "$BIN"
-export GOBIN="$BIN" GOMODCACHE="$CACHE/mod" GOCACHE="$CACHE/build" GOFLAGS=-mod=mod
+# Only the pinned toolchain and flags: no inherited GOFLAGS, no toolchain download.
+export GOBIN="$BIN" GOMODCACHE="$CACHE/mod" GOCACHE="$CACHE/build" GOFLAGS=
 export GOTOOLCHAIN=local CGO_ENABLED=0
 
 built_at() {  # built_at BINARY MODULE: the module version the binary was built from, or nothing

@@ -87,12 +87,12 @@ def client_version(client: str) -> str:
         env={**os.environ, "PATH": client_search_path()},
     ).stdout
     # "skopeo version 1.9.3", "Docker version 28.2.2, build e6534b4", "buildah version 1.28.2 (...)"
-    # "v4.3.2+g1234567" (helm), "Version:    1.3.6" (oras), "v0.22.1" (crane)
+    # "v4.3.2" (helm), "Version:    1.3.6" (oras), "v0.22.1" (crane)
     words = text.replace(",", " ").split()
     for label in ("version", "Version:"):
         if label in words:
             return words[words.index(label) + 1]
-    return words[0].split("+")[0] if words else ""
+    return words[0].split("+")[0].lstrip("v") if words else ""
 
 
 @dataclass(frozen=True)
