@@ -199,16 +199,11 @@ def _load(config_path: Path) -> Config:
     return config.load(BY_NAME, config_path)
 
 
-def host_key(host: str) -> str:
-    """A registry host as config tables name it: lower case, no default https port."""
-    key = host.strip().lower()
-    return key[: -len(":443")] if key.endswith(":443") and not key.startswith("[") else key
-
-
 def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: Path) -> str:
     """Exchange the pod's service-account token for the robot its annotation names."""
     from docker_credential_quayfed import broker
     from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.protocol import table_key
 
     token = request.service_account_token
     for name in TLS_ANNOTATIONS:
@@ -233,7 +228,7 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
         )
     override = _override_host(overrides.pop()) if overrides else ""
     settings = _load(config_path)
-    own = _kubelet_table(settings, host_key(registry))
+    own = _kubelet_table(settings, table_key(registry))
     if not robot:
         return _unannotated(request, registry, own, settings, cache_dir)
     node = own
@@ -324,9 +319,9 @@ def node_identity(registry: str, settings: Config, cache_dir: Path) -> str:
     """The node's own ``[registries."HOST"]`` answers, as ``get`` does."""
     from docker_credential_quayfed import broker
     from docker_credential_quayfed.cache import TokenCache
-    from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.protocol import table_key
 
-    key = host_key(registry_key(registry))
+    key = table_key(registry)
     configured = settings.registries.get(key)
     if configured is None:
         log.debug(f"{key} has no [registries] table and the request no token: no credentials")
@@ -349,7 +344,7 @@ def _respond(registry: str, outcome: Outcome, refresh_margin: int) -> str:
 
 
 def _override_host(value: str) -> str:
-    from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.protocol import registry_key, table_key
 
     try:
         key = registry_key(value)
@@ -360,7 +355,7 @@ def _override_host(value: str) -> str:
             f"{HOST_ANNOTATIONS[0]} = {_shown(value)} is not a registry host",
             "write the bare host[:port] of Quay, e.g. quay.example.com",
         )
-    return host_key(key)
+    return table_key(key)
 
 
 def _robot_name(robot: str) -> bool:

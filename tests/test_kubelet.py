@@ -14,6 +14,7 @@ from docker_credential_quayfed import broker, config, fastpath, kubelet
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.deadline import Deadline
 from docker_credential_quayfed.errors import ConfigError, UsageError
+from docker_credential_quayfed.protocol import table_key
 from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
@@ -153,7 +154,7 @@ def test_an_image_naming_port_443_is_answered_for_that_form() -> None:
     the host as the image does, and the node's table is found either way."""
     image = "quay.example.com:443/org/app"
     registry = kubelet.registry_of(image)
-    assert registry == "quay.example.com:443" and kubelet.host_key(registry) == "quay.example.com"
+    assert registry == "quay.example.com:443" and table_key(registry) == "quay.example.com"
     response = json.loads(kubelet.encode_response(registry, ("o+r", "tok"), 60))
     assert response_problems(response, json.loads(request(image, "sa"))) == []
     bare = json.loads(kubelet.encode_response("quay.example.com", ("o+r", "tok"), 60))
@@ -485,7 +486,7 @@ def test_service_account_identity() -> None:
     elsewhere = key("https://other", "system:serviceaccount:a:b")
     other_audience = key("https://k8s", "system:serviceaccount:a:b", "other.example.com")
     assert len({one, other, elsewhere, other_audience}) == 4
-    assert kubelet.host_key("Quay.io:443") == "quay.io"
+    assert table_key("Quay.io:443") == "quay.io"
 
 
 @pytest.mark.parametrize(

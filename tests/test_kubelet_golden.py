@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from docker_credential_quayfed import claims, kubelet
+from docker_credential_quayfed.protocol import table_key
 from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.quay import QuayEmulator
 from tests.support import leaks
@@ -731,7 +732,7 @@ def test_shipped_credential_provider_configs(layout: str, tmp_path: Path) -> Non
     for provider, audience in zip(providers, audiences):
         assert provider["args"][:2] == ["--config", "/etc/docker-credential-quayfed/config.toml"]
         for entry in provider["matchImages"]:
-            table = settings.kubelet[kubelet.host_key(entry.split("/", 1)[0])]
+            table = settings.kubelet[table_key(entry.split("/", 1)[0])]
             assert table.audience == audience, (entry, table.audience)
 
     rbac = _shipped(layout, "node-audience-rbac.yaml")

@@ -166,6 +166,22 @@ def _audiences(entry: dict[str, Any]) -> list[str] | None:
     return sorted(str(audience) for audience in found)
 
 
+def _with(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``current`` with each of ``wanted`` in it: a missing pair added, and one already there
+    given the audiences asked for (Quay matches on the pair); every other field kept."""
+    asked = {_pair(entry): entry for entry in wanted}
+    present = {_pair(entry) for entry in current}
+    updated = [
+        {**entry, "audiences": asked[_pair(entry)]["audiences"]}
+        if _pair(entry) in asked
+        and _audiences(asked[_pair(entry)]) is not None
+        and _audiences(asked[_pair(entry)]) != _audiences(entry)
+        else entry
+        for entry in current
+    ]
+    return updated + [entry for entry in wanted if _pair(entry) not in present]
+
+
 def _audiences_lost(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[str]:
     """The entries of ``sent`` whose audiences Quay's list ``stored`` does not hold."""
     by_pair = {_pair(entry): entry for entry in stored}
@@ -237,24 +253,8 @@ def run(args: argparse.Namespace) -> int:
             if not wanted:
                 raise UsageError("nothing to add", "give --issuer and --subject, or --from-config")
             current = call("GET")
-            present = {_pair(entry): entry for entry in current}
-            missing = [pair for pair in wanted if _pair(pair) not in present]
-            # An entry already there takes the audiences asked for (Quay matches on the pair).
-            restricted = {
-                _pair(pair): pair["audiences"]
-                for pair in wanted
-                if _pair(pair) in present
-                and _audiences(pair) is not None
-                and _audiences(pair) != _audiences(present[_pair(pair)])
-            }
-            updated = [
-                {**entry, "audiences": restricted[_pair(entry)]}
-                if _pair(entry) in restricted
-                else entry
-                for entry in current
-            ]
-            changed = missing or restricted
-            entries = write(updated + missing, current) if changed else current
+            wanted_list = _with(current, wanted)
+            entries = write(wanted_list, current) if wanted_list != current else current
         else:
             if args.all:
                 entries = write([], None)
