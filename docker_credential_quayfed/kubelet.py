@@ -22,7 +22,6 @@ and a non-zero exit with nothing on stdout.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageErr
 if TYPE_CHECKING:
     from docker_credential_quayfed.broker import Outcome
     from docker_credential_quayfed.config import Config, KubeletHost
+    from docker_credential_quayfed.request import RequestContext
 
 PROGRAM = "quay-credential-provider"
 API_VERSION = "credentialprovider.kubelet.k8s.io/v1"
@@ -183,13 +183,13 @@ def encode_response(registry: str, credentials: tuple[str, str] | None, cache_fo
 
 
 # -- the flow ------------------------------------------------------------------------------------
-def answer(text: str, config_path: Path, cache_dir: Path) -> str:
+def answer(text: str, config_path: Path, context: RequestContext) -> str:
     """The response JSON for the request ``text``; raises a QuayfedError when there is none."""
     request = parse_request(text)
     registry = registry_of(request.image)
     if request.service_account_token:
-        return pod_identity(request, registry, config_path, cache_dir)
-    return node_identity(registry, _load(config_path), cache_dir)
+        return pod_identity(request, registry, config_path, context)
+    return node_identity(registry, _load(config_path), context)
 
 
 def _load(config_path: Path) -> Config:
@@ -199,10 +199,11 @@ def _load(config_path: Path) -> Config:
     return config.load(BY_NAME, config_path)
 
 
-def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: Path) -> str:
+def pod_identity(
+    request: Request, registry: str, config_path: Path, context: RequestContext
+) -> str:
     """Exchange the pod's service-account token for the robot its annotation names."""
     from docker_credential_quayfed import broker
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.protocol import table_key
 
     token = request.service_account_token
@@ -230,7 +231,7 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
     settings = _load(config_path)
     own = _kubelet_table(settings, table_key(registry))
     if not robot:
-        return _unannotated(request, registry, own, settings, cache_dir)
+        return _unannotated(request, registry, own, settings, context)
     node = own
     if override and override != own.key:
         node = _override_table(settings, own, override)
@@ -255,7 +256,7 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
         config_file=node.config_file,
     )
     log.debug(f"{registry}: {subject} (iss {issuer}) asks for {robot} at {pod.quay_base_url}")
-    outcome = broker.robot_token(pod, TokenCache(cache_dir), started=_started(), oidc_token=token)
+    outcome = broker.robot_token(pod, context, oidc_token=token)
     return _respond(registry, outcome, node.refresh_margin)
 
 
@@ -291,7 +292,7 @@ def _override_table(settings: Config, own: KubeletHost, override: str) -> Kubele
 
 
 def _unannotated(
-    request: Request, registry: str, own: KubeletHost, settings: Config, cache_dir: Path
+    request: Request, registry: str, own: KubeletHost, settings: Config, context: RequestContext
 ) -> str:
     """A service account that names no robot: what its host's ``unannotated`` says."""
     token = request.service_account_token
@@ -310,15 +311,14 @@ def _unannotated(
                 f'[registries."{own.key}"] table for the node\'s identity',
                 f'add one to {settings.path}, or set unannotated = "skip"',
             )
-        return node_identity(registry, settings, cache_dir)
+        return node_identity(registry, settings, context)
     log.debug(f"{registry}: the service account names no robot: no credentials from this node")
     return encode_response(registry, None, UNANNOTATED_CACHE_SECONDS)
 
 
-def node_identity(registry: str, settings: Config, cache_dir: Path) -> str:
+def node_identity(registry: str, settings: Config, context: RequestContext) -> str:
     """The node's own ``[registries."HOST"]`` answers, as ``get`` does."""
     from docker_credential_quayfed import broker
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.protocol import table_key
 
     key = table_key(registry)
@@ -326,7 +326,7 @@ def node_identity(registry: str, settings: Config, cache_dir: Path) -> str:
     if configured is None:
         log.debug(f"{key} has no [registries] table and the request no token: no credentials")
         return encode_response(registry, None, 0)
-    outcome = broker.robot_token(configured, TokenCache(cache_dir), started=_started())
+    outcome = broker.robot_token(configured, context)
     return _respond(registry, outcome, configured.refresh_margin)
 
 
@@ -402,25 +402,23 @@ def _check_audience(token: str, node: KubeletHost) -> None:
         )
 
 
-def _started() -> float:
-    from docker_credential_quayfed import actions
-
-    return actions.STARTED
-
-
 # -- the command -------------------------------------------------------------------------------
 def main(argv: Sequence[str]) -> int:
     """Run one request: the response on stdout and 0, or one line on stderr and non-zero."""
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.request import RequestContext
+
+    started = time.monotonic()
     log.name_program(_program(sys.argv[0] if sys.argv else ""))
     try:
         options = _options(list(argv))
         if options is None:
             return 0
         config_path, cache_dir = options
-        # One directory for everything this process keeps: discovery documents, kept JWTs,
-        # logins, locks and a background refresh all find it through the environment.
-        os.environ[paths.CACHE_DIR_ENV] = str(cache_dir)
-        response = answer(_read_stdin(), config_path, cache_dir)
+        # One directory for everything this request keeps (discovery documents, kept JWTs,
+        # logins, locks), passed down by argument; the timeout counts from the start.
+        context = RequestContext(TokenCache(cache_dir), started=started)
+        response = answer(_read_stdin(), config_path, context)
     except QuayfedError as exc:
         log.error(exc.message)
         return exc.exit_code

@@ -30,6 +30,7 @@ from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
 from tests.support import leaks, trusting
 from tests.support.oidc_provider import OIDCProvider
+from tests.support.requests import request_here
 
 ENDPOINT = "https://idp.example.com/realms/quay/protocol/openid-connect/token"
 SECRET = "client-secret-of-7c1d"
@@ -70,7 +71,9 @@ def table(issuer: str, **settings: str) -> RegistryConfig:
 
 
 def context_for(registry: RegistryConfig, session: httpx.Client | None = None) -> SourceContext:
-    return SourceContext(registry, session or httpx.Client(), transport.Deadline(10))
+    return SourceContext(
+        registry, session or httpx.Client(), transport.Deadline(10), request_here()
+    )
 
 
 def fetch(registry: RegistryConfig, ca_cert: Path) -> str:

@@ -48,6 +48,7 @@ from docker_credential_quayfed import actions, cli, config, fastpath, log, login
 from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.errors import QuayfedError
 from docker_credential_quayfed.kubelet import answer as kubelet_answer
+from docker_credential_quayfed.request import RequestContext
 from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
@@ -235,7 +236,7 @@ def kubelet_in_process(request: str, config_path: Path, cache_dir: Path) -> Ran:
     """One CredentialProviderRequest through the provider's flow, in this process."""
     with _streams("") as (out, err):
         try:
-            response = kubelet_answer(request, config_path, cache_dir)
+            response = kubelet_answer(request, config_path, RequestContext(TokenCache(cache_dir)))
             code = 0
         except QuayfedError as exc:
             log.error(exc.message)

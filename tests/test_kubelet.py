@@ -11,15 +11,18 @@ from pathlib import Path
 import pytest
 
 from docker_credential_quayfed import broker, config, fastpath, kubelet
+from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.deadline import Deadline
 from docker_credential_quayfed.errors import ConfigError, UsageError
 from docker_credential_quayfed.protocol import table_key
+from docker_credential_quayfed.request import RequestContext
 from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.support.oidc_provider import KubeIssuer, OIDCProvider
+from tests.support.requests import request_here
 from tests.test_kubelet_golden import (
     NODE_ROBOT,
     PULLER_ROBOT,
@@ -479,7 +482,8 @@ def test_service_account_identity() -> None:
 
     def key(issuer: str, subject: str, audience: str = "q.example.com") -> str:
         claims = {"iss": issuer, "sub": subject, "aud": audience, "exp": time.time() + 600}
-        return broker.identify(pod, Deadline(5), _jwt({"kid": "k"}, claims))[0].digest
+        request = request_here()
+        return broker.identify(pod, request, Deadline(5), _jwt({"kid": "k"}, claims))[0].digest
 
     one = key("https://k8s", "system:serviceaccount:a:b")
     other = key("https://k8s", "system:serviceaccount:a:c")
@@ -509,7 +513,7 @@ def test_annotations_refused_before_any_file_is_read(
         kubelet.answer(
             request("quay.example.com/org/app", token, **merged),
             tmp_path / "absent.toml",
-            tmp_path / "cache",
+            RequestContext(TokenCache(tmp_path / "cache")),
         )
     assert not (tmp_path / "cache").exists()
 
@@ -730,5 +734,5 @@ def test_cache_dir_holds_everything_the_provider_keeps(
     ]
     kept = {p.name for p in cache_dir.iterdir()}
     assert oidc.discovery_name(oidc_provider.issuer) in kept
-    assert logins.jwt_name(broker.key_for(registry).principal) in kept
+    assert logins.jwt_name(broker.key_for(registry, request_here()).principal) in kept
     assert any(name.endswith(".token") for name in kept)

@@ -19,6 +19,7 @@ from docker_credential_quayfed.sources import SourceContext
 from quay_sandbox.server import serve_wsgi
 from quay_sandbox.tls import TestPKI
 from tests.jwt_factory import fake_jwt
+from tests.support.requests import request_here
 
 
 class ScriptedIssuer:
@@ -89,7 +90,7 @@ def context_for(base: str, ca: Path) -> Iterator[SourceContext]:
         ca_bundle=str(ca),
     )
     with broker.registry_client(registry) as session:
-        yield SourceContext(registry, session, transport.Deadline(10))
+        yield SourceContext(registry, session, transport.Deadline(10), request_here())
 
 
 class Recorder:

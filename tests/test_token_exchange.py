@@ -30,6 +30,7 @@ from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
 from tests.jwt_factory import fake_jwt
 from tests.support import leaks
+from tests.support.requests import request_here
 
 ISSUER = "https://idp.example.com/realms/quay"
 TOKEN_ENDPOINT = f"{ISSUER}/protocol/openid-connect/token"
@@ -72,7 +73,7 @@ class Issuer:
 
 def exchange(registry: RegistryConfig, handler: Issuer, subject: str = SUBJECT) -> str:
     with httpx.Client(transport=httpx.MockTransport(handler)) as session:
-        context = SourceContext(registry, session, transport.Deadline(10))
+        context = SourceContext(registry, session, transport.Deadline(10), request_here())
         return oauth.exchange_for_audience(context, subject)
 
 
@@ -197,7 +198,7 @@ def user_token(
         **auth,
     )
     session = transport.client(registry.ca_bundle)
-    context = SourceContext(registry, session, transport.Deadline(10))
+    context = SourceContext(registry, session, transport.Deadline(10), request_here())
     return registry, sources.for_registry(registry).fetch(context), session
 
 
@@ -218,7 +219,7 @@ def test_keycloak_exchanges_an_access_token_for_the_quay_audience(
 
     with closing(session):
         exchanged = oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), subject
+            SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
     claims = jwt.decode(
@@ -251,7 +252,7 @@ def test_keycloak_exchange_with_a_private_key_jwt_client(
 
     with closing(session):
         exchanged = oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), subject
+            SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
     claims = jwt.decode(exchanged, options={"verify_signature": False})
@@ -282,7 +283,7 @@ def test_keycloak_refusals_are_one_line_with_the_fix(
 
     with closing(session), pytest.raises(IssuerError) as caught:
         oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), subject
+            SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
     message = str(caught.value)
@@ -307,7 +308,7 @@ def test_keycloak_refuses_a_subject_token_it_did_not_sign(
 
     with closing(session), pytest.raises(IssuerError, match="invalid_request: Invalid token"):
         oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), forged
+            SourceContext(registry, session, transport.Deadline(10), request_here()), forged
         )
 
 

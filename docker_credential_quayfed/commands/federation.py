@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from docker_credential_quayfed import broker, config, quay, secret_reader, transport
-from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed.commands.help import describe, new_request
 from docker_credential_quayfed.errors import ConfigError, QuayError, UsageError
 from docker_credential_quayfed.sources import BY_NAME
 from docker_credential_quayfed.text import printable
@@ -142,7 +142,7 @@ def _minted_entry(host: str, with_audience: bool) -> dict[str, Any]:
     registry = config.load(BY_NAME).registry(host)
     deadline = transport.Deadline(registry.timeout)
     with transport.hard_deadline(deadline), broker.registry_client(registry) as session:
-        _, minted = broker.fetch_oidc_token(registry, session, deadline)
+        _, minted = broker.fetch_oidc_token(registry, session, deadline, new_request())
     entry: dict[str, Any] = {
         "issuer": str(minted.get("iss", "")),
         "subject": str(minted.get("sub", "")),

@@ -20,15 +20,18 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.identity import Principal
     from docker_credential_quayfed.oidc import Discovery
+    from docker_credential_quayfed.request import RequestContext
 
 
 @dataclass
 class SourceContext:
-    """What a source may use: its settings, the HTTP session and the time left."""
+    """What a source may use: its settings, the HTTP session, the time left, and the
+    request's cache and clock."""
 
     registry: RegistryConfig
     session: httpx.Client
     deadline: Deadline
+    request: RequestContext
     #: fetch the discovery document even when a recent one is on disk
     fresh_discovery: bool = False
     #: set once discover() answered from disk (a failure then retries with a fresh one)
@@ -50,18 +53,14 @@ class SourceContext:
     def discover(self) -> Discovery:
         """The issuer's discovery document, its endpoints held to the registry's settings:
         from the cache directory while recent (``fresh_discovery`` forces a fetch)."""
-        import time
+        from docker_credential_quayfed import oidc
 
-        from docker_credential_quayfed import config, oidc
-        from docker_credential_quayfed.cache import TokenCache
-
-        registry = self.registry
-        cache = TokenCache(config.default_cache_dir())
+        registry, cache, clock = self.registry, self.request.cache, self.request.clock
         if not self.fresh_discovery:
             found = oidc.cached_discovery(
                 cache,
                 registry.issuer,
-                time.time(),
+                clock(),
                 endpoint_hosts=registry.endpoint_hosts,
                 allow_http=registry.allow_insecure_http,
             )
@@ -75,7 +74,7 @@ class SourceContext:
             endpoint_hosts=registry.endpoint_hosts,
             allow_http=registry.allow_insecure_http,
         )
-        oidc.keep_discovery(cache, registry.issuer, found, time.time())
+        oidc.keep_discovery(cache, registry.issuer, found, clock())
         return found
 
 
@@ -106,13 +105,15 @@ class TokenSource:
     carries_jwt: ClassVar[bool] = False
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         """What tells this source's credential from another when it mints the JWT itself: the
-        value of ``identity_key``; a source whose identity comes from its environment says
-        more."""
+        value of ``identity_key``; a source whose identity comes from its environment (or,
+        for a login, the request's cache) says more."""
         return str(getattr(registry, cls.identity_key)) if cls.identity_key else ""
 
-    def principal(self, registry: RegistryConfig, deadline: Deadline) -> tuple[Principal, str]:
+    def principal(
+        self, registry: RegistryConfig, request: RequestContext, deadline: Deadline
+    ) -> tuple[Principal, str]:
         """Who the JWT Quay will see names, and that JWT when learning it needed it ("" when
         this source mints it later): a carried JWT's own claims; otherwise the issuer and
         the configured credential that decide them."""
@@ -129,7 +130,7 @@ class TokenSource:
                 ) from None
         configured = (
             registry.client_id,
-            self.identity_of(registry),
+            self.identity_of(registry, request),
             registry.scope,
             registry.audience,
             registry.token_type,

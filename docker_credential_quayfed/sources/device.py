@@ -20,6 +20,7 @@ from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 if TYPE_CHECKING:
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.request import RequestContext
 
 #: waiting for another process that is renewing the same login
 LOGIN_LOCK_WAIT = 5.0
@@ -38,22 +39,16 @@ class DeviceLoginSource(TokenSource):
     reusable = True
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         """The logged-in person (the ``iss`` and ``sub`` of the login's token): a robot token
         minted from one person's login is never served after another logs in, even one who
         shares the first one's username."""
-        from docker_credential_quayfed import config
-        from docker_credential_quayfed.cache import TokenCache
-
-        login = logins.read(TokenCache(config.default_cache_dir()), registry)
+        login = logins.read(request.cache, registry)
         return f"login {login.person}" if login is not None else "no login"
 
     def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed import config
-        from docker_credential_quayfed.cache import TokenCache
-
         registry = context.registry
-        cache = TokenCache(config.default_cache_dir())
+        cache = context.request.cache
         wait = min(LOGIN_LOCK_WAIT, context.deadline.remaining())
         # One renewal at a time: a rotated refresh token is good for one use only.
         with cache.lock_file(logins.lock_name(registry), timeout=max(wait, 0.0)):
