@@ -98,6 +98,13 @@ def device_login(
     form = {"scope": registry.scope}
     if registry.audience:
         form["audience"] = registry.audience
+    # Keycloak applies a client's PKCE requirement to the device grant as well ("Missing
+    # parameter: code_challenge_method"); an issuer that offers S256 gets a challenge.
+    verifier = None
+    if "S256" in found.code_challenge_methods:
+        verifier, form["code_challenge"] = pkce_pair()
+        form["code_challenge_method"] = "S256"
+        log.secret(verifier)
     started = clock()
     body = oidc.token_response(
         context.session,
@@ -138,6 +145,8 @@ def device_login(
             if clock() >= expires:
                 raise _expired(registry.key)
             form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
+            if verifier is not None:
+                form["code_verifier"] = verifier
             try:
                 return _token_request(context, found.token_endpoint, form)
             except GrantRefused as exc:

@@ -39,6 +39,7 @@ SUBJECTS = {
 LOGIN_TOKEN_LIFESPAN = 30
 PASSWORD_ENV = "KEYCLOAK_TEST_PASSWORD"
 CLIENT_SECRET_ENV = "KEYCLOAK_TEST_CLIENT_SECRET"
+EXCHANGER_SECRET_ENV = "KEYCLOAK_TEST_EXCHANGER_SECRET"
 CLIENT_KEY_ID = "quayfed-test-1"
 
 Setting = Union[str, int, bool]
@@ -220,7 +221,17 @@ def helper(tmp_path: Path, kc_quay: QuayEmulator, keycloak: Keycloak, test_pki: 
         "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(tmp_path / "cache"),
         PASSWORD_ENV: keycloak.values["JDOE_PASSWORD"],
         CLIENT_SECRET_ENV: keycloak.values["CI_SECRET"],
+        EXCHANGER_SECRET_ENV: keycloak.values["EXCHANGER_SECRET"],
         # the browser login's opener: the test drives the browser from the printed URL
         "BROWSER": shutil.which("true") or "/bin/true",
     }
     return Helper(tmp_path, kc_quay, keycloak, test_pki.ca_cert, env)
+
+
+def answer(stdout: str) -> dict[str, str]:
+    """A get's JSON answer."""
+    import json
+
+    document = json.loads(stdout)
+    assert isinstance(document, dict), stdout
+    return {str(key): str(value) for key, value in document.items()}

@@ -10,9 +10,11 @@ The distribution is shared and read-only here: each server gets a home of its ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -28,8 +30,6 @@ REALM = "quay"
 #: a cold JVM on two busy cores: Keycloak says it started in 20-60 s here
 START_DEADLINE = 240.0
 STOP_DEADLINE = 30.0
-#: the build options .ci/keycloak.sh gives `kc.sh build`; `start --optimized` needs the same
-BUILD_OPTIONS = ("--db=dev-file", "--cache=local")
 
 
 class KeycloakMissing(Exception):
@@ -94,13 +94,29 @@ class Keycloak:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        """Stop kc.sh and the JVM it started (not exec'd: its child, in its process group)."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(STOP_DEADLINE)
+                _wait_group_gone(self.process.pid, STOP_DEADLINE)
+                return
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_DEADLINE)
+                continue
+
+
+def _wait_group_gone(group: int, seconds: float) -> None:
+    """Wait until no process of ``group`` is left (the JVM outlives kc.sh by a moment)."""
+    until = time.monotonic() + seconds
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > until:
+            raise subprocess.TimeoutExpired(f"process group {group}", seconds)
+        time.sleep(0.1)
 
 
 def realm_text(values: dict[str, str]) -> str:
@@ -160,6 +176,8 @@ def start(
         "start",
         "--optimized",
         f"--hostname={base_url}",
+        # one node, its caches local: no cluster transport listening beyond loopback
+        "--cache=local",
         "--http-enabled=false",
         "--http-host=127.0.0.1",
         f"--https-port={port}",

@@ -3,13 +3,12 @@ password grant, and the robot quay_federation+rhbk_user trusting Keycloak's iss 
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
 from quay_sandbox.quay import Federated, QuayEmulator
-from tests.keycloak.conftest import PASSWORD_ENV, ROBOT, SUBJECTS, USERNAME, Helper
+from tests.keycloak.conftest import PASSWORD_ENV, ROBOT, SUBJECTS, USERNAME, Helper, answer
 from tests.keycloak.server import Keycloak
 from tests.support import leaks
 
@@ -21,12 +20,6 @@ WALKTHROUGH = {
     "username": USERNAME,
     "password_env": PASSWORD_ENV,
 }
-
-
-def answer(result_stdout: str) -> dict[str, str]:
-    document = json.loads(result_stdout)
-    assert isinstance(document, dict)
-    return {str(key): str(value) for key, value in document.items()}
 
 
 def test_password_grant_get(helper: Helper, keycloak: Keycloak, kc_quay: QuayEmulator) -> None:
