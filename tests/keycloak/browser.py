@@ -167,8 +167,9 @@ class Browser:
 
     @property
     def page_text(self) -> str:
-        body = self._find("css selector", "body")
-        return str(self._command("GET", f"/element/{body}/text"))
+        """The text the page shows now (read in one script: the page may be navigating)."""
+        script = "return document.body ? document.body.innerText : '';"
+        return str(self._command("POST", "/execute/sync", {"script": script, "args": []}))
 
     def _find(self, using: str, value: str) -> str:
         found = self._command("POST", "/element", {"using": using, "value": value})

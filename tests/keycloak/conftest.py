@@ -8,7 +8,6 @@ prepares) the suite is skipped with one line; under ``CI=true`` it fails instead
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import Result, helper_command, run_helper
 from tests.keycloak import server
-from tests.keycloak.server import Keycloak
+from tests.keycloak.server import ClientKey, Keycloak
 from tests.support import leaks
 from tests.support.records import record
 
@@ -40,7 +39,6 @@ LOGIN_TOKEN_LIFESPAN = 30
 PASSWORD_ENV = "KEYCLOAK_TEST_PASSWORD"
 CLIENT_SECRET_ENV = "KEYCLOAK_TEST_CLIENT_SECRET"
 EXCHANGER_SECRET_ENV = "KEYCLOAK_TEST_EXCHANGER_SECRET"
-CLIENT_KEY_ID = "quayfed-test-1"
 
 Setting = Union[str, int, bool]
 
@@ -64,37 +62,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
-@dataclass(frozen=True)
-class ClientKey:
-    """The private_key_jwt client's RSA key: its PEM file and the JWKS the realm holds."""
-
-    path: Path
-    jwks: str
-
-
-def _client_key(directory: Path) -> ClientKey:
-    import json
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from jwt.algorithms import RSAAlgorithm
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = directory / "client-key.pem"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    public.update({"kid": CLIENT_KEY_ID, "use": "sig", "alg": "RS256"})
-    return ClientKey(path, json.dumps({"keys": [public]}))
-
-
 @pytest.fixture(scope="session")
 def keycloak_home() -> Path:
     try:
@@ -106,7 +73,7 @@ def keycloak_home() -> Path:
 
 @pytest.fixture(scope="session")
 def client_key(tmp_path_factory: pytest.TempPathFactory) -> ClientKey:
-    return _client_key(tmp_path_factory.mktemp("keycloak-client-key"))
+    return server.make_client_key(tmp_path_factory.mktemp("keycloak-client-key"))
 
 
 @pytest.fixture(scope="session")
@@ -119,14 +86,8 @@ def keycloak(
 ) -> Iterator[Keycloak]:
     """Keycloak on 127.0.0.1 over HTTPS (the session's test CA), realm ``quay`` imported;
     stopped at the end of the session. Its start-up time goes to the terminal summary."""
-    values = {
-        "JDOE_PASSWORD": secrets.token_urlsafe(18),
-        "CI_SECRET": secrets.token_urlsafe(24),
-        "EXCHANGER_SECRET": secrets.token_urlsafe(24),
-        "CI_JWKS": client_key.jwks,
-        "LOGIN_TOKEN_LIFESPAN": str(LOGIN_TOKEN_LIFESPAN),
-    }
-    for name in ("JDOE_PASSWORD", "CI_SECRET", "EXCHANGER_SECRET"):
+    values = server.realm_values(client_key, login_token_lifespan=LOGIN_TOKEN_LIFESPAN)
+    for name in server.SECRET_VALUES:
         leaks.known(values[name], f"Keycloak realm {name}")
     for name in (USERNAME, *SUBJECTS):
         leaks.user(name)

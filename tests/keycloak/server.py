@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +31,52 @@ REALM = "quay"
 #: a cold JVM on two busy cores: Keycloak says it started in 20-60 s here
 START_DEADLINE = 240.0
 STOP_DEADLINE = 30.0
+
+
+#: the realm's placeholders that hold secrets
+SECRET_VALUES = ("JDOE_PASSWORD", "CI_SECRET", "EXCHANGER_SECRET")
+#: the kid of the private_key_jwt client's key in the realm's JWKS
+CLIENT_KEY_ID = "quayfed-test-1"
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """The private_key_jwt client's RSA key: its PEM file and the JWKS the realm holds."""
+
+    path: Path
+    jwks: str
+
+
+def make_client_key(directory: Path) -> ClientKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = directory / "client-key.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    public.update({"kid": CLIENT_KEY_ID, "use": "sig", "alg": "RS256"})
+    return ClientKey(path, json.dumps({"keys": [public]}))
+
+
+def realm_values(client_key: ClientKey, *, login_token_lifespan: int = 300) -> dict[str, str]:
+    """Fresh secrets and settings for the realm file's ``${NAME}`` placeholders."""
+    return {
+        "JDOE_PASSWORD": secrets.token_urlsafe(18),
+        "CI_SECRET": secrets.token_urlsafe(24),
+        "EXCHANGER_SECRET": secrets.token_urlsafe(24),
+        "CI_JWKS": client_key.jwks,
+        "LOGIN_TOKEN_LIFESPAN": str(login_token_lifespan),
+    }
 
 
 class KeycloakMissing(Exception):

@@ -9,16 +9,14 @@ import pytest
 
 from quay_sandbox.quay import Federated, QuayEmulator
 from tests.keycloak.conftest import (
-    CLIENT_KEY_ID,
     CLIENT_SECRET_ENV,
     EXCHANGER_SECRET_ENV,
     ROBOT,
     SUBJECTS,
-    ClientKey,
     Helper,
     answer,
 )
-from tests.keycloak.server import Keycloak
+from tests.keycloak.server import CLIENT_KEY_ID, ClientKey, Keycloak
 
 pytestmark = pytest.mark.keycloak
 

@@ -8,13 +8,13 @@ import json
 import re
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from docker_credential_quayfed import logins
 from quay_sandbox.quay import Federated, QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import helper_command
@@ -35,9 +35,9 @@ pytestmark = pytest.mark.keycloak
 
 DEVICE_LINE = re.compile(r"open (\S+) and (?:check|enter) the code (\S+)")
 BROWSER_LINE = re.compile(r"if none opens, visit: (\S+)")
-#: the Quay emulator's robot tokens in the refresh test: a get re-mints after half of it
-SHORT_ROBOT_TOKEN = 4
 LOGIN_DEADLINE = 120
+#: a login the helper lacks is "not found" for clients (they go anonymous), and a line on stderr
+NOT_FOUND = "credentials not found in native keychain"
 
 
 @pytest.fixture
@@ -132,7 +132,8 @@ def test_device_login_approved_on_keycloaks_pages(
     login_helper: Helper, browser: Browser, keycloak: Keycloak, kc_quay: QuayEmulator
 ) -> None:
     before = login_helper.get()
-    assert before.returncode == 1 and "docker-credential-quayfed login" in before.stdout
+    assert before.returncode == 1 and NOT_FOUND in before.stdout
+    assert f"run: docker-credential-quayfed login {login_helper.host}" in before.stderr
 
     said = device_login(login_helper, browser, keycloak)
     assert said.startswith(f"Logged in to {login_helper.host} as {USERNAME}"), said
@@ -181,37 +182,38 @@ def test_refresh_rotation_keeps_the_newest_refresh_token(
     test_pki: TestPKI,
 ) -> None:
     """The realm rotates refresh tokens and allows no reuse; the login client's JWTs live
-    LOGIN_TOKEN_LIFESPAN s, under the helper's reuse margin, so each new robot token needs a
-    refresh. Three refreshes, each keeping the newest refresh token; then an old one, sent
-    by hand, is refused by Keycloak, which ends the whole session, and the helper says so."""
-    assert LOGIN_TOKEN_LIFESPAN < 60
-    kc_quay.set_token_lifetime(SHORT_ROBOT_TOKEN)
+    LOGIN_TOKEN_LIFESPAN s, under the helper's one-minute reuse margin, so each new robot token
+    needs a refresh. Three refreshes (each after an erase, as docker logout sends it), each
+    keeping the newest refresh token; then an old one, sent by hand, is refused by Keycloak,
+    which ends the whole session for the reuse, and the helper says to log in again."""
+    assert LOGIN_TOKEN_LIFESPAN < logins.JWT_REUSE_MARGIN
     device_login(login_helper, browser, keycloak)
     seen = [stored_refresh_token(login_helper)]
-    secrets_served = []
     for _ in range(3):
-        # the cached robot token is served until half its life is left: wait past that
-        time.sleep(SHORT_ROBOT_TOKEN / 2 + 0.5)
+        erased = login_helper.run("erase", stdin=login_helper.host + "\n")
+        assert erased.returncode == 0, erased.stdout + erased.stderr
         got = login_helper.get()
         assert got.returncode == 0, got.stdout + got.stderr
         secret = answer(got.stdout)["Secret"]
         assert kc_quay.issued_to(secret) == {Federated(ROBOT, keycloak.issuer, SUBJECTS[USERNAME])}
-        secrets_served.append(secret)
         seen.append(stored_refresh_token(login_helper))
     assert len(set(seen)) == 4, "every refresh rotated the refresh token, and it was kept"
     assert kc_quay.counters_snapshot()["exchanges_succeeded"] == 4
 
-    # a spent refresh token: Keycloak refuses it, and revokes the session for the reuse
-    reused = keycloak_refresh(keycloak, test_pki.ca_cert, seen[1])
+    # the refresh token spent last: Keycloak refuses its reuse, and ends the session for it
+    reused = keycloak_refresh(keycloak, test_pki.ca_cert, seen[-2])
     assert reused.status_code == 400, reused.text
-    assert reused.json()["error"] == "invalid_grant"
-    assert "reuse" in reused.json()["error_description"]
+    assert reused.json() == {
+        "error": "invalid_grant",
+        "error_description": "Maximum allowed refresh token reuse exceeded",
+    }
     newest = keycloak_refresh(keycloak, test_pki.ca_cert, seen[-1])
     assert newest.status_code == 400 and newest.json()["error"] == "invalid_grant"
-    time.sleep(SHORT_ROBOT_TOKEN / 2 + 0.5)
+    login_helper.run("erase", stdin=login_helper.host + "\n")
     ended = login_helper.get()
-    assert ended.returncode == 1
-    assert f"docker-credential-quayfed login {login_helper.host}" in ended.stdout, ended.stdout
+    assert ended.returncode == 1 and NOT_FOUND in ended.stdout
+    assert "no longer accepts the login" in ended.stderr, ended.stderr
+    assert f"run: docker-credential-quayfed login {login_helper.host}" in ended.stderr
 
 
 def test_logout_revokes_the_refresh_token_at_keycloak(
@@ -230,5 +232,5 @@ def test_logout_revokes_the_refresh_token_at_keycloak(
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"] == "invalid_grant"
     after = login_helper.get()
-    assert after.returncode == 1
-    assert "docker-credential-quayfed login" in after.stdout
+    assert after.returncode == 1 and NOT_FOUND in after.stdout
+    assert f"run: docker-credential-quayfed login {login_helper.host}" in after.stderr
