@@ -59,7 +59,6 @@ def embedded(directory: Path) -> Iterator[Servers]:
 @contextlib.contextmanager
 def keycloak(directory: Path) -> Iterator[Servers]:
     """A real Keycloak with the tests' realm, and the Quay emulator, on one test CA."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from quay_sandbox.tls import make_test_pki
     from tests.keycloak import server
 
@@ -92,7 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run against a real Keycloak ($QUAYFED_KEYCLOAK_HOME, .ci/keycloak.sh)",
     )
-    servers_for = keycloak if parser.parse_args(argv).keycloak else embedded
+    use_keycloak = parser.parse_args(argv).keycloak
+    if use_keycloak:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.keycloak import server
+
+        try:
+            server.find_home()
+        except server.KeycloakMissing as exc:
+            print(f"walkthrough.py: {exc}", file=sys.stderr)
+            return 2
+    servers_for = keycloak if use_keycloak else embedded
     with tempfile.TemporaryDirectory(prefix="quayfed-walkthrough-") as temp:
         home = Path(temp)
         # Free ports, shown as 9443 and 8443 so that the page does not change from run to run.
