@@ -162,6 +162,13 @@ def device_login(
                     ) from None
                 if exc.code == "expired_token":
                     raise _expired(registry.key) from None
+                if exc.code == "invalid_grant":
+                    # the code is spent or unknown (Keycloak: "Device code not valid", also
+                    # after its own error on an earlier poll): only a new login can help
+                    raise IssuerError(
+                        f"the login code for {registry.key} is no longer valid: {exc.problem}",
+                        f"run: docker-credential-quayfed login {registry.key} again",
+                    ) from None
                 raise
     finally:
         countdown.done()

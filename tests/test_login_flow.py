@@ -197,6 +197,12 @@ def test_the_complete_uri_is_shown_when_offered(issuer_factory: Any, test_pki: T
     [
         ((400, {"error": "access_denied"}), "was denied at the issuer"),
         ((400, {"error": "expired_token"}), "expired before it was approved"),
+        (
+            (400, {"error": "invalid_grant", "error_description": "Device code not valid"}),
+            "the login code for quay.example.com is no longer valid: the issuer refused the "
+            "device_code grant (HTTP 400, invalid_grant: Device code not valid); "
+            "run: docker-credential-quayfed login quay.example.com again",
+        ),
         ((401, {"error": "invalid_client"}), "check client_id and the client secret"),
     ],
 )

@@ -105,6 +105,28 @@ def device_login(helper: Helper, browser: Browser, keycloak: Keycloak) -> str:
             process.wait()
 
 
+def browser_login(helper: Helper, browser: Browser, keycloak: Keycloak) -> str:
+    """``login --browser HOST``: Keycloak's login page from the printed link, sign in as jdoe;
+    Keycloak redirects to the helper's loopback listener, whose page says it is done."""
+    process = start_login(helper, "--browser")
+    try:
+        assert process.stderr is not None
+        shown = BROWSER_LINE.search(process.stderr.readline())
+        assert shown, "login --browser printed no link"
+        link = shown.group(1)
+        assert link.startswith(f"{keycloak.issuer}/protocol/openid-connect/auth?"), link
+        assert "code_challenge_method=S256" in link
+        browser.open(link)
+        sign_in_to_keycloak(browser, USERNAME, keycloak.values["JDOE_PASSWORD"])
+        browser.wait_for_text("Logged in. You can close this tab")
+        assert browser.url.startswith("http://127.0.0.1:"), browser.url
+        return finish_login(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def stored_refresh_token(helper: Helper) -> str:
     files = list(helper.cache_dir.glob("@login-*.json"))
     assert len(files) == 1, files
@@ -148,24 +170,7 @@ def test_device_login_approved_on_keycloaks_pages(
 def test_browser_login_with_pkce(
     login_helper: Helper, browser: Browser, keycloak: Keycloak, kc_quay: QuayEmulator
 ) -> None:
-    process = start_login(login_helper, "--browser")
-    try:
-        assert process.stderr is not None
-        shown = BROWSER_LINE.search(process.stderr.readline())
-        assert shown, "login --browser printed no link"
-        link = shown.group(1)
-        assert link.startswith(f"{keycloak.issuer}/protocol/openid-connect/auth?"), link
-        assert "code_challenge_method=S256" in link
-        browser.open(link)
-        sign_in_to_keycloak(browser, USERNAME, keycloak.values["JDOE_PASSWORD"])
-        # Keycloak redirects to the helper's loopback listener, which answers this page
-        browser.wait_for_text("Logged in. You can close this tab")
-        assert browser.url.startswith("http://127.0.0.1:"), browser.url
-        said = finish_login(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    said = browser_login(login_helper, browser, keycloak)
     assert said.startswith(f"Logged in to {login_helper.host} as {USERNAME}"), said
     got = login_helper.get()
     assert got.returncode == 0, got.stdout + got.stderr
@@ -187,7 +192,7 @@ def test_refresh_rotation_keeps_the_newest_refresh_token(
     keeping the newest refresh token; then an old one, sent by hand, is refused by Keycloak,
     which ends the whole session for the reuse, and the helper says to log in again."""
     assert LOGIN_TOKEN_LIFESPAN < logins.JWT_REUSE_MARGIN
-    device_login(login_helper, browser, keycloak)
+    browser_login(login_helper, browser, keycloak)
     seen = [stored_refresh_token(login_helper)]
     for _ in range(3):
         erased = login_helper.run("erase", stdin=login_helper.host + "\n")
@@ -223,7 +228,7 @@ def test_logout_revokes_the_refresh_token_at_keycloak(
     kc_quay: QuayEmulator,
     test_pki: TestPKI,
 ) -> None:
-    device_login(login_helper, browser, keycloak)
+    browser_login(login_helper, browser, keycloak)
     refresh_token = stored_refresh_token(login_helper)
     logout = login_helper.run("logout", login_helper.host)
     assert logout.returncode == 0, logout.stdout + logout.stderr
