@@ -62,6 +62,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used Keycloak shows the end of Keycloak's log."""
+    outcome: Any = yield
+    report: pytest.TestReport = outcome.get_result()
+    running = getattr(item, "funcargs", {}).get("keycloak")
+    if report.failed and isinstance(running, Keycloak):
+        report.sections.append(("Keycloak's log, last lines", running.log_tail(40)))
+
+
 @pytest.fixture(scope="session")
 def keycloak_home() -> Path:
     try:

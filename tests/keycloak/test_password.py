@@ -79,10 +79,17 @@ def test_walkthrough_doctor_then_federation(
 
     before = helper.run("doctor", helper.host)
     assert before.returncode == 1, before.stdout
-    minted = re.search(r"\[ ok \] token minted .* iss=(\S+) sub=(\S+) aud=(\S+)", before.stdout)
+    minted = re.search(
+        r"\[ ok \] token minted .* iss=(\S+) sub=(\S+) aud=(\S+) exp=\d+ kid=(\S+)", before.stdout
+    )
     assert minted, before.stdout
     # exactly what the robot's federation entry needs
-    assert minted.groups() == (keycloak.issuer, SUBJECTS[USERNAME], "quay-access")
+    assert minted.groups()[:3] == (keycloak.issuer, SUBJECTS[USERNAME], "quay-access")
+    # Keycloak's JWKS also holds its RSA-OAEP encryption key: the signing key alone is named
+    assert (
+        f"2 key(s); RSA signing kids: {minted.group(4)} (1 RSA encryption key(s) left out)"
+        in before.stdout
+    ), before.stdout
     assert f"with issuer '{keycloak.issuer}' and subject '{SUBJECTS[USERNAME]}'" in before.stdout, (
         before.stdout
     )
