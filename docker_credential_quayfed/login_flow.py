@@ -98,6 +98,13 @@ def device_login(
     form = {"scope": registry.scope}
     if registry.audience:
         form["audience"] = registry.audience
+    # Keycloak applies a client's PKCE requirement to the device grant as well ("Missing
+    # parameter: code_challenge_method"); an issuer that offers S256 gets a challenge.
+    verifier = None
+    if "S256" in found.code_challenge_methods:
+        verifier, form["code_challenge"] = pkce_pair()
+        form["code_challenge_method"] = "S256"
+        log.secret(verifier)
     started = clock()
     body = oidc.token_response(
         context.session,
@@ -138,6 +145,8 @@ def device_login(
             if clock() >= expires:
                 raise _expired(registry.key)
             form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
+            if verifier is not None:
+                form["code_verifier"] = verifier
             try:
                 return _token_request(context, found.token_endpoint, form)
             except GrantRefused as exc:
@@ -153,6 +162,13 @@ def device_login(
                     ) from None
                 if exc.code == "expired_token":
                     raise _expired(registry.key) from None
+                if exc.code == "invalid_grant":
+                    # the code is spent or unknown (Keycloak: "Device code not valid", also
+                    # after its own error on an earlier poll): only a new login can help
+                    raise IssuerError(
+                        f"the login code for {registry.key} is no longer valid: {exc.problem}",
+                        f"run: docker-credential-quayfed login {registry.key} again",
+                    ) from None
                 raise
     finally:
         countdown.done()

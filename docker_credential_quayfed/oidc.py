@@ -299,6 +299,10 @@ def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint:
             if isinstance(description, str)
             else code
         )
+        if raw_code == "unauthorized_client" and _names_client_credentials(description):
+            # Keycloak 26 answers a wrong client secret or assertion with unauthorized_client
+            # ("Invalid client or Invalid client credentials"), where RFC 6749 says invalid_client
+            raw_code = code = "invalid_client"
         return GrantRefused(
             f"the issuer refused the {grant} grant (HTTP {status}, {detail})",
             _ERROR_FIXES.get(code, "check the client settings at the issuer"),
@@ -308,6 +312,10 @@ def _token_error(status: int, body: dict[str, Any] | None, grant: str, endpoint:
         f"the token endpoint {urls.shown(endpoint)} answered HTTP {status} to the {grant} grant",
         "check issuer and client_id in the config, and that the issuer is healthy",
     )
+
+
+def _names_client_credentials(description: Any) -> bool:
+    return isinstance(description, str) and "invalid client credentials" in description.lower()
 
 
 def check_jwt(token: str, source: str, now: float) -> dict[str, Any]:

@@ -151,10 +151,17 @@ class _Checker:
                 "check the issuer's JWKS endpoint",
             )
         self.jwks = {"keys": keys}
-        rsa = [k.get("kid", "?") for k in keys if isinstance(k, dict) and k.get("kty") == "RSA"]
-        if not rsa:
-            return WARN, f"{len(keys)} key(s), none RSA: Quay accepts only RSA keys"
-        return OK, f"{len(keys)} key(s); RSA kids: {', '.join(map(str, rsa))}"
+        rsa = [k for k in keys if isinstance(k, dict) and k.get("kty") == "RSA"]
+        # Keycloak also publishes an RSA key for encryption (use "enc", RSA-OAEP): no JWT it
+        # signs can name that one
+        signing = [str(k.get("kid", "?")) for k in rsa if k.get("use") != "enc"]
+        left_out = len(rsa) - len(signing)
+        if not signing:
+            return WARN, f"{len(keys)} key(s), none RSA for signing: Quay accepts only RSA keys"
+        detail = f"{len(keys)} key(s); RSA signing kids: {', '.join(signing)}"
+        if left_out:
+            detail += f" ({left_out} RSA encryption key(s) left out)"
+        return OK, detail
 
     def mint(self) -> tuple[str, str]:
         self.oidc_token, minted = broker.fetch_oidc_token(

@@ -201,7 +201,7 @@ def exchange_for_audience(context: SourceContext, subject_token: str) -> str:
             client_auth=client_auth,
         )
     except IssuerError as exc:
-        if "invalid_client" in exc.problem:
+        if "invalid_client" in exc.problem or getattr(exc, "code", "") == "invalid_client":
             raise  # its fix (the client's credentials) is the right one
         raise IssuerError(exc.problem, _EXCHANGE_FIX) from None
     log.debug(f"token exchanged at the issuer for audience {registry.exchange_audience!r}")
