@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from docker_credential_quayfed import broker, config, quay, secret_reader, transport
+from docker_credential_quayfed import broker, config, log, quay, secret_reader, transport
 from docker_credential_quayfed.commands.help import describe, new_request
 from docker_credential_quayfed.errors import ConfigError, QuayError, UsageError
 from docker_credential_quayfed.sources import BY_NAME
@@ -182,16 +182,18 @@ def _with(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[d
     return updated + [entry for entry in wanted if _pair(entry) not in present]
 
 
-def _audiences_lost(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[str]:
-    """The entries of ``sent`` whose audiences Quay's list ``stored`` does not hold."""
+def _audiences_lost(
+    sent: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> dict[tuple[str, str], str]:
+    """The entries of ``sent`` whose audiences Quay's list ``stored`` does not hold, each
+    with what was lost."""
     by_pair = {_pair(entry): entry for entry in stored}
-    return [
-        f"{','.join(wanted)} of {issuer} {subject}"
+    return {
+        _pair(entry): f"{','.join(wanted)} of {' '.join(_pair(entry))}"
         for entry in sent
-        for issuer, subject in [_pair(entry)]
         for wanted in [_audiences(entry)]
         if wanted is not None and _audiences(by_pair.get(_pair(entry), {})) != wanted
-    ]
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,9 +210,12 @@ def run(args: argparse.Namespace) -> int:
             )
 
         def write(
-            body: list[dict[str, Any]], read: list[dict[str, Any]] | None
+            body: list[dict[str, Any]],
+            read: list[dict[str, Any]] | None,
+            implied: frozenset[tuple[str, str]] = frozenset(),
         ) -> list[dict[str, Any]]:
-            """Replace the list with ``body``, built from ``read`` (None: from nothing)."""
+            """Replace the list with ``body``, built from ``read`` (None: from nothing).
+            ``implied``: new entries whose audiences nobody asked for (``--from-config``)."""
             # Quay has no compare-and-swap: a read just before the write, and one after, are
             # how a racing writer is noticed.
             if read is not None and call("GET") != read:
@@ -232,10 +237,17 @@ def run(args: argparse.Namespace) -> int:
                     "if an entry is missing",
                 )
             lost = _audiences_lost(body, stored)
-            if lost:
+            if lost and set(lost) <= implied and not any(map(_audiences, stored)):
+                # A Quay whose API keeps no audiences (before their introduction): the new
+                # entry is what it can hold, and nothing that was restricted became open.
+                log.warn(
+                    f"Quay kept no audiences for {'; '.join(lost.values())} (its API drops "
+                    "them): the entry accepts a JWT for any audience, as this Quay checks none"
+                )
+            elif lost:
                 raise QuayError(
-                    f"Quay dropped the audiences {'; '.join(lost)} from the federation of "
-                    f"{args.robot}: those entries now accept a JWT for any audience",
+                    f"Quay dropped the audiences {'; '.join(lost.values())} from the federation "
+                    f"of {args.robot}: those entries now accept a JWT for any audience",
                     f"set them again in Quay's UI, or on a Quay whose API keeps no audiences "
                     f"write new entries with --no-audience; check with 'federation show "
                     f"{args.robot}'",
@@ -248,13 +260,17 @@ def run(args: argparse.Namespace) -> int:
             entries = write(_pairs(args), None)
         elif action == "add":
             wanted = _pairs(args)
+            implied: frozenset[tuple[str, str]] = frozenset()
             if args.from_config:
-                wanted.append(_minted_entry(args.from_config, not args.no_audience))
+                minted = _minted_entry(args.from_config, not args.no_audience)
+                wanted.append(minted)
+                implied = frozenset([_pair(minted)]) if not args.audience else frozenset()
             if not wanted:
                 raise UsageError("nothing to add", "give --issuer and --subject, or --from-config")
             current = call("GET")
             wanted_list = _with(current, wanted)
-            entries = write(wanted_list, current) if wanted_list != current else current
+            changed = wanted_list != current
+            entries = write(wanted_list, current, implied) if changed else current
         else:
             if args.all:
                 entries = write([], None)
