@@ -861,3 +861,101 @@ def test_match_images_as_the_kubelet_matches_them(launcher_node: Node) -> None:
         name = f"{PROVIDER}-{globs.index(glob)}"
         assert (found.runs.get(name, 0) > runs.get(name, 0)) is matched, (glob, image)
         runs = dict(found.runs)
+
+
+# -- the kubelet's strict decoding of a response ------------------------------------------------
+GOLDEN = ROOT / "tests" / "golden" / "kubelet"
+MIRROR = "mirror.example.com"
+
+
+def golden_filled(name: str, password: str) -> str:
+    text = (GOLDEN / name).read_text()
+    for placeholder, value in {"{{registry}}": QUAY, "{{alias}}": MIRROR, "{{duration}}": "54m59s",
+                               "{{robot token}}": password}.items():  # fmt: skip
+        text = text.replace(placeholder, value)
+    return re.sub(r"\{\{token [^}]+\}\}", "not-a-token", text)
+
+
+def stand_in(bin_dir: Path, response: Path) -> Path:
+    """A provider that reads the request and prints ``response`` whatever it asks."""
+    bin_dir.mkdir()
+    script = bin_dir / PROVIDER
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\nexec cat '{response}'\n")
+    script.chmod(0o755)
+    config = bin_dir.parent / "credential-providers.yaml"
+    config.write_text(json.dumps({
+        "apiVersion": "kubelet.config.k8s.io/v1",
+        "kind": "CredentialProviderConfig",
+        "providers": [{"name": PROVIDER, "apiVersion": kubelet.API_VERSION,
+                       "matchImages": [QUAY, MIRROR], "defaultCacheDuration": "0s"}],
+    }))  # fmt: skip
+    return config
+
+
+@pytest.mark.parametrize(
+    "case", sorted(p.name[: -len(".response.json")] for p in GOLDEN.glob("*.response.json"))
+)
+def test_the_kubelet_takes_each_golden_response(
+    kubelet_code: Path, api: APIServer, tmp_path: Path, case: str
+) -> None:
+    """Each golden response (placeholders filled) through the kubelet's own strict decoder,
+    for its golden request's image: the keyring returns exactly its ``auth``."""
+    password = f"robot-token-{uuid.uuid4()}"
+    response = tmp_path / "response.json"
+    response.write_text(golden_filled(f"{case}.response.json", password))
+    image = json.loads(golden_filled(f"{case}.request.json", password))["image"]
+    config = stand_in(tmp_path / "bin", response)
+    running = Kubelet(kubelet_code, config, tmp_path / "bin", api, {})
+    try:
+        found = running.lookup(image)
+    finally:
+        running.close()
+    expected = [Credential(a["username"], a["password"])
+                for a in (json.loads(response.read_text()).get("auth") or {}).values()]  # fmt: skip
+    assert found.credentials == expected, found.log
+    assert found.runs == {PROVIDER: 1}
+    assert not [line for line in found.log if re.search(r"\b(error|failed)\b", line, re.I)]
+
+
+FIELDS = (
+    '"kind": "CredentialProviderResponse", "cacheKeyType": "Registry", "cacheDuration": "55m0s"'
+)
+AUTH = '"auth": {"quay.example.com": {"username": "team_a+builder", "password": "PASSWORD"}}'
+DECODING = "error decoding credential provider plugin response"
+
+
+@pytest.mark.parametrize(
+    ("fields", "auth", "refusal"),
+    [
+        (FIELDS, AUTH, ""),
+        (f'{FIELDS}, "serviceAccountTokenCacheType": "ServiceAccount"', AUTH, DECODING),
+        (f'{FIELDS}, "kind": "CredentialProviderResponse"', AUTH, DECODING),
+        (FIELDS.replace('"55m0s"', '"55 minutes"'), AUTH, DECODING),
+        (FIELDS.replace('"Registry"', '"Pod"'), AUTH, "did not return a valid cacheKeyType"),
+        (FIELDS.replace("Response", "Request"), AUTH, DECODING),
+        (FIELDS, AUTH.replace('"}}', '", "email": "a@example.com"}}'), DECODING),
+    ],
+    ids=["as sent", "an unknown field", "a key twice", "not a Go duration", "cacheKeyType Pod",
+         "another kind", "an unknown auth field"],
+)  # fmt: skip
+def test_the_kubelet_decodes_a_response_strictly(
+    kubelet_code: Path, api: APIServer, tmp_path: Path, fields: str, auth: str, refusal: str
+) -> None:
+    """What the kubelet's strict decoder refuses, the keyring never sees."""
+    password = f"robot-token-{uuid.uuid4()}"
+    response = tmp_path / "response.json"
+    response.write_text(
+        f'{{"apiVersion": "{kubelet.API_VERSION}", {fields}, {auth.replace("PASSWORD", password)}}}'
+    )
+    config = stand_in(tmp_path / "bin", response)
+    running = Kubelet(kubelet_code, config, tmp_path / "bin", api, {})
+    try:
+        found = running.lookup(f"{QUAY}/team_a/app")
+    finally:
+        running.close()
+    assert found.runs == {PROVIDER: 1}
+    if not refusal:
+        assert found.credentials == [Credential("team_a+builder", password)], found.log
+        return
+    assert found.credentials == []
+    assert any(refusal in line for line in found.log), found.log
