@@ -39,7 +39,7 @@ from tests.support import leaks
 from tests.support.oidc_provider import KubeIssuer
 from tests.support.scripts import load_script
 
-pytestmark = pytest.mark.kubelet_code
+pytestmark = [pytest.mark.kubelet_code, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "kubelet_code"
