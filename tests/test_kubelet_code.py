@@ -48,6 +48,7 @@ PROVIDER = kubelet.PROGRAM
 PARTNER = f"{PROVIDER}-partner"
 QUAY = "quay.example.com"
 PARTNER_QUAY = "quay.partner.example"
+MIRROR = "mirror.example.com"
 BUILD_DIR_ENV = "QUAYFED_KUBELET_CODE_DIR"
 FROZEN_ENV = "QUAYFED_FROZEN_PROVIDER"
 #: one answer from the Go program; the kubelet itself gives a provider one minute
@@ -691,6 +692,26 @@ def test_an_image_naming_port_443(
     assert unmatched.credentials == [] and unmatched.runs == {}
 
 
+def test_a_host_override_reaches_the_provider(
+    node: Node, api: APIServer, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """quay.io/host-override is one of the shipped optional keys: the kubelet passes it, and an
+    image on another name of the Quay is answered by the Quay it names (docs/kubelet.md, "A
+    Quay under two names"), for that image's name."""
+    federate(quay, "team_a+builder", kube_issuer, "team-a:builder")
+    builder = api.add("team-a", "builder", robot="team_a+builder")
+    builder.annotations["quay.io/host-override"] = QUAY
+    document = node.providers_document("one-quay")
+    document["providers"][0]["matchImages"].append(MIRROR)
+    node.write("one-quay", document, f'[kubelet."{MIRROR}"]\naudience = "{QUAY}"\n'
+               f'allow_override_to = ["{QUAY}"]\nrobots = ["team_a+*"]\n')  # fmt: skip
+    found = node.start().lookup(f"{MIRROR}/team_a/app:1", builder)
+    assert found.repository == f"{MIRROR}/team_a/app"
+    assert found.usernames == ["team_a+builder"], found.log
+    assert api.token_requests[-1].audiences == (QUAY,)
+    assert quay.counters_snapshot()["exchanges_succeeded"] == 1
+
+
 # -- the kubelet's own validation and URL matching ----------------------------------------------
 @pytest.fixture
 def launcher_node(
@@ -865,7 +886,6 @@ def test_match_images_as_the_kubelet_matches_them(launcher_node: Node) -> None:
 
 # -- the kubelet's strict decoding of a response ------------------------------------------------
 GOLDEN = ROOT / "tests" / "golden" / "kubelet"
-MIRROR = "mirror.example.com"
 
 
 def golden_filled(name: str, password: str) -> str:
