@@ -81,9 +81,9 @@ RELEASES = releases()
 
 
 def go_command() -> str | None:
-    return shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None
-    )
+    """go on PATH, else where the official archive installs it."""
+    fallback = "/usr/local/go/bin/go"
+    return shutil.which("go") or (fallback if os.access(fallback, os.X_OK) else None)
 
 
 def build(release: str, output: Path) -> None:
