@@ -147,14 +147,15 @@ def test_encode_response() -> None:
     request_body = json.loads(request("q.example.com:8443/a", "sa"))
     assert response_problems(with_auth, request_body) == []
     assert response_problems(without, request_body) == []
-    # the kubelet uses an auth key only for images it matches: the port is part of the host
+    # auth answers for the registry as the image names it, the port included
     elsewhere = json.loads(request("q.example.com/a", "sa"))
-    assert any("does not match the image" in p for p in response_problems(with_auth, elsewhere))
+    assert any("not the image's registry" in p for p in response_problems(with_auth, elsewhere))
 
 
 def test_an_image_naming_port_443_is_answered_for_that_form() -> None:
-    """The kubelet's URLsMatch tells quay.example.com from quay.example.com:443: ``auth`` names
-    the host as the image does, and the node's table is found either way."""
+    """The kubelet's URLsMatch tells quay.example.com from quay.example.com:443
+    (tests/test_kubelet_code.py): ``auth`` names the host as the image does, and the node's
+    table is found either way."""
     image = "quay.example.com:443/org/app"
     registry = kubelet.registry_of(image)
     assert registry == "quay.example.com:443" and table_key(registry) == "quay.example.com"
