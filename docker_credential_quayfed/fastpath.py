@@ -609,9 +609,11 @@ def write_line(text: str) -> None:
 
 
 def called_as_kubelet_provider(program: str) -> bool:
-    """The kubelet runs a provider by the name in its config: quay-credential-provider."""
+    """The kubelet runs a provider by the name in its config: quay-credential-provider, or a
+    name that starts with it (``quay-credential-provider-partner`` for a second Quay)."""
     name = program.replace("\\", "/").rsplit("/", 1)[-1]
-    return name in (KUBELET_PROVIDER, f"{KUBELET_PROVIDER}.pyz")
+    name = name[: -len(".pyz")] if name.endswith(".pyz") else name
+    return name == KUBELET_PROVIDER or name.startswith(f"{KUBELET_PROVIDER}-")
 
 
 def answer_or_decline(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed import __version__, claims, log, paths
 from docker_credential_quayfed.config import RegistryConfig
-from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageError
+from docker_credential_quayfed.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.broker import Outcome
@@ -60,19 +60,17 @@ UNANNOTATED_CACHE_SECONDS = 3600
 MAX_REQUEST = 1 << 16
 _FALSE_WORDS = ("", "0", "false", "no", "off")
 
-USAGE = f"""\
-usage: {PROGRAM} [--config PATH] [--cache-dir PATH]
-       docker-credential-quayfed kubelet [--config PATH] [--cache-dir PATH]
-
-Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a
-CredentialProviderRequest on stdin, writes a CredentialProviderResponse on stdout.
-
-  --config PATH     the TOML configuration (default: $DOCKER_CREDENTIAL_QUAYFED_CONFIG)
-  --cache-dir PATH  the cache: robot tokens, discovery documents, kept JWTs and logins
-                    (default: $DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR)
-
-See docs/kubelet.md for the kubelet's CredentialProviderConfig.
-"""
+_SYNOPSIS = " ".join(f"[{flag} {names}]" for flag, names, _ in paths.KUBELET_FLAGS)
+USAGE = (
+    f"usage: {PROGRAM} {_SYNOPSIS}\n"
+    f"       docker-credential-quayfed kubelet {_SYNOPSIS}\n\n"
+    "Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a\n"
+    "CredentialProviderRequest on stdin, writes a CredentialProviderResponse on stdout.\n\n"
+    + "".join(f"  {flag} {names}\n      {text}\n" for flag, names, text in paths.KUBELET_FLAGS)
+    + "\nEvery executable of the provider takes the same arguments, whatever name it is linked\n"
+    "as; a leading 'kubelet' is allowed, so one CredentialProviderConfig serves them all.\n"
+    "See docs/kubelet.md for the kubelet's CredentialProviderConfig.\n"
+)
 
 
 # -- the wire format -----------------------------------------------------------------------------
@@ -404,31 +402,21 @@ def _check_audience(token: str, node: KubeletHost) -> None:
 
 # -- the command -------------------------------------------------------------------------------
 def main(argv: Sequence[str]) -> int:
-    """Run one request: the response on stdout and 0, or one line on stderr and non-zero."""
+    """Run one request: the response on stdout and 0. An error is raised to ``cli``, which
+    alone turns every error into one line on stderr and an exit code."""
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.request import RequestContext
 
     started = time.monotonic()
     log.name_program(_program(sys.argv[0] if sys.argv else ""))
-    try:
-        options = _options(list(argv))
-        if options is None:
-            return 0
-        config_path, cache_dir = options
-        # One directory for everything this request keeps (discovery documents, kept JWTs,
-        # logins, locks), passed down by argument; the timeout counts from the start.
-        context = RequestContext(TokenCache(cache_dir), started=started)
-        response = answer(_read_stdin(), config_path, context)
-    except QuayfedError as exc:
-        log.error(exc.message)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug or an OS error: one line, never a traceback
-        from docker_credential_quayfed.errors import unexpected
-
-        log.error(unexpected(exc))
-        return 1
+    options = _options(list(argv))
+    if options is None:
+        return 0
+    config_path, cache_dir = options
+    # One directory for everything this request keeps (discovery documents, kept JWTs,
+    # logins, locks), passed down by argument; the timeout counts from the start.
+    context = RequestContext(TokenCache(cache_dir), started=started)
+    response = answer(_read_stdin(), config_path, context)
     try:
         sys.stdout.write(response + "\n")
         sys.stdout.flush()
@@ -448,6 +436,9 @@ def _program(started_as: str) -> str:
 def _options(args: list[str]) -> tuple[Path, Path] | None:
     """(config file, cache directory) from argv and the environment; None after --help."""
     chosen: dict[str, str] = {}
+    if args[:1] == ["kubelet"]:  # as docker-credential-quayfed's own subcommand is named
+        args = args[1:]
+    known = [flag for flag, _, _ in paths.KUBELET_FLAGS]
     while args:
         arg = args.pop(0)
         if arg in ("-h", "--help"):
@@ -457,7 +448,7 @@ def _options(args: list[str]) -> tuple[Path, Path] | None:
             sys.stdout.write(f"{PROGRAM} {__version__}\n")
             return None
         name, equals, value = arg.partition("=")
-        if name not in ("--config", "--cache-dir"):
+        if name not in known:
             raise UsageError(f"unknown argument {_shown(arg)}", f"see '{PROGRAM} --help'")
         if not equals:
             if not args:

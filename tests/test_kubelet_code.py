@@ -155,7 +155,7 @@ def executable(request: pytest.FixtureRequest) -> Executable:
             pytest.fail(f"{PROVIDER} is not installed next to {sys.executable}")
         return Executable(form, path)
     if form == "zipapp":
-        return Executable(form, request.getfixturevalue("zipapp"), ("kubelet",))
+        return Executable(form, request.getfixturevalue("zipapp"))
     chosen = os.environ.get(FROZEN_ENV, "").strip()
     if not chosen:
         unavailable(f"${FROZEN_ENV} names no self-contained provider (packaging/build_frozen.py)")
@@ -624,22 +624,32 @@ def test_a_service_account_that_names_no_robot(
     assert annotated.runs == {PROVIDER: runs_before + 1}
 
 
+@pytest.mark.parametrize("args", ["as shipped", "kubelet first"])
 def test_two_quays_two_audiences(
     node: Node,
     api: APIServer,
     quay: QuayEmulator,
     partner_quay: QuayEmulator,
     kube_issuer: KubeIssuer,
+    args: str,
 ) -> None:
     """packaging/kubernetes/two-quays: each provider entry has its own audience, the kubelet
     asks for a token with it, and each Quay sees only tokens meant for it (its robots'
-    federation lists that audience, as Quay 3.18 checks)."""
+    federation lists that audience, as Quay 3.18 checks). Every executable takes the same
+    args under either name: as shipped, and with a leading ``kubelet`` in every entry (the
+    single file once needed it under the second name, and the self-contained build refused
+    it)."""
     builder = api.add("team-a", "builder", robot="team_a+builder")
     partner = api.add("partner", "builder", robot="partner+builder")
     federate(quay, "team_a+builder", kube_issuer, "team-a:builder", audience=QUAY)
     federate(partner_quay, "partner+builder", kube_issuer, "partner:builder", audience=PARTNER_QUAY)
     node.quays[PARTNER_QUAY] = partner_quay
-    node.write("two-quays")
+    document = None
+    if args == "kubelet first":
+        document = node.providers_document("two-quays")
+        for provider in document["providers"]:
+            provider["args"] = ["kubelet", *provider["args"]]
+    node.write("two-quays", document)
     running = node.start()
     assert running.refused is None
 

@@ -361,7 +361,7 @@ def test_doctor_warns_about_a_federation_entry_without_audiences(
     steps = steps_of(doctor({**env, "QUAY_OAUTH_TOKEN": ADMIN_TOKEN}, quay.host, "--json"))
     entry = steps["federation entry"]
     assert entry["verdict"] == "warn" and "lists no audiences" in entry["detail"]
-    assert f"federation add {ROBOT} --from-config {quay.host}" in entry["detail"]
+    assert f"federation add {ROBOT} --from-config {quay.host} writes" in entry["detail"]
     assert steps["Quay exchange"]["verdict"] == "ok"
 
     audience = oidc_provider.public_client

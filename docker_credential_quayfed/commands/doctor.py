@@ -223,9 +223,10 @@ class _Checker:
         audiences = [a for e in matching for a in (e.get("audiences") or [])]
         carried = [a for a in audience_of(self.minted).split("\n") if a]
         if not audiences:
+            carried_text = ",".join(carried) or "(none)"
             return WARN, (
-                f"the entry for {named} lists no audiences: Quay deprecates such entries and "
-                f"will check aud; run: {add}"
+                f"the entry for {named} lists no audiences, which Quay deprecates (it will "
+                f"check aud); on a Quay that keeps them, {add} writes the JWT's aud={carried_text}"
             )
         if not set(audiences) & set(carried):
             return WARN, (
