@@ -264,10 +264,7 @@ def key_for(registry: RegistryConfig, request: RequestContext) -> CredentialKey:
 
 
 def _unexpired(token: str, now: float) -> bool:
-    try:
-        expires = claims.numeric_claim(claims.unverified_claims(token), "exp")
-    except claims.NotAJWT:
-        return False
+    expires = claims.expiry(token)
     return expires is not None and expires - now > SKEW
 
 
@@ -407,12 +404,12 @@ def source_token(
 def _for_quay(context: SourceContext, oidc_token: str) -> str:
     """A source's or a handed-over JWT as Quay will see it: exchanged at the issuer for
     ``exchange_audience`` when that is set."""
-    from docker_credential_quayfed.sources import oauth
+    from docker_credential_quayfed import oidc
 
     registry = context.registry
     log.secret(oidc_token, user=registry.robot)
     if registry.exchange_audience:
-        oidc_token = oauth.exchange_for_audience(context, oidc_token)
+        oidc_token = oidc.exchange_for_audience(context, oidc_token)
         log.secret(oidc_token, user=registry.robot)
     return oidc_token
 

@@ -214,7 +214,7 @@ class TokenCache:
             return None
         try:
             text = fastpath.read_private(path.name, dir_fd)
-            entry = decode_token(text, registry, _exp_claim) if text is not None else None
+            entry = decode_token(text, registry, claims.expiry) if text is not None else None
             if entry is not None and entry.robot != key.robot:
                 entry = None
             if entry is None and os.path.lexists(path):
@@ -392,10 +392,3 @@ class TokenCache:
     def _discard(self, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _exp_claim(token: str) -> float | None:
-    try:
-        return claims.numeric_claim(claims.unverified_claims(token), "exp")
-    except claims.NotAJWT:
-        return None

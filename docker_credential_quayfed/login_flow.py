@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from docker_credential_quayfed import log, oidc, transport, urls
 from docker_credential_quayfed.errors import GrantRefused, IssuerError, NetworkError
-from docker_credential_quayfed.sources import oauth
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.sources.base import SourceContext
@@ -87,7 +86,7 @@ def device_login(
 ) -> dict[str, Any]:
     """Run the device authorization grant; the issuer's token response once approved."""
     registry = context.registry
-    found = context.discover()
+    found = oidc.discovery(context)
     endpoint = found.device_authorization_endpoint
     if not endpoint:
         raise IssuerError(
@@ -111,7 +110,7 @@ def device_login(
         endpoint,
         form,
         deadline=context.deadline,
-        client_auth=oauth.authenticate(context, form, found.token_endpoint),
+        client_auth=oidc.authenticate(context, form, found.token_endpoint),
         what="device authorization",
     )
     device_code = body.get("device_code")
@@ -224,7 +223,7 @@ def browser_login(
     from docker_credential_quayfed import loopback
 
     registry = context.registry
-    found = context.discover()
+    found = oidc.discovery(context)
     if not found.authorization_endpoint:
         raise IssuerError(
             f"the issuer {registry.issuer} announces no authorization endpoint",
@@ -282,7 +281,7 @@ def _token_request(context: SourceContext, endpoint: str, form: dict[str, str]) 
         endpoint,
         form,
         deadline=transport.Deadline(context.registry.timeout),
-        client_auth=oauth.authenticate(context, form, endpoint),
+        client_auth=oidc.authenticate(context, form, endpoint),
     )
 
 

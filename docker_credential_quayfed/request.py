@@ -12,9 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.deadline import Deadline
+
+if TYPE_CHECKING:
+    import httpx
+
+    from docker_credential_quayfed.config import RegistryConfig
 
 
 @dataclass(frozen=True)
@@ -29,3 +35,31 @@ class RequestContext:
     def deadline(self, seconds: float) -> Deadline:
         """``seconds`` from the request's start."""
         return Deadline(seconds, self.started)
+
+
+@dataclass
+class SourceContext:
+    """What a source may use: its settings, the HTTP session, the time left, and the
+    request's cache and clock."""
+
+    registry: RegistryConfig
+    session: httpx.Client
+    deadline: Deadline
+    request: RequestContext
+    #: fetch the discovery document even when a recent one is on disk
+    fresh_discovery: bool = False
+    #: set once discover() answered from disk (a failure then retries with a fresh one)
+    discovered_from_cache: bool = False
+
+    def secret(self, setting: str, what: str) -> str:
+        """The secret named by ``<setting>_env``, ``_file`` or ``_command``, within the deadline."""
+        from docker_credential_quayfed import secret_reader
+
+        return secret_reader.resolve(
+            what,
+            env=getattr(self.registry, f"{setting}_env"),
+            file=getattr(self.registry, f"{setting}_file"),
+            command=getattr(self.registry, f"{setting}_command"),
+            where=setting,
+            timeout=self.deadline.remaining(),
+        )

@@ -20,10 +20,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from docker_credential_quayfed import config, sources, transport
+from docker_credential_quayfed import config, oidc, sources, transport
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import IssuerError
-from docker_credential_quayfed.sources import SourceContext, oauth
+from docker_credential_quayfed.sources import SourceContext
 from quay_sandbox.issuer import IssuerClient, IssuerUser, KeycloakIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
@@ -57,7 +57,7 @@ class Issuer:
         self.status = status
         self.body = body or {
             "access_token": EXCHANGED,
-            "issued_token_type": oauth.TOKEN_TYPE_URIS["access_token"],
+            "issued_token_type": oidc.TOKEN_TYPE_URIS["access_token"],
             "token_type": "Bearer",
         }
         self.forms: list[dict[str, list[str]]] = []
@@ -74,7 +74,7 @@ class Issuer:
 def exchange(registry: RegistryConfig, handler: Issuer, subject: str = SUBJECT) -> str:
     with httpx.Client(transport=httpx.MockTransport(handler)) as session:
         context = SourceContext(registry, session, transport.Deadline(10), request_here())
-        return oauth.exchange_for_audience(context, subject)
+        return oidc.exchange_for_audience(context, subject)
 
 
 @pytest.fixture
@@ -218,7 +218,7 @@ def test_keycloak_exchanges_an_access_token_for_the_quay_audience(
     before = realm.token_exchanges
 
     with closing(session):
-        exchanged = oauth.exchange_for_audience(
+        exchanged = oidc.exchange_for_audience(
             SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
@@ -251,7 +251,7 @@ def test_keycloak_exchange_with_a_private_key_jwt_client(
     )
 
     with closing(session):
-        exchanged = oauth.exchange_for_audience(
+        exchanged = oidc.exchange_for_audience(
             SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
@@ -282,7 +282,7 @@ def test_keycloak_refusals_are_one_line_with_the_fix(
     )
 
     with closing(session), pytest.raises(IssuerError) as caught:
-        oauth.exchange_for_audience(
+        oidc.exchange_for_audience(
             SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
@@ -307,7 +307,7 @@ def test_keycloak_refuses_a_subject_token_it_did_not_sign(
     leaks.known(forged, "forged JWT")
 
     with closing(session), pytest.raises(IssuerError, match="invalid_request: Invalid token"):
-        oauth.exchange_for_audience(
+        oidc.exchange_for_audience(
             SourceContext(registry, session, transport.Deadline(10), request_here()), forged
         )
 

@@ -167,9 +167,9 @@ def _run_login(args: argparse.Namespace) -> int:
 
 
 def _run_logout(args: argparse.Namespace) -> int:
-    from docker_credential_quayfed import broker, log, logins, transport
+    from docker_credential_quayfed import broker, log, logins, oidc, transport
     from docker_credential_quayfed.errors import QuayfedError
-    from docker_credential_quayfed.sources import SourceContext, oauth
+    from docker_credential_quayfed.sources import SourceContext
 
     settings, registry = _device_registry(args.host)
     request = new_request()
@@ -183,7 +183,7 @@ def _run_logout(args: argparse.Namespace) -> int:
                 with broker.registry_client(registry) as session:
                     deadline = transport.Deadline(registry.timeout)
                     context = SourceContext(registry, session, deadline, request)
-                    revoked = oauth.revoke(context, login.refresh_token)
+                    revoked = oidc.revoke(context, login.refresh_token)
             except QuayfedError as exc:
                 log.warn(exc.message)
         # What the login minted, for every registry that shares it: kept JWTs, robot tokens.

@@ -8,74 +8,18 @@ the man page all read these declarations; nothing else lists the sources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from docker_credential_quayfed.errors import SecretError
+from docker_credential_quayfed.request import SourceContext
+
+__all__ = ["SourceContext", "TokenSource", "run_token_command"]
 
 if TYPE_CHECKING:
-    import httpx
-
     from docker_credential_quayfed.config import RegistryConfig
     from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.identity import Principal
-    from docker_credential_quayfed.oidc import Discovery
     from docker_credential_quayfed.request import RequestContext
-
-
-@dataclass
-class SourceContext:
-    """What a source may use: its settings, the HTTP session, the time left, and the
-    request's cache and clock."""
-
-    registry: RegistryConfig
-    session: httpx.Client
-    deadline: Deadline
-    request: RequestContext
-    #: fetch the discovery document even when a recent one is on disk
-    fresh_discovery: bool = False
-    #: set once discover() answered from disk (a failure then retries with a fresh one)
-    discovered_from_cache: bool = False
-
-    def secret(self, setting: str, what: str) -> str:
-        """The secret named by ``<setting>_env``, ``_file`` or ``_command``, within the deadline."""
-        from docker_credential_quayfed import secret_reader
-
-        return secret_reader.resolve(
-            what,
-            env=getattr(self.registry, f"{setting}_env"),
-            file=getattr(self.registry, f"{setting}_file"),
-            command=getattr(self.registry, f"{setting}_command"),
-            where=setting,
-            timeout=self.deadline.remaining(),
-        )
-
-    def discover(self) -> Discovery:
-        """The issuer's discovery document, its endpoints held to the registry's settings:
-        from the cache directory while recent (``fresh_discovery`` forces a fetch)."""
-        from docker_credential_quayfed import oidc
-
-        registry, cache, clock = self.registry, self.request.cache, self.request.clock
-        if not self.fresh_discovery:
-            found = oidc.cached_discovery(
-                cache,
-                registry.issuer,
-                clock(),
-                endpoint_hosts=registry.endpoint_hosts,
-                allow_http=registry.allow_insecure_http,
-            )
-            if found is not None:
-                self.discovered_from_cache = True
-                return found
-        found = oidc.discover(
-            self.session,
-            registry.issuer,
-            self.deadline,
-            endpoint_hosts=registry.endpoint_hosts,
-            allow_http=registry.allow_insecure_http,
-        )
-        oidc.keep_discovery(cache, registry.issuer, found, clock())
-        return found
 
 
 class TokenSource:

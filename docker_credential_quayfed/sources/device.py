@@ -12,9 +12,8 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from docker_credential_quayfed import log, logins
+from docker_credential_quayfed import log, logins, oidc
 from docker_credential_quayfed.errors import GrantRefused, LoginRequired, QuayfedError
-from docker_credential_quayfed.sources import oauth
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 if TYPE_CHECKING:
@@ -31,11 +30,11 @@ class DeviceLoginSource(TokenSource):
     summary = "a person's login (login HOST: device code, or --browser), renewed silently"
     required = ("client_id",)
     optional = (
-        *oauth.CLIENT_SECRET_KEYS,
-        *oauth.CLIENT_AUTH_KEYS,
-        *oauth.GRANT_OPTIONS,
+        *oidc.CLIENT_SECRET_KEYS,
+        *oidc.CLIENT_AUTH_KEYS,
+        *oidc.GRANT_OPTIONS,
     )
-    secret_keys = oauth.CLIENT_SECRET_KEYS
+    secret_keys = oidc.CLIENT_SECRET_KEYS
     reusable = True
 
     @classmethod
@@ -68,9 +67,9 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
     from docker_credential_quayfed import oidc
 
     registry = context.registry
-    found = context.discover()
+    found = oidc.discovery(context)
     form = {"grant_type": "refresh_token", "refresh_token": login.refresh_token}
-    client_auth = oauth.authenticate(context, form, found.token_endpoint)
+    client_auth = oidc.authenticate(context, form, found.token_endpoint)
 
     def keep_refresh_token(body: dict[str, Any]) -> None:
         # The old refresh token is spent once the issuer answers: store the new one first,
@@ -83,7 +82,7 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
             # ours to keep, and the rotated refresh token must not outlive the logout.
             if renewed is not None and renewed.refresh_token != login.refresh_token:
                 with contextlib.suppress(QuayfedError):
-                    oauth.revoke(context, renewed.refresh_token)
+                    oidc.revoke(context, renewed.refresh_token)
             raise LoginRequired(
                 f"{registry.key} was logged out while its login was being renewed",
                 f"run: docker-credential-quayfed login {registry.key}",
