@@ -130,7 +130,9 @@ def robot_token(
             return serve_fallback(f"refreshing failed {age:.0f}s ago ({message})")
         raise NetworkError(
             f"{message} ({age:.0f}s ago; not retrying for {FAILURE_WINDOW - age:.0f}s)",
-            f"fix the cause, or run: docker-credential-quayfed erase <<< {key}",
+            f"fix the cause, or run: docker-credential-quayfed erase <<< {key}"
+            if request.commands
+            else "fix the cause; the next try comes once that time has passed",
         )
 
     remembered = failed_recently()

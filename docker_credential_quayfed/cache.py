@@ -195,8 +195,11 @@ def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> R
 class TokenCache:
     """Token files under ``directory``, each under its :class:`~.identity.CredentialKey`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, chosen_by: str = fastpath.CACHE_DIR_ENV) -> None:
         self.directory = directory
+        #: what chose the directory (a variable, or the kubelet provider's --cache-dir): the
+        #: hints of its errors name that, and nothing the running executable lacks
+        self.chosen_by = chosen_by
 
     # -- paths -----------------------------------------------------------------------------
     def path_for(self, key: CredentialKey) -> Path:
@@ -341,7 +344,7 @@ class TokenCache:
         except OSError as exc:
             raise CacheError(
                 f"cannot open the lock file {lock_path}: {exc.strerror}",
-                "remove it, or point DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR at a private directory",
+                f"remove it, or point {self.chosen_by} at a private directory",
             ) from None
         try:
             deadline = time.monotonic() + timeout
@@ -372,17 +375,17 @@ class TokenCache:
         except OSError as exc:
             raise CacheError(
                 f"cannot create the cache directory {directory}: {exc.strerror}",
-                "set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a writable private directory",
+                f"point {self.chosen_by} at a writable private directory",
             ) from None
         if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
             raise CacheError(
                 f"the cache directory {directory} is a symlink or not a directory",
-                "remove it, or set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a private directory",
+                f"remove it, or point {self.chosen_by} at a private directory",
             )
         if info.st_uid != os.getuid():
             raise CacheError(
                 f"the cache directory {directory} belongs to another user",
-                "set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a directory you own",
+                f"point {self.chosen_by} at a directory you own",
             )
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.chmod(directory, 0o700)

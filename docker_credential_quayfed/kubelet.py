@@ -415,7 +415,8 @@ def main(argv: Sequence[str]) -> int:
     config_path, cache_dir = options
     # One directory for everything this request keeps (discovery documents, kept JWTs,
     # logins, locks), passed down by argument; the timeout counts from the start.
-    context = RequestContext(TokenCache(cache_dir), started=started)
+    chosen_by = "--cache-dir" if _names_cache_dir(argv) else paths.CACHE_DIR_ENV
+    context = RequestContext(TokenCache(cache_dir, chosen_by), started=started, commands=False)
     response = answer(_read_stdin(), config_path, context)
     try:
         sys.stdout.write(response + "\n")
@@ -423,6 +424,10 @@ def main(argv: Sequence[str]) -> int:
     except (OSError, ValueError):
         return 1
     return 0
+
+
+def _names_cache_dir(argv: Sequence[str]) -> bool:
+    return any(arg == "--cache-dir" or arg.startswith("--cache-dir=") for arg in argv)
 
 
 def _program(started_as: str) -> str:

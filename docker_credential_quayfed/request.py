@@ -31,6 +31,9 @@ class RequestContext:
     clock: Callable[[], float] = time.time
     #: time.monotonic() when the request began: every deadline counts from there
     started: float = field(default_factory=time.monotonic)
+    #: the executable has the operating commands (erase, login, ...): hints may name them
+    #: (not the kubelet provider, whose node may have only quay-credential-provider)
+    commands: bool = True
 
     def deadline(self, seconds: float) -> Deadline:
         """``seconds`` from the request's start."""

@@ -737,3 +737,42 @@ def test_cache_dir_holds_everything_the_provider_keeps(
     assert oidc.discovery_name(oidc_provider.issuer) in kept
     assert logins.jwt_name(broker.key_for(registry, request_here()).principal) in kept
     assert any(name.endswith(".token") for name in kept)
+
+
+def test_a_cache_dir_it_cannot_use_is_named_as_the_kubelet_gave_it(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, tmp_path: Path
+) -> None:
+    """The hint names --cache-dir when that flag chose the directory (the node has no
+    DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to set), and the variable otherwise."""
+    foreign = tmp_path / "not-a-directory"
+    foreign.write_text("a file where the cache should be")
+    ask = request(
+        f"{quay.host}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+        **robot_annotation(),
+    )  # fmt: skip
+    flagged = node.run(ask, args=("--config", str(node.config), "--cache-dir", str(foreign)))
+    assert "point --cache-dir at a writable private directory" in flagged.refused()
+    by_variable = node.run(
+        ask,
+        args=("--config", str(node.config)),
+        env={**node.env, "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(foreign)},
+    )
+    assert "point DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR at a" in by_variable.refused()
+
+
+def test_the_provider_s_hints_name_no_command_the_node_may_lack(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """A remembered network failure: get's hint says 'docker-credential-quayfed erase'; a node
+    may have only quay-credential-provider, so the provider's says when it tries again."""
+    ask = request(
+        f"{quay.host}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+        **robot_annotation(),
+    )  # fmt: skip
+    quay.set_down()
+    first = node.run(ask).refused()
+    second = node.run(ask).refused()
+    quay.set_down(False)
+    assert "not retrying" in second, (first, second)
+    assert "docker-credential-quayfed" not in second.split(":", 1)[1]
+    assert "the next try comes once that time has passed" in second
