@@ -36,6 +36,10 @@ ON_FAILURE = ("anonymous", "error")
 COMMON_REQUIRED = ("robot", "issuer", "source")
 #: the settings that say where the client secret is (one at most)
 CLIENT_SECRET_KEYS = ("client_secret_env", "client_secret_file", "client_secret_command")
+#: how a confidential client proves who it is, and the key private_key_jwt signs with
+CLIENT_AUTH_KEYS = ("client_auth", "client_key_file", "client_key_id")
+#: settings every token-endpoint grant reads
+GRANT_OPTIONS = ("scope", "token_type", "audience")
 
 
 class SourceDeclaration(Protocol):

@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from docker_credential_quayfed import claims, log, transport, urls
-
-# a setting group config validates: the sources' declarations name it from here
-from docker_credential_quayfed.config import CLIENT_SECRET_KEYS as CLIENT_SECRET_KEYS
+from docker_credential_quayfed.config import CLIENT_SECRET_KEYS
 from docker_credential_quayfed.errors import (
     ConfigError,
     GrantRefused,
@@ -385,10 +383,6 @@ def discovery(context: SourceContext) -> Discovery:
 
 
 # -- client authentication, grants, token exchange, revocation -----------------------------
-#: how a confidential client proves who it is, and the key private_key_jwt signs with
-CLIENT_AUTH_KEYS = ("client_auth", "client_key_file", "client_key_id")
-#: settings every token-endpoint grant reads
-GRANT_OPTIONS = ("scope", "token_type", "audience")
 
 #: RFC 7523 section 2.2: the client_assertion_type of a JWT assertion
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -12,7 +12,8 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from docker_credential_quayfed import log, logins, oidc
+from docker_credential_quayfed import log, logins
+from docker_credential_quayfed.config import CLIENT_AUTH_KEYS, CLIENT_SECRET_KEYS, GRANT_OPTIONS
 from docker_credential_quayfed.errors import GrantRefused, LoginRequired, QuayfedError
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
@@ -30,11 +31,11 @@ class DeviceLoginSource(TokenSource):
     summary = "a person's login (login HOST: device code, or --browser), renewed silently"
     required = ("client_id",)
     optional = (
-        *oidc.CLIENT_SECRET_KEYS,
-        *oidc.CLIENT_AUTH_KEYS,
-        *oidc.GRANT_OPTIONS,
+        *CLIENT_SECRET_KEYS,
+        *CLIENT_AUTH_KEYS,
+        *GRANT_OPTIONS,
     )
-    secret_keys = oidc.CLIENT_SECRET_KEYS
+    secret_keys = CLIENT_SECRET_KEYS
     reusable = True
 
     @classmethod
