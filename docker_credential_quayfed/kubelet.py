@@ -52,6 +52,8 @@ TLS_ANNOTATIONS = ("quay.io/ignore-tls-verify", "quay.io/plain-http", "quay.io/c
 
 #: the credential depends on the registry, not on the image's path (see docs/kubelet.md)
 CACHE_KEY_TYPE = "Registry"
+#: for an annotation naming several robots: each image's answer holds its organization's robot
+IMAGE_CACHE_KEY_TYPE = "Image"
 #: how long the kubelet keeps "no credentials" for a service account that names no robot
 #: (``unannotated = "skip"``): annotating the account changes the kubelet's key at once
 UNANNOTATED_CACHE_SECONDS = 3600
@@ -166,12 +168,19 @@ def go_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def encode_response(registry: str, credentials: tuple[str, str] | None, cache_for: float) -> str:
-    """The CredentialProviderResponse: ``auth`` for ``registry`` (none: no credentials)."""
+def encode_response(
+    registry: str,
+    credentials: tuple[str, str] | None,
+    cache_for: float,
+    cache_key_type: str = CACHE_KEY_TYPE,
+) -> str:
+    """The CredentialProviderResponse: ``auth`` for ``registry`` (none: no credentials).
+    ``registry`` may carry a path (``quay.io/org``): the kubelet then matches only images under
+    it."""
     response: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": RESPONSE_KIND,
-        "cacheKeyType": CACHE_KEY_TYPE,
+        "cacheKeyType": cache_key_type,
         "cacheDuration": go_duration(cache_for),
     }
     if credentials is not None:
@@ -213,12 +222,7 @@ def pod_identity(
                 'remove it from the service account; the node\'s [kubelet."HOST"] table sets '
                 "ca_bundle, and verification is never turned off",
             )
-    robot = request.annotation(ROBOT_ANNOTATION)
-    if robot and not _robot_name(robot):
-        raise UsageError(
-            f"{ROBOT_ANNOTATION} = {_shown(robot)} is not a full robot name",
-            'write it as "namespace+shortname"',
-        )
+    robots = _robots(request.annotation(ROBOT_ANNOTATION))
     overrides = {request.annotation(name) for name in HOST_ANNOTATIONS} - {""}
     if len(overrides) > 1:
         raise UsageError(
@@ -228,8 +232,21 @@ def pod_identity(
     override = _override_host(overrides.pop()) if overrides else ""
     settings = _load(config_path)
     own = _kubelet_table(settings, table_key(registry))
-    if not robot:
+    if not robots:
         return _unannotated(request, registry, own, settings, context)
+    # Several robots (one per organization): the image's namespace chooses, and the answer is
+    # for that namespace's path alone, cached per image, so no robot of another organization
+    # is ever sent and the kubelet's own lookup gives each organization its robot.
+    answered_for, key_type = registry, CACHE_KEY_TYPE
+    robot = robots[0]
+    if len(robots) > 1:
+        organization = _namespace(request.image)
+        chosen = [r for r in robots if r.partition("+")[0] == organization]
+        answered_for, key_type = f"{registry}/{organization}", IMAGE_CACHE_KEY_TYPE
+        if not chosen:
+            log.debug(f"{request.image}: no robot of organization {organization} is named")
+            return encode_response(answered_for, None, UNANNOTATED_CACHE_SECONDS, key_type)
+        robot = chosen[0]
     node = own
     if override and override != own.key:
         node = _override_table(settings, own, override)
@@ -255,7 +272,7 @@ def pod_identity(
     )
     log.debug(f"{registry}: {subject} (iss {issuer}) asks for {robot} at {pod.quay_base_url}")
     outcome = broker.robot_token(pod, context, oidc_token=token)
-    return _respond(registry, outcome, node.refresh_margin)
+    return _respond(answered_for, outcome, node.refresh_margin, key_type)
 
 
 def _kubelet_table(settings: Config, host: str) -> KubeletHost:
@@ -328,7 +345,9 @@ def node_identity(registry: str, settings: Config, context: RequestContext) -> s
     return _respond(registry, outcome, configured.refresh_margin)
 
 
-def _respond(registry: str, outcome: Outcome, refresh_margin: int) -> str:
+def _respond(
+    registry: str, outcome: Outcome, refresh_margin: int, key_type: str = CACHE_KEY_TYPE
+) -> str:
     from docker_credential_quayfed import broker
 
     token = outcome.token
@@ -338,7 +357,7 @@ def _respond(registry: str, outcome: Outcome, refresh_margin: int) -> str:
     if outcome.how != broker.STALE:
         cache_for = token.refresh_at(refresh_margin) - time.time()
     log.debug(f"{registry}: robot token {outcome.how}; kubelet caches it {go_duration(cache_for)}")
-    return encode_response(registry, (token.robot, token.token), cache_for)
+    return encode_response(registry, (token.robot, token.token), cache_for, key_type)
 
 
 def _override_host(value: str) -> str:
@@ -354,6 +373,32 @@ def _override_host(value: str) -> str:
             "write the bare host[:port] of Quay, e.g. quay.example.com",
         )
     return table_key(key)
+
+
+def _robots(annotation: str) -> list[str]:
+    """The robots an annotation names: one, or several (one per organization) separated by
+    commas; refused when one is no full robot name or two share an organization."""
+    named = [robot.strip() for robot in annotation.split(",") if robot.strip()]
+    for robot in named:
+        if not _robot_name(robot):
+            raise UsageError(
+                f"{ROBOT_ANNOTATION} = {_shown(annotation)}: {_shown(robot)} is not a full "
+                "robot name",
+                'write it as "namespace+shortname", several separated by commas',
+            )
+    organizations = [robot.partition("+")[0] for robot in named]
+    if len(set(organizations)) != len(organizations):
+        raise UsageError(
+            f"{ROBOT_ANNOTATION} = {_shown(annotation)} names two robots of one organization",
+            "name one robot per organization: the image's namespace chooses among them",
+        )
+    return named
+
+
+def _namespace(image: str) -> str:
+    """The image's first path component after the host (``quay.io/org/app`` -> ``org``)."""
+    path = image.split("/", 1)[1] if "/" in image else ""
+    return path.split("/", 1)[0].split(":", 1)[0].split("@", 1)[0]
 
 
 def _robot_name(robot: str) -> bool:

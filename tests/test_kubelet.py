@@ -149,7 +149,7 @@ def test_encode_response() -> None:
     assert response_problems(without, request_body) == []
     # auth answers for the registry as the image names it, the port included
     elsewhere = json.loads(request("q.example.com/a", "sa"))
-    assert any("not the image's registry" in p for p in response_problems(with_auth, elsewhere))
+    assert any("neither the image's registry" in p for p in response_problems(with_auth, elsewhere))
 
 
 def test_an_image_naming_port_443_is_answered_for_that_form() -> None:
@@ -776,3 +776,49 @@ def test_the_provider_s_hints_name_no_command_the_node_may_lack(
     assert "not retrying" in second, (first, second)
     assert "docker-credential-quayfed" not in second.split(":", 1)[1]
     assert "the next try comes once that time has passed" in second
+
+
+# -- several organizations: one robot each ---------------------------------------------------------
+def test_an_annotation_naming_a_robot_per_organization_answers_the_image_s_own(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """The image's namespace chooses the robot; the answer is for that namespace's path, per
+    image, and holds no robot of another organization."""
+    node.config.write_text(
+        node.config.read_text().replace(
+            'robots = ["quay_federation+puller_*"]',
+            'robots = ["quay_federation+puller_*", "partner_org+puller"]',
+            1,
+        )
+    )
+    quay.federate("partner_org+puller", kube_issuer.issuer, "system:serviceaccount:apps:puller-a")
+    token = kube_issuer.mint("apps", "puller-a")
+    named = robot_annotation(f"{PULLER_ROBOT}, partner_org+puller")
+    ours = node.run(request(f"{quay.host}/quay_federation/app:1", token, **named)).response()
+    assert ours["cacheKeyType"] == "Image"
+    assert list(ours["auth"]) == [f"{quay.host}/quay_federation"]
+    assert ours["auth"][f"{quay.host}/quay_federation"]["username"] == PULLER_ROBOT
+    theirs = node.run(request(f"{quay.host}/partner_org/app:1", token, **named)).response()
+    assert list(theirs["auth"]) == [f"{quay.host}/partner_org"]
+    assert theirs["auth"][f"{quay.host}/partner_org"]["username"] == "partner_org+puller"
+    nobody = node.run(request(f"{quay.host}/third_org/app:1", token, **named)).response()
+    assert "auth" not in nobody and nobody["cacheKeyType"] == "Image"
+    one = node.run(request(f"{quay.host}/quay_federation/app:1", token, **robot_annotation()))
+    assert list(one.response()["auth"]) == [quay.host], "one robot: answered as before"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ("org+alpha, org+beta", "names two robots of one organization"),
+        ("org+alpha, not a robot", "is not a full robot name"),
+    ],
+)
+def test_an_annotation_of_several_robots_is_checked(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, annotation: str, message: str
+) -> None:
+    ask = request(
+        f"{quay.host}/org/app:1", kube_issuer.mint("apps", "puller-a"),
+        **robot_annotation(annotation),
+    )  # fmt: skip
+    assert message in node.run(ask).refused()

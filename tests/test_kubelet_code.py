@@ -526,6 +526,37 @@ def test_a_pod_pulls_as_its_robot_and_the_kubelet_caches_it(
     assert len(api.token_requests) == asked
 
 
+def test_one_service_account_two_organizations_each_its_own_robot(
+    node: Node, api: APIServer, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """On quay.io a robot belongs to one organization: an account that pulls from two names a
+    robot of each. The image's namespace chooses; the answer is for that namespace's path
+    (``quay.example.com/team_a``), cached per image, so the kubelet's own lookup gives each
+    organization its robot and never sends one organization's robot to another's image."""
+    federate(quay, "team_a+builder", kube_issuer, "apps:builder")
+    federate(quay, "team_b+puller", kube_issuer, "apps:builder")
+    builder = api.add("apps", "builder", robot="team_a+builder, team_b+puller")
+    node.write("one-quay")
+    running = node.start()
+    assert running.refused is None
+
+    ours = running.lookup(f"{QUAY}/team_a/app:1", builder, pod="app-0")
+    assert ours.usernames == ["team_a+builder"], ours.log
+    (credential,) = ours.credentials
+    assert robot_token_of(credential)["sub"] == "team_a+builder"
+    theirs = running.lookup(f"{QUAY}/team_b/app:1", builder, pod="app-0")
+    assert theirs.usernames == ["team_b+puller"], theirs.log
+    again = running.lookup(f"{QUAY}/team_a/app:1", builder, pod="app-1")
+    assert again.usernames == ["team_a+builder"], again.log
+    assert again.runs == theirs.runs, "the same image again: the kubelet's cache answered"
+    elsewhere = running.lookup(f"{QUAY}/team_c/app:1", builder, pod="app-0")
+    assert elsewhere.credentials == [], elsewhere.log
+    assert quay.counters_snapshot()["succeeded_by_robot"] == {
+        "team_a+builder": 1,
+        "team_b+puller": 1,
+    }
+
+
 def test_two_service_accounts_are_kept_apart(
     node: Node, api: APIServer, quay: QuayEmulator, kube_issuer: KubeIssuer
 ) -> None:

@@ -148,8 +148,11 @@ def response_problems(response: Any, request: dict[str, Any]) -> list[str]:
         for key, entry in auth.items():
             if not _AUTH_KEY.match(key):
                 problems.append(f"auth key {key!r} is not an image match pattern")
-            elif key != kubelet.registry_of(str(request.get("image", ""))):
-                problems.append(f"auth key {key!r} is not the image's registry as it names it")
+            elif key not in _auth_keys_for(str(request.get("image", ""))):
+                problems.append(
+                    f"auth key {key!r} is neither the image's registry as it names it nor its "
+                    "organization's path there"
+                )
             if not isinstance(entry, dict) or set(entry) != set(spec["AuthConfig"]):
                 problems.append(f"auth[{key!r}] does not hold exactly username and password")
                 continue
@@ -159,6 +162,14 @@ def response_problems(response: Any, request: dict[str, Any]) -> list[str]:
             if token and entry.get("password") == token:
                 problems.append("the password is the service-account token itself")
     return problems
+
+
+def _auth_keys_for(image: str) -> tuple[str, str]:
+    """The keys an answer for ``image`` may use: its registry, or (an annotation naming a
+    robot per organization) its registry and namespace, ``quay.io/org``."""
+    registry = kubelet.registry_of(image)
+    namespace = image.split("/", 2)[1].split(":", 1)[0].split("@", 1)[0]
+    return registry, f"{registry}/{namespace}"
 
 
 def go_seconds(duration: str) -> float:
