@@ -118,7 +118,7 @@ def get(stdin: str) -> Answer:
     except Exception as exc:  # a bug must not take the pull down with a traceback
         return _failed_get(registry.on_failure, host, internal_error(exc))
     log.debug(f"{host}: answered by the full path ({outcome.how})")
-    remember(settings, request)
+    keep_snapshot(settings, request)
     if (
         outcome.how == broker.CACHED
         and registry.refresh_ahead
@@ -141,12 +141,12 @@ def _failed_get(on_failure: str, host: str, message: str) -> Answer:
     return NOT_FOUND
 
 
-def remember(settings: Config, request: RequestContext) -> None:
+def keep_snapshot(loaded: Config, request: RequestContext) -> None:
     """Let the next `get` find its token without parsing the TOML (best effort)."""
     from docker_credential_quayfed import broker
 
     try:
-        broker.remember(settings, request)
+        broker.snapshot_config(loaded, request)
     except (OSError, QuayfedError) as exc:
         log.debug(f"could not write the config snapshot: {exc}")
 
@@ -184,7 +184,7 @@ def store(stdin: str) -> Answer:
         )
     request = new_request()
     request.cache.write(broker.key_for(registry, request), entry)
-    remember(settings, request)
+    keep_snapshot(settings, request)
     return Answer("")
 
 

@@ -93,11 +93,11 @@ def robot_token(
     """
     cache, clock = request.cache, request.clock
     deadline = request.deadline(registry.timeout)
-    credential, handed = identify(registry, request, deadline, oidc_token)
-    key = registry.key
-    settings = settings_digest(registry)
-    # A handed-over JWT Quay would refuse now (expired) may not unlock a cached answer either.
-    servable = not handed or _unexpired(handed, clock())
+    credential, carried_jwt = identify(registry, request, deadline, oidc_token)
+    host = registry.key
+    settings_stamp = settings_digest(registry)
+    # A carried_jwt-over JWT Quay would refuse now (expired) may not unlock a cached answer either.
+    servable = not carried_jwt or _unexpired(carried_jwt, clock())
 
     def fresh_in_cache() -> RobotToken | None:
         cached = cache.read(credential) if servable else None
@@ -111,18 +111,18 @@ def robot_token(
 
     found = fresh_in_cache()
     if found is not None:
-        log.debug(f"cache hit for {key}: robot token expires at {found.expires_at:.0f}")
+        log.debug(f"cache hit for {host}: robot token expires at {found.expires_at:.0f}")
         return Outcome(found, CACHED)
     fallback = valid_in_cache()
 
     def serve_fallback(reason: str) -> Outcome:
         assert fallback is not None
         remaining = int(fallback.expires_at - clock())
-        log.warn(f"{key}: {reason}; serving the cached robot token, valid {remaining}s more")
+        log.warn(f"{host}: {reason}; serving the cached robot token, valid {remaining}s more")
         return Outcome(fallback, STALE)
 
     def failed_recently() -> Outcome | None:
-        noted = None if force else cache.recent_failure(credential, settings, FAILURE_WINDOW)
+        noted = None if force else cache.recent_failure(credential, settings_stamp, FAILURE_WINDOW)
         if noted is None:
             return None
         age, message = noted
@@ -130,7 +130,7 @@ def robot_token(
             return serve_fallback(f"refreshing failed {age:.0f}s ago ({message})")
         raise NetworkError(
             f"{message} ({age:.0f}s ago; not retrying for {FAILURE_WINDOW - age:.0f}s)",
-            f"fix the cause, or run: docker-credential-quayfed erase <<< {key}"
+            f"fix the cause, or run: docker-credential-quayfed erase <<< {host}"
             if request.commands
             else "fix the cause; the next try comes once that time has passed",
         )
@@ -143,7 +143,7 @@ def robot_token(
         with cache.lock(credential, timeout=max(wait, 0.0)):
             found = fresh_in_cache()
             if found is not None:
-                log.debug(f"another process refreshed {key} while we waited")
+                log.debug(f"another process refreshed {host} while we waited")
                 return Outcome(found, CACHED)
             fallback = valid_in_cache()
             remembered = failed_recently()
@@ -157,7 +157,7 @@ def robot_token(
                 if budget < MIN_REFRESH_BUDGET:
                     return serve_fallback("no time left to refresh before it expires")
             try:
-                fresh = _mint_and_keep(registry, request, credential, handed, budget)
+                fresh = _mint_and_keep(registry, request, credential, carried_jwt, budget)
             except QuayfedError as exc:
                 if fallback is not None and fallback.valid(clock(), SKEW):
                     return serve_fallback(f"refreshing the robot token failed ({exc.message})")
@@ -173,8 +173,8 @@ def refresh_ahead(registry: RegistryConfig, request: RequestContext) -> RobotTok
     """Mint the next token while the cached one is inside its refresh-ahead window; None when
     another process holds the lock (it is refreshing) or the token is no longer due."""
     cache, clock = request.cache, request.clock
-    credential, handed = identify(registry, request, request.deadline(registry.timeout))
-    if handed and not _unexpired(handed, clock()):
+    credential, carried_jwt = identify(registry, request, request.deadline(registry.timeout))
+    if carried_jwt and not _unexpired(carried_jwt, clock()):
         return None
     try:
         with cache.lock(credential, timeout=0.0):
@@ -183,7 +183,7 @@ def refresh_ahead(registry: RegistryConfig, request: RequestContext) -> RobotTok
                 return None
             if cache.recent_failure(credential, settings_digest(registry), FAILURE_WINDOW):
                 return None
-            return _mint_and_keep(registry, request, credential, handed)
+            return _mint_and_keep(registry, request, credential, carried_jwt)
     except LockTimeout:
         return None
 
@@ -192,14 +192,16 @@ def _mint_and_keep(
     registry: RegistryConfig,
     request: RequestContext,
     credential: CredentialKey,
-    handed: str,
+    carried_jwt: str,
     budget: float = 0.0,
 ) -> RobotToken:
     """The one locked mint (``credential``'s lock held): mint, check the credential still
     names whom it named, keep the token; a network failure is remembered."""
     cache = request.cache
     try:
-        fresh = mint(registry, request, budget=budget, handed=handed, credential=credential)
+        fresh = mint(
+            registry, request, budget=budget, carried_jwt=carried_jwt, credential=credential
+        )
     except NetworkError as exc:
         cache.note_failure(credential, settings_digest(registry), exc.message)
         raise
@@ -253,11 +255,13 @@ def identify(
                 f"the JWT handed over for {registry.key} is unusable ({exc})",
                 "hand over an OIDC JWT with iss and sub claims",
             ) from None
-        handed = oidc_token
+        carried_jwt = oidc_token
     else:
-        principal, handed = for_registry(registry).principal(registry, request, deadline)
-    key = identity.credential_key(registry.key, registry.robot, registry.quay_base_url, principal)
-    return key, handed
+        principal, carried_jwt = for_registry(registry).principal(registry, request, deadline)
+    credential = identity.credential_key(
+        registry.key, registry.robot, registry.quay_base_url, principal
+    )
+    return credential, carried_jwt
 
 
 def key_for(registry: RegistryConfig, request: RequestContext) -> CredentialKey:
@@ -270,7 +274,7 @@ def _unexpired(token: str, now: float) -> bool:
     return expires is not None and expires - now > SKEW
 
 
-def remember(settings: Config, request: RequestContext) -> None:
+def snapshot_config(loaded: Config, request: RequestContext) -> None:
     """Write the fast path's snapshot: for each registry key, the digest of its credential's
     key, or (a token file) what the fast path needs to compute it from the JWT there. A
     source whose identity lives in the process's environment is left to the full path."""
@@ -279,26 +283,26 @@ def remember(settings: Config, request: RequestContext) -> None:
     from docker_credential_quayfed.sources.file import FileTokenSource
 
     entries = {}
-    for name, registry in settings.registries.items():
+    for name, registry in loaded.registries.items():
         source = for_registry(registry)
         margin, robot = float(registry.refresh_margin), registry.robot
         ahead = registry.refresh_ahead
         if isinstance(source, FileTokenSource):
-            carrier = (registry.quay_base_url, registry.exchange_audience, registry.token_file)
-            entries[name] = SnapshotEntry("", margin, robot, ahead, carrier)
+            jwt_file = (registry.quay_base_url, registry.exchange_audience, registry.token_file)
+            entries[name] = SnapshotEntry("", margin, robot, ahead, jwt_file)
         elif not (source.ambient or source.carries_jwt):
             entries[name] = SnapshotEntry(key_for(registry, request).digest, margin, robot, ahead)
-    write_snapshot(request.cache, str(settings.path), settings.stamp, entries)
+    write_snapshot(request.cache, str(loaded.path), loaded.stamp, entries)
 
 
 def mint(
     registry: RegistryConfig,
     request: RequestContext,
     budget: float = 0.0,
-    handed: str = "",
+    carried_jwt: str = "",
     credential: CredentialKey | None = None,
 ) -> RobotToken:
-    """Get a JWT from the configured source (or use the one ``handed`` over) and exchange it
+    """Get a JWT from the configured source (or use the one ``carried_jwt`` over) and exchange it
     at Quay (network; imports httpx).
 
     Everything inside ends within ``budget`` (default: the registry's timeout), whatever the
@@ -311,12 +315,12 @@ def mint(
     clock = request.clock
     deadline = transport.Deadline(budget or registry.timeout)
     with transport.hard_deadline(deadline), registry_client(registry) as session:
-        if handed:
-            log.secret(handed, user=registry.robot)
-            token = _for_quay(SourceContext(registry, session, deadline, request), handed)
-            handed_claims = oidc.check_jwt(token, registry.source, clock())
+        if carried_jwt:
+            log.secret(carried_jwt, user=registry.robot)
+            token = _for_quay(SourceContext(registry, session, deadline, request), carried_jwt)
+            carried_claims = oidc.check_jwt(token, registry.source, clock())
             log.debug(
-                f"OIDC token handed over ({registry.source}): {claims.describe(handed_claims)}"
+                f"OIDC token handed over ({registry.source}): {claims.describe(carried_claims)}"
             )
             return exchange(registry, session, token, deadline, clock)
         principal = credential.principal if credential is not None else None
@@ -404,7 +408,7 @@ def source_token(
 
 
 def _for_quay(context: SourceContext, oidc_token: str) -> str:
-    """A source's or a handed-over JWT as Quay will see it: exchanged at the issuer for
+    """A source's or a carried_jwt-over JWT as Quay will see it: exchanged at the issuer for
     ``exchange_audience`` when that is set."""
     from docker_credential_quayfed import oidc
 

@@ -112,9 +112,9 @@ def decode_token(
 # -- the config snapshot ------------------------------------------------------------
 class SnapshotEntry:
     """A registry's line in the snapshot: its key digest, or how to compute it from the JWT
-    in a token file (``carrier``: Quay URL, audience asked of the issuer, token file)."""
+    in a token file (``jwt_file``: Quay URL, audience asked of the issuer, token file)."""
 
-    __slots__ = ("ahead", "carrier", "digest", "refresh_margin", "robot")
+    __slots__ = ("ahead", "digest", "jwt_file", "refresh_margin", "robot")
 
     def __init__(
         self,
@@ -122,13 +122,13 @@ class SnapshotEntry:
         refresh_margin: float,
         robot: str,
         ahead: bool,
-        carrier: tuple[str, str, str] | None = None,
+        jwt_file: tuple[str, str, str] | None = None,
     ) -> None:
-        self.digest = fastpath.FROM_TOKEN_FILE if carrier is not None else digest
+        self.digest = fastpath.FROM_TOKEN_FILE if jwt_file is not None else digest
         self.refresh_margin = refresh_margin
         self.robot = robot
         self.ahead = ahead
-        self.carrier = carrier
+        self.jwt_file = jwt_file
 
 
 def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEntry]) -> str:
@@ -136,8 +136,8 @@ def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEnt
     for key, entry in sorted(entries.items()):
         ahead = "ahead" if entry.ahead else "-"
         line = f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}"
-        if entry.carrier is not None:
-            line += " " + " ".join(fastpath.escape_field(field) for field in entry.carrier)
+        if entry.jwt_file is not None:
+            line += " " + " ".join(fastpath.escape_field(field) for field in entry.jwt_file)
         lines.append(line)
     return "\n".join(lines) + "\n"
 

@@ -148,10 +148,10 @@ def registry_of(image: str) -> str:
     if "/" not in image or not ("." in first or ":" in first or first == "localhost"):
         raise problem
     try:
-        key = registry_key(first)
+        host = registry_key(first)
     except UsageError:
         raise problem from None
-    if key != first.lower():
+    if host != first.lower():
         raise problem
     return first
 
@@ -336,10 +336,10 @@ def node_identity(registry: str, settings: Config, context: RequestContext) -> s
     from docker_credential_quayfed import broker
     from docker_credential_quayfed.protocol import table_key
 
-    key = table_key(registry)
-    configured = settings.registries.get(key)
+    host = table_key(registry)
+    configured = settings.registries.get(host)
     if configured is None:
-        log.debug(f"{key} has no [registries] table and the request no token: no credentials")
+        log.debug(f"{host} has no [registries] table and the request no token: no credentials")
         return encode_response(registry, None, 0)
     outcome = broker.robot_token(configured, context)
     return _respond(registry, outcome, configured.refresh_margin)
@@ -364,15 +364,15 @@ def _override_host(value: str) -> str:
     from docker_credential_quayfed.protocol import registry_key, table_key
 
     try:
-        key = registry_key(value)
+        host = registry_key(value)
     except UsageError:
-        key = ""
-    if not key or key != value.strip().lower():
+        host = ""
+    if not host or host != value.strip().lower():
         raise UsageError(
             f"{HOST_ANNOTATIONS[0]} = {_shown(value)} is not a registry host",
             "write the bare host[:port] of Quay, e.g. quay.example.com",
         )
-    return table_key(key)
+    return table_key(host)
 
 
 def _robots(annotation: str) -> list[str]:

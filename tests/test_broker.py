@@ -57,7 +57,7 @@ class FakeMint:
         registry: RegistryConfig,
         request: RequestContext,
         budget: float = 0.0,
-        handed: str = "",
+        carried_jwt: str = "",
         credential: object = None,
     ) -> RobotToken:
         self.budgets.append(budget)

@@ -172,7 +172,7 @@ def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken
     cache = TokenCache(tmp_path / "cache")
     entry = token(issued_at)
     cache.write(broker.key_for(settings.registry(REGISTRY), request_here()), entry)
-    broker.remember(settings, RequestContext(cache))
+    broker.snapshot_config(settings, RequestContext(cache))
     return cache, entry
 
 

@@ -156,7 +156,7 @@ def _run_login(args: argparse.Namespace) -> int:
         logins.write(cache, registry, login)
         logins.keep_jwt(cache, broker.key_for(registry, request).principal, token)
     outcome = broker.robot_token(registry, request, force=True)
-    actions.remember(settings, request)
+    actions.keep_snapshot(settings, request)
     who = f" as {printable(login.shown)}"
     print(
         f"Logged in to {registry.key}{who}; robot {outcome.token.robot} token valid until "
