@@ -3,7 +3,8 @@
 # provider (a link), its folder dist/quay-credential-provider.d/ and the release tarball. The
 # interpreter it freezes with (CPython, OpenSSL and zlib from Debian's sources, compiled against
 # glibc 2.28 by zig cc; packaging/frozen/toolchain.sh) is built once into a cache directory that
-# survives on one machine and reused: about X minutes on a fresh 2-core machine, seconds after.
+# survives on one machine and reused: 6 to 7 minutes the first time on a shared 2-core machine,
+# about 12 seconds after.
 # Runs with any python3 of 3.11 or newer (PYTHON, else the one on PATH); the build fails when
 # anything in the folder needs a glibc symbol version above 2.28.
 set -euo pipefail

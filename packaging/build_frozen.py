@@ -200,6 +200,36 @@ def check_glibc(folder: Path, limit: str = MAX_GLIBC) -> dict[str, str]:
     return report
 
 
+def search_paths(elf: Path) -> list[str]:
+    """The RPATH and RUNPATH entries of ``elf`` (where the loader looks for its libraries)."""
+    done = subprocess.run(
+        ["readelf", "--dynamic", "--wide", str(elf)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BuildError(f"readelf --dynamic {elf}: {done.stderr.strip()}")
+    return [
+        entry
+        for found in re.findall(
+            r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[(.*)\]", done.stdout
+        )
+        for entry in found.split(":")
+    ]
+
+
+def check_search_paths(folder: Path) -> None:
+    """Fails when a file in the folder would look for libraries outside it (a directory of the
+    build machine, which on a node is missing, or anyone's)."""
+    outside = {
+        str(elf.relative_to(folder)): entry
+        for elf in elf_files(folder)
+        for entry in search_paths(elf)
+        if not entry.startswith("$ORIGIN")
+    }
+    if outside:
+        listed = ", ".join(f"{name} searches {entry}" for name, entry in outside.items())
+        raise BuildError(f"library search paths outside the folder: {listed}")
+
+
 def check_contents(folder: Path) -> None:
     modules = bundled_modules(folder / NAME)
     inside = sorted({m for m in modules if m.partition(".")[0] in EXCLUDED})
@@ -301,6 +331,7 @@ def freeze(output: Path, max_glibc: str) -> tuple[Path, dict[str, str]]:
                 f"PyInstaller failed ({done.returncode}):\n{done.stderr.strip()[-4000:]}"
             )
         report = check_glibc(built, max_glibc)
+        check_search_paths(built)
         check_contents(built)
         version = check_runs(built / NAME)
         install(built, output)
@@ -351,7 +382,8 @@ def build_venv(interpreter: Path, cache: Path) -> Path:
     wanted = "\n".join(requirements) + "\n"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    shutil.rmtree(venv, ignore_errors=True)
+    for built in cache.glob("venv-*"):  # an older toolchain's, or older requirements
+        shutil.rmtree(built, ignore_errors=True)
     steps = [
         [str(interpreter), "-m", "venv", str(venv)],
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements],

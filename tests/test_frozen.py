@@ -276,6 +276,8 @@ def test_nothing_in_the_folder_needs_a_glibc_above_2_28(frozen_provider: Path) -
     assert any(name.startswith("_ssl.") for name in names), report  # OpenSSL is linked in
     needed = [builder.version_key(v) for v in report.values() if v != "-"]
     assert needed and max(needed) <= (2, 28), report
+    # and no file looks for libraries outside the folder (the toolchain's directory)
+    builder.check_search_paths(builder.folder_of(frozen_provider))
 
 
 def test_the_glibc_check_fails_on_a_library_built_for_a_newer_glibc(

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds the Python that packaging/build_frozen.py freezes the kubelet provider with: CPython
-# 3.11 with its OpenSSL and zlib linked in, from Debian's source packages (the current stable
-# release's versions pinned below), compiled by `zig cc` (PyPI's ziglang) against glibc 2.28's
-# symbol versions, so that nothing it makes needs a glibc newer than 2.28 (RHEL 8 and 9, RHCOS,
-# Amazon Linux 2023, Debian 10 on). Debian's build machine's own glibc is not used for linking.
+# 3.11 with OpenSSL, zlib and libffi linked statically into its extension modules, from
+# Debian's source packages (pinned below), compiled by `zig cc` (PyPI's ziglang) against glibc
+# 2.28's symbol versions, so that nothing it makes needs a newer glibc (RHEL 8 and 9, RHCOS,
+# Amazon Linux 2023, Debian 10 and later); the build machine's headers and libraries are not
+# used.
 #
-#     packaging/frozen/toolchain.sh CACHE_DIR
+#     PYTHON=python3 packaging/frozen/toolchain.sh CACHE_DIR
 #
-# Idempotent: a toolchain built from the same pins and this same script is kept under CACHE_DIR
-# and reused. Progress goes to stderr; the last line of stdout is the interpreter's path.
+# Idempotent: what was built from the same recipe is kept under CACHE_DIR and reused (the
+# interpreter keyed by this script, each library by its own recipe), what an older recipe
+# built is removed. Progress goes to stderr; the last line of stdout is the interpreter's path.
+# Needs apt-get, dpkg-source (dpkg-dev), patch, make and perl.
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) fails the build too
 
@@ -204,16 +207,23 @@ log "CPython (shared libpython, for PyInstaller)"
         export "py_cv_module_$module=n/a"
     done
     OPT="-DNDEBUG -fwrapv -O2" CPPFLAGS="-I$zlib/include -I$libffi/include" \
-        LDFLAGS="-L$zlib/lib -L$libffi/lib -Wl,-rpath,$prefix/lib" \
+        LDFLAGS="-L$zlib/lib -L$libffi/lib" \
         quietly cpython ./configure --prefix="$prefix" --enable-shared --with-openssl="$openssl" \
         --with-ensurepip=no
-    # no libpython3.so (the stable-ABI stub: zig cannot link a library of no objects)
-    quietly cpython make -j"$jobs" PY3LIBRARY=
+    # No libpython3.so (the stable-ABI stub: zig cannot link a library of no objects). Only
+    # the interpreter's executable gets a search path to its libpython: libpython and the
+    # extension modules, which are what gets frozen, none (a node has no such directory).
+    make_options=(PY3LIBRARY= LINKFORSHARED="-Xlinker -export-dynamic -Wl,-rpath,$prefix/lib")
+    quietly cpython make -j"$jobs" "${make_options[@]}"
     rm -rf "$prefix"
-    quietly cpython make install PY3LIBRARY=
+    quietly cpython make install "${make_options[@]}"
 )
 "$prefix/bin/python3.11" -c 'import ssl, zlib, hashlib, pyexpat, _elementtree, math, _decimal, ctypes
 print(ssl.OPENSSL_VERSION, "zlib", zlib.ZLIB_VERSION)' >&2
 touch "$prefix/.complete"
+# What an older version of this script built is of no further use here.
+for built in "$CACHE"/python-* "$CACHE"/zlib-* "$CACHE"/openssl-* "$CACHE"/libffi-*; do
+    case $built in "$prefix" | "$zlib" | "$openssl" | "$libffi") ;; *) rm -rf "$built" ;; esac
+done
 log "built $prefix in $((SECONDS - started))s"
 echo "$prefix/bin/python3.11"
