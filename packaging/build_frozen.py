@@ -1,38 +1,60 @@
-"""Build dist/quay-credential-provider: the kubelet credential provider as one executable that
-needs no Python on the node (Flatcar, Bottlerocket, Talos).
+"""Build dist/quay-credential-provider: the kubelet credential provider as one folder that needs
+no Python on the node (Flatcar, Bottlerocket, Talos) and no glibc newer than 2.28 (RHEL 8 and
+9, RHCOS, Amazon Linux 2023, Debian 10 and newer).
 
-PyInstaller (the ``freeze`` extra) bundles the interpreter this script runs under, its shared
-libpython, the package and its dependencies (httpx, httpcore, h11, anyio, idna, certifi's CA
-bundle, pyjwt, platformdirs) into one file with ``--onefile``: each run unpacks them into a
-private directory under $TMPDIR (else /tmp) and removes it on exit. On the node it needs only
-what PyInstaller never bundles: glibc (libc, libm, libdl, libpthread and the loader, of the
-build machine's version or newer) and zlib. The entry (``frozen_entry.py``) runs what
-bin/quay-credential-provider runs.
+PyInstaller (``--onedir``) bundles an interpreter, its shared libpython, the package and its
+dependencies (httpx, httpcore, h11, anyio, idna, certifi's CA bundle, pyjwt, platformdirs) into
+``dist/quay-credential-provider.d/``, whose executable ``dist/quay-credential-provider`` links
+to (a relative symlink: the path the kubelet execs). The executable loads everything in place,
+in its own process: nothing is unpacked, so a ``noexec`` /tmp does not matter, and a kill of
+the process the kubelet started leaves nothing behind. ``dist/quay-credential-provider-VERSION-
+linux-ARCH.tar.gz`` holds the link and the folder (the release artefact).
 
-The Quay emulator and test issuers (quay_sandbox), the tests and packages that only the test,
-demo and dev extras bring are left out, and the build fails when one of them is inside, or when
-a module the provider needs is missing, or when the executable does not answer ``--version``.
-Builds are repeatable: a fixed hash seed and SOURCE_DATE_EPOCH (1980-01-01 unless set).
+The interpreter is not the one running this script: packaging/frozen/toolchain.sh builds
+CPython 3.11 with OpenSSL and zlib linked in, from Debian's source packages, with ``zig cc``
+against glibc 2.28's symbol versions (cached under $QUAYFED_FROZEN_CACHE, else
+~/.cache/quayfed-frozen: minutes the first time, nothing after), and a venv of it gets the
+pinned PyInstaller (the ``freeze`` extra) and the package's dependencies. This script then runs
+itself in that venv. ``--python PATH`` freezes with another interpreter that has PyInstaller
+and the dependencies installed (the glibc check still applies).
 
-    python packaging/build_frozen.py [--output PATH]
+The build fails when any ELF file in the folder (the executable, libpython, every extension
+module) needs a glibc symbol version above 2.28 (``readelf --version-info``), when the Quay
+emulator, the tests or what only the test, demo and dev extras bring are inside, when a module
+the provider needs or the CA bundle is missing, or when the executable does not answer
+``--version``. Builds are repeatable: a fixed hash seed and SOURCE_DATE_EPOCH (1980-01-01
+unless set) for PyInstaller and the tarball.
+
+    python packaging/build_frozen.py [--output PATH] [--python PATH] [--max-glibc 2.28]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = Path(__file__).resolve().parent / "frozen_entry.py"
+TOOLCHAIN = Path(__file__).resolve().parent / "frozen" / "toolchain.sh"
 NAME = "quay-credential-provider"
+#: the folder beside the link: ``NAME`` + this suffix
+FOLDER_SUFFIX = ".d"
 DEFAULT_OUTPUT = ROOT / "dist" / NAME
+CACHE_ENV = "QUAYFED_FROZEN_CACHE"
+#: the newest glibc symbol version anything in the folder may need
+MAX_GLIBC = "2.28"
 #: test doubles, and what the test, demo and dev extras bring (httpx's optional CLI included)
 EXCLUDED = (
     "quay_sandbox",
@@ -62,10 +84,20 @@ REQUIRED = (
     "certifi",
 )
 CA_BUNDLE = "certifi/cacert.pem"
+_GLIBC_NEED = re.compile(r"Name: GLIBC_(\S+)")
 
 
 class BuildError(Exception):
     """A step of the build failed; the message says which and what to do."""
+
+
+def folder_of(output: Path) -> Path:
+    """The folder that holds the executable and everything it loads, beside ``output``."""
+    return output.with_name(output.name + FOLDER_SUFFIX)
+
+
+def tarball_of(output: Path, version: str) -> Path:
+    return output.with_name(f"{output.name}-{version}-linux-{platform.machine()}.tar.gz")
 
 
 def pyinstaller_command(workdir: Path) -> list[str]:
@@ -74,7 +106,9 @@ def pyinstaller_command(workdir: Path) -> list[str]:
         sys.executable,
         "-m",
         "PyInstaller",
-        "--onefile",
+        "--onedir",
+        # everything beside the executable: the folder is already the provider's own
+        "--contents-directory=.",
         "--noconfirm",
         "--strip",
         "--log-level=WARN",
@@ -98,31 +132,123 @@ def bundled_modules(executable: Path) -> set[str]:
     return set(pyz.toc)
 
 
-def bundled_files(executable: Path) -> dict[str, bytes]:
-    """Every data file and shared library inside the executable, by its unpacked path."""
-    from PyInstaller.archive.readers import CArchiveReader
-
-    archive = CArchiveReader(str(executable))
-    # typecodes: b binary (shared library or extension), x data file, z the module archive
-    return {name: archive.extract(name) for name, entry in archive.toc.items() if entry[-1] in "bx"}
+def bundled_files(folder: Path) -> list[Path]:
+    """Every file in the folder, by its path relative to it."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
 
 
-def check_contents(executable: Path) -> None:
-    modules = bundled_modules(executable)
+def elf_files(folder: Path) -> Iterator[Path]:
+    """The executable, libpython, the extension modules: every ELF file in the folder."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as handle:
+                if handle.read(4) == b"\x7fELF":
+                    yield path
+
+
+def glibc_needed(elf: Path) -> list[str]:
+    """The glibc symbol versions ``elf`` needs (its .gnu.version_r entries), e.g. ['2.2.5']."""
+    done = subprocess.run(
+        ["readelf", "--version-info", "--wide", str(elf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BuildError(f"readelf --version-info {elf}: {done.stderr.strip()}")
+    # only what it needs (.gnu.version_r), not what it defines or each symbol's version
+    _, _, needs = done.stdout.partition("Version needs section")
+    needs = needs.split("\n\n", 1)[0]
+    return sorted(set(_GLIBC_NEED.findall(needs)), key=version_key)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """'2.28' -> (2, 28); a version that is no number (GLIBC_PRIVATE) sorts above every one."""
+    if not re.fullmatch(r"\d+(\.\d+)*", version):
+        return (1 << 30,)
+    return tuple(int(part) for part in version.split("."))
+
+
+def glibc_report(folder: Path) -> dict[str, str]:
+    """Each ELF file in the folder (relative path) and the newest glibc version it needs
+    ('-' for none)."""
+    if shutil.which("readelf") is None:
+        raise BuildError("readelf is not installed (apt-get install binutils)")
+    report = {}
+    for elf in elf_files(folder):
+        needed = glibc_needed(elf)
+        report[str(elf.relative_to(folder))] = needed[-1] if needed else "-"
+    return report
+
+
+def check_glibc(folder: Path, limit: str = MAX_GLIBC) -> dict[str, str]:
+    """Fails when any ELF file in the folder needs a glibc symbol version above ``limit``."""
+    report = glibc_report(folder)
+    if not report:
+        raise BuildError(f"no ELF file in {folder}")
+    above = {
+        name: needed
+        for name, needed in report.items()
+        if needed != "-" and version_key(needed) > version_key(limit)
+    }
+    if above:
+        listed = ", ".join(f"{name} needs GLIBC_{needed}" for name, needed in above.items())
+        raise BuildError(
+            f"above GLIBC_{limit}: {listed}; freeze with the interpreter that "
+            f"packaging/frozen/toolchain.sh builds (no --python)"
+        )
+    return report
+
+
+def search_paths(elf: Path) -> list[str]:
+    """The RPATH and RUNPATH entries of ``elf`` (where the loader looks for its libraries)."""
+    done = subprocess.run(
+        ["readelf", "--dynamic", "--wide", str(elf)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BuildError(f"readelf --dynamic {elf}: {done.stderr.strip()}")
+    return [
+        entry
+        for found in re.findall(
+            r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[(.*)\]", done.stdout
+        )
+        for entry in found.split(":")
+    ]
+
+
+def check_search_paths(folder: Path) -> None:
+    """Fails when a file in the folder would look for libraries outside it (a directory of the
+    build machine, which on a node is missing, or anyone's)."""
+    outside = {
+        str(elf.relative_to(folder)): entry
+        for elf in elf_files(folder)
+        for entry in search_paths(elf)
+        if not entry.startswith("$ORIGIN")
+    }
+    if outside:
+        listed = ", ".join(f"{name} searches {entry}" for name, entry in outside.items())
+        raise BuildError(f"library search paths outside the folder: {listed}")
+
+
+def check_contents(folder: Path) -> None:
+    modules = bundled_modules(folder / NAME)
     inside = sorted({m for m in modules if m.partition(".")[0] in EXCLUDED})
+    inside += sorted(
+        str(p) for p in bundled_files(folder) if p.parts[0].partition(".")[0] in EXCLUDED
+    )
     if inside:
         raise BuildError(f"modules that must stay out are inside: {', '.join(inside)}")
     missing = [m for m in REQUIRED if m not in modules]
-    if CA_BUNDLE not in bundled_files(executable):
+    if Path(CA_BUNDLE) not in bundled_files(folder):
         missing.append(CA_BUNDLE)
     if missing:
         raise BuildError(
-            f"missing from the executable: {', '.join(missing)}; is the package installed "
-            "with its dependencies in this environment (pip install -e '.[freeze]')?"
+            f"missing from the folder: {', '.join(missing)}; is the package installed "
+            "with its dependencies in this environment?"
         )
 
 
-def check_runs(executable: Path) -> None:
+def check_runs(executable: Path) -> str:
     done = subprocess.run(
         [str(executable), "--version"], capture_output=True, text=True, check=False, timeout=60
     )
@@ -131,48 +257,183 @@ def check_runs(executable: Path) -> None:
             f"{executable} --version exited {done.returncode}: "
             f"{(done.stdout + done.stderr).strip()[-800:]}"
         )
+    return done.stdout.split()[1]
 
 
-def build(output: Path) -> None:
+def source_date_epoch() -> int:
+    return int(os.environ.get("SOURCE_DATE_EPOCH", "315532800"))
+
+
+def write_tarball(output: Path, tarball: Path) -> None:
+    """The link and the folder, sorted, owned by root, dated SOURCE_DATE_EPOCH."""
+    mtime = source_date_epoch()
+
+    def normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mtime = mtime
+        if not info.issym():
+            info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+        return info
+
+    folder = folder_of(output)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.add(output, arcname=output.name, filter=normalized)
+        archive.add(folder, arcname=folder.name, recursive=False, filter=normalized)
+        for path in sorted(folder.rglob("*")):
+            archive.add(
+                path,
+                arcname=str(path.relative_to(output.parent)),
+                recursive=False,
+                filter=normalized,
+            )
+    partial = tarball.with_name(tarball.name + ".partial")
+    with (
+        partial.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+    ):
+        compressed.write(buffer.getvalue())
+    os.replace(partial, tarball)
+
+
+def install(built: Path, output: Path) -> None:
+    """``built`` (PyInstaller's folder) as ``output``'s folder, and ``output`` linking to its
+    executable; whatever was there before (an older onefile executable too) is replaced."""
+    folder = folder_of(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(built, staging, symlinks=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    link = output.with_name(output.name + ".link-partial")
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path(folder.name) / NAME)
+    os.replace(link, output)
+
+
+def freeze(output: Path, max_glibc: str) -> tuple[Path, dict[str, str]]:
+    """PyInstaller with this interpreter; the checks; the folder, link and tarball."""
     try:
         import PyInstaller  # noqa: F401
     except ImportError:
-        raise BuildError("PyInstaller is not installed; pip install -e '.[freeze]'") from None
-    env = {
-        **os.environ,
-        "PYTHONHASHSEED": "0",
-        "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800"),
-    }
+        raise BuildError(f"PyInstaller is not installed for {sys.executable}") from None
+    env = {**os.environ, "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": str(source_date_epoch())}
     with tempfile.TemporaryDirectory(prefix="quayfed-frozen-") as scratch:
         workdir = Path(scratch)
-        command = pyinstaller_command(workdir)
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        done = subprocess.run(
+            pyinstaller_command(workdir), capture_output=True, text=True, env=env, check=False
+        )
         built = workdir / "dist" / NAME
-        if done.returncode != 0 or not built.is_file():
+        if done.returncode != 0 or not (built / NAME).is_file():
             raise BuildError(
                 f"PyInstaller failed ({done.returncode}):\n{done.stderr.strip()[-4000:]}"
             )
+        report = check_glibc(built, max_glibc)
+        check_search_paths(built)
         check_contents(built)
-        check_runs(built)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        partial = output.with_name(output.name + ".partial")
-        shutil.copyfile(built, partial)
-        os.chmod(partial, 0o755)
-        os.replace(partial, output)
+        version = check_runs(built / NAME)
+        install(built, output)
+    check_runs(output)
+    tarball = tarball_of(output, version)
+    write_tarball(output, tarball)
+    return tarball, report
+
+
+def cache_dir() -> Path:
+    chosen = os.environ.get(CACHE_ENV, "").strip()
+    if chosen:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "quayfed-frozen"
+
+
+def toolchain_python(cache: Path) -> Path:
+    """The glibc-2.28 CPython that packaging/frozen/toolchain.sh builds (or kept)."""
+    done = subprocess.run(
+        ["bash", str(TOOLCHAIN), str(cache)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise BuildError(f"{TOOLCHAIN.name} failed ({done.returncode}); its output is above")
+    return Path(lines[-1])
+
+
+def freeze_requirements() -> list[str]:
+    """The pinned PyInstaller (the freeze extra) and the package's own dependencies."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [*project["optional-dependencies"]["freeze"], *project["dependencies"]]
+
+
+def build_venv(interpreter: Path, cache: Path) -> Path:
+    """A venv of ``interpreter`` with PyInstaller and the dependencies (kept, updated by pip
+    when the requirements change)."""
+    requirements = freeze_requirements()
+    venv = cache / f"venv-{interpreter.parent.parent.name}"
+    python = venv / "bin" / "python"
+    stamp = venv / "requirements.txt"
+    wanted = "\n".join(requirements) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    for built in cache.glob("venv-*"):  # an older toolchain's, or older requirements
+        shutil.rmtree(built, ignore_errors=True)
+    steps = [
+        [str(interpreter), "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BuildError(f"{' '.join(step[:4])}... failed:\n{done.stderr.strip()[-2000:]}")
+    stamp.write_text(wanted)
+    return python
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="%(default)s")
+    parser.add_argument(
+        "--python",
+        type=Path,
+        help="freeze with this interpreter (PyInstaller and the dependencies installed); "
+        f"default: the toolchain's, built or kept under ${CACHE_ENV}",
+    )
+    parser.add_argument("--max-glibc", default=MAX_GLIBC, help="%(default)s")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    output = args.output.absolute()
     try:
-        build(args.output)
+        if args.python is None:
+            cache = cache_dir()
+            python = build_venv(toolchain_python(cache), cache)
+            print(f"toolchain ready in {time.monotonic() - started:.1f}s: {python}", flush=True)
+        else:
+            python = args.python.absolute()
+        if python != Path(sys.executable).absolute():
+            again = [str(python), __file__, "--output", str(output), "--python", str(python)]
+            return subprocess.run([*again, "--max-glibc", args.max_glibc], check=False).returncode
+        tarball, report = freeze(output, args.max_glibc)
     except BuildError as exc:
         sys.stderr.write(f"build_frozen: {exc}\n")
         return 1
-    size = args.output.stat().st_size
-    print(f"built {args.output} ({size / (1 << 20):.1f} MiB) in {time.monotonic() - started:.1f}s")
+    width = max(len(name) for name in report)
+    print(f"glibc symbol versions needed (newest per file; at most GLIBC_{args.max_glibc}):")
+    for name, needed in report.items():
+        print(f"  {name:<{width}}  {'GLIBC_' + needed if needed != '-' else 'none'}")
+    folder = folder_of(output)
+    size = sum((folder / p).stat().st_size for p in bundled_files(folder))
+    print(
+        f"built {output} -> {os.readlink(output)} ({size / (1 << 20):.1f} MiB) and {tarball} "
+        f"({tarball.stat().st_size / (1 << 20):.1f} MiB) with {sys.executable} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
     return 0
 
 

@@ -1,22 +1,28 @@
-"""The self-contained quay-credential-provider (packaging/build_frozen.py) in a root with no
-Python at all, as on Flatcar, Bottlerocket or Talos: a chroot holding only the executable, the
-shared libraries that it and what it unpacks need (as ``ldd`` lists them), an empty /tmp and
-/node (the node's config, CA file and token). The kubelet's requests reach it on stdin; the
-test issuer and the Quay emulator answer over loopback TLS (a chroot shares the network).
+"""The self-contained quay-credential-provider (packaging/build_frozen.py): a folder holding
+the executable, its libpython and everything it loads, behind one path (a symlink), that needs
+no glibc above 2.28 and runs in a root with no Python at all, as on Flatcar, Bottlerocket or
+Talos: a chroot holding only the link and the folder, the build machine's shared libraries that
+the folder's ELF files need (as ``ldd`` lists them), a noexec /tmp and /node (the node's
+config, CA file and token). The kubelet's requests reach it on stdin; the test issuer and the
+Quay emulator answer over loopback TLS (a chroot shares the network). It runs in the process
+the kubelet started: a SIGKILL of that pid leaves no process and no file behind.
 
-The executable is built here, or taken from $QUAYFED_FROZEN_PROVIDER (.ci/run builds it
-beside the linters). Without root or PyInstaller (the freeze extra) the tests skip; under
-CI=true they fail instead.
+The provider is built here (the toolchain is cached, see packaging/README.md), or taken from
+$QUAYFED_FROZEN_PROVIDER (.ci/run builds it beside the linters: the link; its folder is
+beside it). Without root, chroot(8) or a tmpfs mount the tests skip; under CI=true they fail
+instead.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -49,6 +55,8 @@ HOST_CONFIG = "host.toml"
 #: what nothing in the root may be called: an interpreter or its library
 PYTHON_NAMES = re.compile(r"^(python.*|lib.*python.*)$", re.IGNORECASE)
 _LDD_LINE = re.compile(r"^\s*(?:(\S+) => )?(\S+)(?: \(0x[0-9a-f]+\))?$")
+#: how long a started provider may take to reach its read of stdin
+STARTED_DEADLINE = 30.0
 
 
 def build_frozen() -> ModuleType:
@@ -93,56 +101,79 @@ def copy_into(root: Path, path: Path) -> None:
 
 
 def python_files(root: Path) -> list[str]:
+    """What is called like an interpreter or its library in ``root``, outside the provider's
+    own folder (which holds its libpython and extension modules)."""
+    folder = root / (INSIDE.lstrip("/") + ".d")
     return sorted(
-        str(path.relative_to(root)) for path in root.rglob("*") if PYTHON_NAMES.match(path.name)
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if PYTHON_NAMES.match(path.name) and folder not in path.parents
+    )
+
+
+def is_mounted(path: Path) -> bool:
+    return any(
+        line.split()[1] == str(path) for line in Path("/proc/mounts").read_text().splitlines()
     )
 
 
 @pytest.fixture(scope="module")
 def frozen_provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The link the kubelet execs; its folder is beside it."""
     if os.geteuid() != 0 or not shutil.which("chroot"):
         unavailable("the chroot test needs root and chroot(8)")
-    if importlib.util.find_spec("PyInstaller") is None:  # it builds, and reads what is inside
-        unavailable("PyInstaller is not installed (pip install '.[freeze]')")
+    builder = build_frozen()
     chosen = os.environ.get(PROVIDER_ENV, "").strip()
     if chosen:
-        path = Path(chosen).resolve()
+        path = Path(chosen).absolute()
         assert os.access(path, os.X_OK), f"${PROVIDER_ENV}={chosen} is not an executable"
-        return path
-    builder = build_frozen()
-    output = tmp_path_factory.mktemp("frozen") / str(builder.NAME)
-    try:
-        builder.build(output)
-    except builder.BuildError as exc:
-        pytest.fail(f"build_frozen: {exc}")
-    return output
+    else:
+        path = tmp_path_factory.mktemp("frozen") / str(builder.NAME)
+        command = [
+            sys.executable,
+            str(ROOT / "packaging" / "build_frozen.py"),
+            "--output",
+            str(path),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"build_frozen: {done.stdout}{done.stderr}"
+    assert path.is_symlink(), f"{path} must be a link into its folder"
+    assert builder.folder_of(path).is_dir()
+    return path
 
 
 @pytest.fixture(scope="module")
-def chroot(frozen_provider: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A root with the executable at /, the system libraries it needs and an empty /tmp."""
+def chroot(frozen_provider: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A root with the link at / and its folder beside it, the build machine's system
+    libraries that they need, and a /tmp mounted noexec."""
     root = tmp_path_factory.mktemp("node-root")
-    unpacked = tmp_path_factory.mktemp("bundled")
-    libraries = shared_libraries(frozen_provider)
-    bundled = []
-    for name, data in build_frozen().bundled_files(frozen_provider).items():
-        path = unpacked / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        if data[:4] == b"\x7fELF":  # libpython, libssl, the extension modules
-            bundled.append(path)
-    for path in bundled:  # once all are there: a bundled library is found before the system's
-        libraries |= shared_libraries(path, search=unpacked)
+    folder = build_frozen().folder_of(frozen_provider)
+    inside = root / INSIDE.lstrip("/")
+    shutil.copytree(folder, inside.with_name(folder.name), symlinks=True)
+    inside.symlink_to(os.readlink(frozen_provider))
+    copied = inside.with_name(folder.name)
+    libraries: set[Path] = set()
+    for elf in build_frozen().elf_files(copied):  # a bundled library is found before the system's
+        libraries |= shared_libraries(elf, search=elf.parent)
     assert any(p.name.startswith("ld-linux") for p in libraries), libraries
     assert any(p.name.startswith("libc.so") for p in libraries), libraries
     for library in libraries:
         copy_into(root, library)
-    shutil.copyfile(frozen_provider, root / INSIDE.lstrip("/"))
-    (root / INSIDE.lstrip("/")).chmod(0o755)
-    (root / "tmp").mkdir(mode=0o1777)
-    (root / "tmp").chmod(0o1777)
-    assert python_files(root) == [], "the root must hold no Python"
-    return root
+    tmp = root / "tmp"
+    tmp.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "noexec,nosuid,nodev,mode=1777", "tmpfs", str(tmp)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        unavailable(f"cannot mount a noexec tmpfs: {mounted.stderr.strip()}")
+    try:
+        assert python_files(root) == [], "the root must hold no Python"
+        yield root
+    finally:
+        subprocess.run(["umount", str(tmp)], check=False)
 
 
 @pytest.fixture
@@ -159,20 +190,23 @@ def node(
     setup.values.update(ca_bundle=f"{NODE}/ca.pem", node_token_file=f"{NODE}/node-token")
     setup.config.write_text(setup.fill((GOLDEN / "node.toml").read_text()))
     yield setup, chroot
-    assert list((chroot / "tmp").iterdir()) == [], "the executable left its unpacked copy"
+    assert list((chroot / "tmp").iterdir()) == [], "the provider left files in /tmp"
     assert python_files(chroot) == [], "the root must hold no Python"
 
 
-def run_in(root: Path, stdin: str, *args: str) -> ProviderRun:
-    """The kubelet's exec of the provider, inside ``root``."""
-    env = {
+def node_env() -> dict[str, str]:
+    return {
         "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": f"{NODE}/cache",
         "HOME": NODE,
         "TMPDIR": "/tmp",
         "PATH": "/",
     }
+
+
+def run_in(root: Path, stdin: str, *args: str) -> ProviderRun:
+    """The kubelet's exec of the provider, inside ``root``."""
     chroot = Path(shutil.which("chroot") or "chroot")
-    return run_provider(stdin, executable=chroot, args=(str(root), INSIDE, *args), env=env)
+    return run_provider(stdin, executable=chroot, args=(str(root), INSIDE, *args), env=node_env())
 
 
 def kubelet_request(image: str, token: str = "", robot: str = "") -> str:
@@ -231,3 +265,120 @@ def test_a_node_identity_request_is_answered(
     assert response_problems(response, json.loads(text)) == []
     assert response["auth"][quay.host]["username"] == NODE_ROBOT
     assert quay.counters_snapshot()["exchanges_succeeded"] == 1
+
+
+def test_nothing_in_the_folder_needs_a_glibc_above_2_28(frozen_provider: Path) -> None:
+    builder = build_frozen()
+    report = builder.check_glibc(builder.folder_of(frozen_provider), "2.28")
+    names = {Path(name).name for name in report}
+    assert builder.NAME in names, report
+    assert any(name.startswith("libpython3") for name in names), report
+    assert any(name.startswith("_ssl.") for name in names), report  # OpenSSL is linked in
+    needed = [builder.version_key(v) for v in report.values() if v != "-"]
+    assert needed and max(needed) <= (2, 28), report
+    # and no file looks for libraries outside the folder (the toolchain's directory)
+    builder.check_search_paths(builder.folder_of(frozen_provider))
+
+
+def test_the_glibc_check_fails_on_a_library_built_for_a_newer_glibc(
+    frozen_provider: Path, tmp_path: Path
+) -> None:
+    """A library of the build machine (Debian 12: glibc 2.36) beside the executable fails the
+    check, by name: the check reads every file, not just the ones PyInstaller picked."""
+    builder = build_frozen()
+    interpreter = Path(sys.executable).resolve()
+    newer = [
+        path
+        for path in [*sorted(shared_libraries(interpreter)), interpreter]
+        if re.fullmatch(r"2\.\d+", (builder.glibc_needed(path) or ["-"])[-1])
+        and builder.version_key(builder.glibc_needed(path)[-1]) > (2, 28)
+    ]
+    if not newer:
+        pytest.skip(f"nothing of {interpreter} here needs a glibc above 2.28")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copyfile(builder.folder_of(frozen_provider) / builder.NAME, folder / builder.NAME)
+    shutil.copyfile(newer[0], folder / newer[0].name)
+    with pytest.raises(builder.BuildError, match=rf"{re.escape(newer[0].name)} needs GLIBC_2\.\d+"):
+        builder.check_glibc(folder, "2.28")
+    assert builder.check_glibc(folder, "99.0")[builder.NAME] != "-"
+
+
+def test_requests_are_answered_with_a_noexec_tmp(
+    node: tuple[GoldenNode, Path], quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """/tmp, where $TMPDIR points, is mounted noexec: an executable there does not run, and the
+    provider, which unpacks nothing, answers all the same."""
+    _, root = node
+    tmp = root / "tmp"
+    options = [
+        line.split()[3]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1] == str(tmp)
+    ]
+    assert options and "noexec" in options[-1].split(","), options
+    probe = tmp / "probe"
+    shutil.copyfile(root / INSIDE.lstrip("/"), probe)
+    probe.chmod(0o755)
+    with pytest.raises(PermissionError):
+        subprocess.run([str(probe), "--version"], capture_output=True, check=False, timeout=30)
+    probe.unlink()
+    text = kubelet_request(
+        f"{quay.host}/quay_federation/app:1", kube_issuer.mint("apps", "puller-a"), PULLER_ROBOT
+    )
+    response = run_in(root, text, "--config", f"{NODE}/config.toml").response()
+    assert response["auth"][quay.host]["username"] == PULLER_ROBOT
+
+
+def processes_in(root: Path) -> dict[int, str]:
+    """Every process whose root directory is ``root`` (chrooted there), with its executable."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "root") == str(root):
+                found[int(entry.name)] = os.readlink(entry / "exe")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return found
+
+
+def children_of(pid: int) -> set[int]:
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children |= {int(c) for c in (task / "children").read_text().split()}
+    return children
+
+
+def test_a_kill_of_the_started_process_leaves_nothing_behind(node: tuple[GoldenNode, Path]) -> None:
+    """The kubelet kills the process it started when a request times out: that process is the
+    interpreter itself (libpython loaded in it, no child), so nothing outlives it, and it
+    wrote nothing to /tmp (checked by the fixture)."""
+    _, root = node
+    chroot = shutil.which("chroot") or "chroot"
+    process = subprocess.Popen(  # stdin stays open: the provider waits for the request
+        [chroot, str(root), INSIDE, "--config", f"{NODE}/config.toml"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **node_env()},
+    )
+    try:
+        deadline = time.monotonic() + STARTED_DEADLINE
+        maps = Path(f"/proc/{process.pid}/maps")
+        while "libpython3" not in maps.read_text():
+            assert process.poll() is None, f"the provider exited {process.returncode}"
+            assert time.monotonic() < deadline, "the started process never loaded libpython"
+            time.sleep(0.05)
+        assert processes_in(root) == {process.pid: os.readlink(f"/proc/{process.pid}/exe")}
+        assert children_of(process.pid) == set()
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=STARTED_DEADLINE) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=STARTED_DEADLINE)
+        assert process.stdin is not None
+        process.stdin.close()
+    assert processes_in(root) == {}
