@@ -57,8 +57,8 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
 
     try:
         return _client(verify, refuse_cleartext)
-    except ImportError:
-        raise _socks_unsupported() from None
+    except (ImportError, ValueError) as exc:  # a proxy httpx cannot use (SOCKS without socksio)
+        raise _proxy_unusable(exc) from None
 
 
 def _client(verify: ssl.SSLContext, refuse_cleartext: Any) -> httpx.Client:
@@ -80,8 +80,8 @@ def _client(verify: ssl.SSLContext, refuse_cleartext: Any) -> httpx.Client:
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
-def _socks_unsupported() -> Exception:
-    """httpx cannot load SOCKS support: say which variable names the SOCKS proxy."""
+def _proxy_unusable(exc: Exception) -> Exception:
+    """httpx cannot use the proxy the environment names: say which variable, and what to do."""
     import os
 
     from docker_credential_quayfed.errors import ConfigError
@@ -90,12 +90,22 @@ def _socks_unsupported() -> Exception:
         (n for n in PROXY_VARIABLES if os.environ.get(n, "").strip().lower().startswith("socks")),
         "",
     )
-    scheme = os.environ.get(named, "").strip().split("://")[0] if named else "socks"
-    where = f"${named} names a {scheme}:// proxy" if named else "a SOCKS proxy is configured"
+    if not named:
+        return ConfigError(
+            f"the proxy settings in the environment cannot be used ({type(exc).__name__})",
+            f"check {', '.join(PROXY_VARIABLES)}",
+        )
+    scheme = os.environ.get(named, "").strip().split("://")[0]
+    if isinstance(exc, ImportError):
+        return ConfigError(
+            f"${named} names a {scheme}:// proxy, and SOCKS support (the Python package "
+            "socksio) is not installed",
+            "pip install 'docker-credential-quayfed[socks]' (Debian: apt install "
+            f"python3-socksio), or unset {named} or add the issuer and Quay to NO_PROXY",
+        )
     return ConfigError(
-        f"{where}, and SOCKS support (the Python package socksio) is not installed",
-        "pip install 'docker-credential-quayfed[socks]' (Debian: apt install python3-socksio), "
-        f"or unset {named or 'the proxy variable'} or add the issuer and Quay to NO_PROXY",
+        f"${named} names a {scheme}:// proxy, which the installed httpx cannot use",
+        f"write it as socks5:// (with the socks extra), upgrade httpx, or unset {named}",
     )
 
 

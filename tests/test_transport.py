@@ -423,11 +423,11 @@ def test_a_socks_proxy_without_socks_support_is_one_line_naming_the_variable(
     """It was "internal error (ImportError)" on every networked get."""
     for name in transport.PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(variable, "socks5h://user:proxy-secret@127.0.0.1:1080")
+    monkeypatch.setenv(variable, "socks5://user:proxy-secret@127.0.0.1:1080")
     monkeypatch.setitem(sys.modules, "socksio", None)  # as when it is not installed
     with pytest.raises(ConfigError) as caught:
         transport.client()
     message = caught.value.message
-    assert f"${variable} names a socks5h:// proxy" in message
+    assert f"${variable} names a socks5:// proxy" in message
     assert "docker-credential-quayfed[socks]" in message and "NO_PROXY" in message
     assert "proxy-secret" not in message and "\n" not in message
