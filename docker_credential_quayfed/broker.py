@@ -159,15 +159,11 @@ def robot_token(
                 if budget < MIN_REFRESH_BUDGET:
                     return serve_fallback("no time left to refresh before it expires")
             try:
-                fresh = mint(registry, clock, budget=budget, handed=handed, credential=credential)
+                fresh = _mint_and_keep(registry, cache, credential, handed, clock, budget)
             except QuayfedError as exc:
-                if isinstance(exc, NetworkError):
-                    cache.note_failure(credential, settings, exc.message)
                 if fallback is not None and fallback.valid(clock(), SKEW):
                     return serve_fallback(f"refreshing the robot token failed ({exc.message})")
                 raise
-            cache.write(credential, fresh)
-            cache.clear_failure(credential)
             return Outcome(fresh, MINTED)
     except LockTimeout:
         if fallback is not None and fallback.valid(clock(), SKEW):
@@ -185,24 +181,61 @@ def refresh_ahead(
     credential, handed = identify(registry, Deadline(registry.timeout))
     if handed and not _unexpired(handed, clock()):
         return None
-    settings = settings_digest(registry)
     try:
         with cache.lock(credential, timeout=0.0):
             cached = cache.read(credential)
             if cached is None or not cached.ahead_due(registry.refresh_margin, clock()):
                 return None
-            if cache.recent_failure(credential, settings, FAILURE_WINDOW):
+            if cache.recent_failure(credential, settings_digest(registry), FAILURE_WINDOW):
                 return None
-            try:
-                fresh = mint(registry, clock, handed=handed, credential=credential)
-            except NetworkError as exc:
-                cache.note_failure(credential, settings, exc.message)
-                raise
-            cache.write(credential, fresh)
-            cache.clear_failure(credential)
-            return fresh
+            return _mint_and_keep(registry, cache, credential, handed, clock)
     except LockTimeout:
         return None
+
+
+def _mint_and_keep(
+    registry: RegistryConfig,
+    cache: TokenCache,
+    credential: CredentialKey,
+    handed: str,
+    clock: Callable[[], float],
+    budget: float = 0.0,
+) -> RobotToken:
+    """The one locked mint (``credential``'s lock held): mint, check the credential still
+    names whom it named, keep the token; a network failure is remembered."""
+    try:
+        fresh = mint(registry, clock, budget=budget, handed=handed, credential=credential)
+    except NetworkError as exc:
+        cache.note_failure(credential, settings_digest(registry), exc.message)
+        raise
+    _check_still_theirs(registry, cache, credential)
+    cache.write(credential, fresh)
+    cache.clear_failure(credential)
+    return fresh
+
+
+def _check_still_theirs(
+    registry: RegistryConfig, cache: TokenCache, credential: CredentialKey
+) -> None:
+    """A credential minted from configured settings (a person's login above all) must still
+    name the same principal once the token is in hand: a logout, or another person's login,
+    while the request was out means the token is not this key's to keep."""
+    from docker_credential_quayfed import identity, logins
+    from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.errors import LoginRequired
+    from docker_credential_quayfed.sources import for_registry
+
+    source = for_registry(registry)
+    if source.carries_jwt or credential.principal.kind == identity.JWT:
+        return  # the JWT that was exchanged named the principal itself
+    if source.principal(registry, Deadline(registry.timeout))[0] == credential.principal:
+        return
+    cache.remove(logins.jwt_name(credential.principal))
+    raise LoginRequired(
+        f"the login for {registry.key} changed hands (logout or another login) while its "
+        "robot token was being minted; the token was discarded",
+        f"run: docker-credential-quayfed login {registry.key}",
+    )
 
 
 def identify(

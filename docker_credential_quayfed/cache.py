@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.identity import CredentialKey
 
 FAILURE_MAGIC = "quayfed-failure 1"
+#: the largest robot token kept: its token file (with the header lines) must fit what a read
+#: takes in, or it would be written on every get and never served
+MAX_TOKEN = fastpath.MAX_FILE - 1024
 #: an iat this far in our future means the issuer's clock is ahead of ours
 CLOCK_TOLERANCE = 2.0
 
@@ -166,11 +169,14 @@ class LockTimeout(CacheError):
 
 
 def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> RobotToken:
-    """The token with its times; raises claims.NotAJWT, or ValueError when it has no ``exp``."""
+    """The token with its times, its life kept within what Quay issues; raises
+    claims.NotAJWT, or ValueError when it has no usable ``exp`` or is too large to keep."""
+    if len(token) > MAX_TOKEN:
+        raise ValueError(f"it is {len(token)} bytes, more than the {MAX_TOKEN} kept")
     token_claims = claims.unverified_claims(token)
     expires_at = claims.numeric_claim(token_claims, "exp")
     if expires_at is None:
-        raise ValueError("the token has no exp claim")
+        raise ValueError("the token has no usable exp claim")
     issued_at = claims.numeric_claim(token_claims, "iat")
     if issued_at is None or issued_at > expires_at:
         issued_at = min(now, expires_at)
@@ -179,6 +185,10 @@ def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> R
         # Issued in our future: the issuer's clock is ahead and it will stop accepting the
         # token that much earlier by our clock. Its life is counted from our "now" instead.
         issued_at, expires_at = now, expires_at - ahead
+    if expires_at - issued_at > fastpath.MAX_ROBOT_TOKEN_LIFETIME:
+        # Quay's tokens live an hour: a far exp is not believed (nor cached for ever).
+        expires_at = min(expires_at, max(issued_at, now) + fastpath.MAX_ROBOT_TOKEN_LIFETIME)
+        issued_at = max(issued_at, expires_at - fastpath.MAX_ROBOT_TOKEN_LIFETIME)
     return RobotToken(registry, robot, token, issued_at, expires_at)
 
 

@@ -47,10 +47,16 @@ def unverified_claims(token: str) -> dict[str, Any]:
 
 
 def numeric_claim(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim (``exp``, ``iat``) as a finite float; None when absent or no time at all
+    (a string, infinity, NaN, an integer beyond a float)."""
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if number - number == 0.0 else None  # false for infinity and NaN
 
 
 def describe(claims: dict[str, Any]) -> str:

@@ -217,6 +217,15 @@ def setting_type(name: str) -> type:
     return _FIELD_TYPES[name]
 
 
+#: settings that name a file: ``~`` expanded and made absolute against the config file's
+#: directory when the config is read, so every reader (the fast path too) opens the same file
+PATH_SETTINGS = (
+    "password_file",
+    "client_secret_file",
+    "token_file",
+    "client_key_file",
+    "ca_bundle",
+)
 #: robot tokens live an hour; a day's margin is already "always refresh"
 MAX_REFRESH_MARGIN = 86400
 #: a config file larger than this is not a config file
@@ -492,8 +501,12 @@ def _registry(
                 f"{where} endpoint_hosts: {host!r} is not a host name",
                 'list bare host names, e.g. endpoint_hosts = ["oauth2.example.com"]',
             )
+    base = str(path.parent)
+    for name in PATH_SETTINGS:
+        if values.get(name):
+            values[name] = paths.resolve_path(values[name], base)
     if values.get("ca_bundle"):
-        values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where, problems)
+        _check_ca_bundle(values["ca_bundle"], where, problems)
     if not 0 <= values.get("refresh_margin", 300) <= MAX_REFRESH_MARGIN:
         problems.add(
             f"{where} refresh_margin must be 0 to {MAX_REFRESH_MARGIN} seconds",
@@ -509,10 +522,8 @@ def _registry(
 _HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
 
 
-def _checked_ca_bundle(value: str, where: str, problems: _Problems) -> str:
-    """The CA bundle path, ``~`` expanded; a problem unless it is a regular file (a FIFO
-    would hang TLS)."""
-    path = os.path.expanduser(value)
+def _check_ca_bundle(path: str, where: str, problems: _Problems) -> None:
+    """A problem unless the CA bundle is a regular file (a FIFO would hang TLS)."""
     try:
         kind = files.file_kind(os.stat(path).st_mode)
     except OSError as exc:
@@ -520,13 +531,12 @@ def _checked_ca_bundle(value: str, where: str, problems: _Problems) -> str:
             f"{where} ca_bundle: cannot read {path} ({exc.strerror})",
             "set ca_bundle to the PEM file of the CA that signed the servers' certificates",
         )
-        return path
+        return
     if kind:
         problems.add(
             f"{where} ca_bundle: {path} is {kind}, not a regular file",
             "set ca_bundle to a PEM file",
         )
-    return path
 
 
 def _check_client_auth(values: dict[str, Any], where: str, problems: _Problems) -> None:
@@ -762,8 +772,12 @@ def _kubelet_host(
             )
         elif refused is not None:
             problems.add(f"{where} quay_url: {refused[0]}", refused[1])
+    base = str(path.parent)
+    for name in PATH_SETTINGS:
+        if values.get(name):
+            values[name] = paths.resolve_path(values[name], base)
     if values.get("ca_bundle"):
-        values["ca_bundle"] = _checked_ca_bundle(values["ca_bundle"], where, problems)
+        _check_ca_bundle(values["ca_bundle"], where, problems)
     if len(problems.found) > before:
         return None
     return KubeletHost(key=key, config_file=str(path), **values)

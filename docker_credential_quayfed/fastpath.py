@@ -81,6 +81,17 @@ def _user_dir(kind: str) -> str:
     return str(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
+def resolve_path(path: str, base: str = "") -> str:
+    """The one reading of a path someone configured: ``~`` expanded, then made absolute
+    against ``base`` (the config file's directory) or, without one, the working directory.
+    Every reader of a configured file uses it, the fast path included, so none opens a
+    ``./~/...`` of the client's working directory while another reads ``$HOME/...``."""
+    path = _expand_user(path)
+    if base and not path.startswith("/"):
+        path = _join(base, path)
+    return _absolute(path)
+
+
 def _expand_user(path: str) -> str:
     """``os.path.expanduser`` for ``~`` and ``~/...`` with $HOME set; posixpath otherwise."""
     if not path.startswith("~"):
@@ -185,6 +196,9 @@ def credentials_json(server_url: str, username: str, secret: str) -> str:
 # -- the refresh rule (``cache.RobotToken`` applies it) ----------------------------------------
 # A robot token's claims are read again when it is served, so a token can never outlive exp.
 DEFAULT_SKEW = 5.0
+#: Quay issues robot tokens for exactly an hour (not configurable): a longer life is kept no
+#: longer than this, and a token file claiming more is not served
+MAX_ROBOT_TOKEN_LIFETIME = 4 * 3600.0
 
 
 def refresh_at(issued_at: float, expires_at: float, refresh_margin: float) -> float:
@@ -200,7 +214,7 @@ def ahead_at(issued_at: float, expires_at: float, refresh_margin: float) -> floa
 
 # -- token files and the config snapshot -------------------------------------------------------
 TOKEN_MAGIC = "quayfed-token 1"
-SNAPSHOT_MAGIC = "quayfed-config 3"
+SNAPSHOT_MAGIC = "quayfed-config 4"
 SNAPSHOT_NAME = "config.snapshot"
 MAX_FILE = 1 << 16
 #: the snapshot holds a line per registry: room for thousands
@@ -239,6 +253,8 @@ def read_token_file(
         return None
     if fields.get("registry") != registry or not robot or not token or " " in token:
         return None
+    if not 0.0 <= expires_at - issued_at <= MAX_ROBOT_TOKEN_LIFETIME:
+        return None  # NaN and infinity fail here too
     exp = (exp_of or jwt_exp)(token)
     if exp is None or expires_at > exp:
         return None  # the file may shorten the token's life (clock skew), never lengthen it
@@ -448,6 +464,8 @@ def token_file_digest(
     """The key digest of a registry whose JWT is in a file, from the JWT there now; None when
     it cannot be read, names nobody, or has expired (Quay would refuse it: no answer)."""
     quay_url, audience, path = carrier
+    if not path.startswith("/"):
+        return None  # written by an older version, unresolved: the full path decides
     jwt = read_token_jwt(path)
     if not jwt:
         return None

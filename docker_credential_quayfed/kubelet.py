@@ -472,7 +472,7 @@ def _options(args: list[str]) -> tuple[Path, Path] | None:
             value = args.pop(0)
         if not value.strip():
             raise UsageError(f"{name} needs a path", f"write {name} PATH")
-        chosen[name] = os.path.abspath(os.path.expanduser(value.strip()))
+        chosen[name] = paths.resolve_path(value.strip())
     config_path = chosen.get("--config") or paths.config_file()
     cache_dir = chosen.get("--cache-dir") or paths.cache_dir()
     return Path(config_path), Path(cache_dir)

@@ -280,32 +280,3 @@ def _open_in_browser(url: str) -> bool:
 
 
 # -- revocation -----------------------------------------------------------------------------
-
-
-def revoke(context: SourceContext, refresh_token: str) -> bool:
-    """Revoke the refresh token at the issuer (RFC 7009); False when it has no endpoint."""
-    found = context.discover()
-    endpoint = found.revocation_endpoint
-    if not endpoint:
-        return False
-    form = {"token": refresh_token, "token_type_hint": "refresh_token"}
-    # A client assertion's audience is the token endpoint, as issuers expect everywhere.
-    client_auth = oauth.authenticate(context, form, found.token_endpoint)
-    response = transport.request(
-        context.session,
-        "POST",
-        endpoint,
-        deadline=context.deadline,
-        what="token revocation",
-        data=form,
-        auth=client_auth,
-    )
-    if response.status_code != 200:
-        body = transport.json_object(response)
-        error = body.get("error") if body else None
-        detail = f", {log.server_text(error, limit=60)}" if isinstance(error, str) else ""
-        raise IssuerError(
-            f"the issuer did not revoke the refresh token (HTTP {response.status_code}{detail})",
-            "it is forgotten here; revoke the session at the issuer if it must end now",
-        )
-    return True

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 #: a reused JWT must have at least this long left when Quay checks it
 JWT_REUSE_MARGIN = 60.0
-LOGIN_MAGIC = "quayfed-login 1"
+#: 2: the person is the token's iss and sub (1 named them by preferred_username, which OIDC
+#: does not make unique: such a login is not read, and the person logs in again)
+LOGIN_MAGIC = "quayfed-login 2"
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,11 @@ class Login:
     issuer: str
     client_id: str
     refresh_token: str
-    #: who logged in (the token's sub) and with which scopes
+    #: who logged in: the token's ``iss`` and ``sub``, which name the person (and are what
+    #: Quay's federation matches); ``username`` (preferred_username) is only shown
+    token_issuer: str
     subject: str
+    username: str
     scope: str
     logged_in_at: float
     refreshed_at: float
@@ -45,6 +50,16 @@ class Login:
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def person(self) -> str:
+        """Who logged in, as the cache keys know them: the token's ``iss`` and ``sub``."""
+        return f"{self.token_issuer}\n{self.subject}"
+
+    @property
+    def shown(self) -> str:
+        """Who logged in, as people say it."""
+        return self.username or self.subject
 
 
 def _digest(*parts: str) -> str:
@@ -85,7 +100,7 @@ def read(cache: TokenCache, registry: RegistryConfig) -> Login | None:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         log.debug(f"the login file {login_name(registry)} is not intact; ignoring it")
         return None
-    if not _well_typed(login) or not login.refresh_token:
+    if not _well_typed(login) or not login.refresh_token or not login.subject:
         log.debug(f"the login file {login_name(registry)} is not intact; ignoring it")
         return None
     if login.issuer != registry.issuer or login.client_id != registry.client_id:
@@ -95,7 +110,15 @@ def read(cache: TokenCache, registry: RegistryConfig) -> Login | None:
 
 
 def _well_typed(login: Login) -> bool:
-    texts = (login.issuer, login.client_id, login.refresh_token, login.subject, login.scope)
+    texts = (
+        login.issuer,
+        login.client_id,
+        login.refresh_token,
+        login.token_issuer,
+        login.subject,
+        login.username,
+        login.scope,
+    )
     times = (login.logged_in_at, login.refreshed_at)
     number = (int, float)
     return (
@@ -115,7 +138,7 @@ def write(cache: TokenCache, registry: RegistryConfig, login: Login) -> None:
     previous = read(cache, registry)
     document = {"format": LOGIN_MAGIC, **asdict(login)}
     cache.write_private(login_name(registry), json.dumps(document, ensure_ascii=True) + "\n")
-    if previous is None or previous.subject != login.subject:
+    if previous is None or previous.person != login.person:
         forget_snapshot(cache)
 
 
@@ -135,8 +158,9 @@ def from_token_response(
     now: float,
     previous: Login | None = None,
 ) -> Login | None:
-    """The login a token response gives (None when it carries no refresh token). A refresh
-    answer without a new refresh token keeps the previous one (no rotation)."""
+    """The login a token response gives (None when it carries no refresh token, or names
+    nobody). A refresh answer without a new refresh token keeps the previous one (no
+    rotation); one whose token names nobody keeps the previous person."""
     refresh = body.get("refresh_token")
     if not isinstance(refresh, str) or not refresh:
         if previous is None:
@@ -146,13 +170,22 @@ def from_token_response(
         token_claims = claims.unverified_claims(token)
     except claims.NotAJWT:
         token_claims = {}
-    subject = token_claims.get("preferred_username") or token_claims.get("sub")
+    issuer, subject = token_claims.get("iss"), token_claims.get("sub")
+    username = token_claims.get("preferred_username")
+    if isinstance(subject, str) and subject and isinstance(issuer, str) and issuer:
+        person = (issuer, subject, username if isinstance(username, str) else "")
+    elif previous is not None:
+        person = (previous.token_issuer, previous.subject, previous.username)
+    else:
+        return None
     scope = body.get("scope")
     return Login(
         issuer=registry.issuer,
         client_id=registry.client_id,
         refresh_token=refresh,
-        subject=str(subject) if subject else (previous.subject if previous else ""),
+        token_issuer=person[0],
+        subject=person[1],
+        username=person[2],
         scope=scope if isinstance(scope, str) else (previous.scope if previous else ""),
         logged_in_at=previous.logged_in_at if previous else now,
         refreshed_at=now,

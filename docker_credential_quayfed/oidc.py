@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -180,10 +179,13 @@ def _check_endpoint(
             f"the issuer's discovery document gives {name} {refused[0]}",
             "the issuer must announce https endpoints; check its frontend URL settings",
         )
-    if not urls.same_origin_host(endpoint, issuer, endpoint_hosts):
-        host = urllib.parse.urlsplit(endpoint).hostname
+    if not urls.same_origin(endpoint, issuer, endpoint_hosts):
+        host = urls.netloc(endpoint)
+        found, expected = urls.origin(endpoint), urls.origin(issuer)
+        same_host = found is not None and expected is not None and found[1] == expected[1]
+        where = "another port" if same_host else "another host"
         raise IssuerError(
-            f"the issuer's discovery document puts {name} on another host ({host})",
+            f"the issuer's discovery document puts {name} on {where} ({host})",
             f'if that host is really the issuer\'s, add endpoint_hosts = ["{host}"]',
         )
 

@@ -13,6 +13,7 @@ from docker_credential_quayfed.fastpath import (
     cache_dir,
     config_file,
     environ,
+    resolve_path,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "cache_dir",
     "config_file",
     "environ",
+    "resolve_path",
 ]

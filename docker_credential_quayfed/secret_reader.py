@@ -9,7 +9,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from docker_credential_quayfed import files, log
+from docker_credential_quayfed import files, log, paths
 
 if TYPE_CHECKING:
     import subprocess
@@ -53,7 +53,7 @@ def _known(value: str) -> str:
 
 
 def read_secret_file(what: str, file: str, *, where: str, check_mode: bool = True) -> str:
-    path = os.path.expanduser(file)
+    path = paths.resolve_path(file)
     try:
         raw = files.read_regular(path, MAX_SECRET)
         mode = stat.S_IMODE(os.stat(path).st_mode)

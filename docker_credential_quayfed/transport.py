@@ -55,6 +55,13 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
     def refuse_cleartext(request: httpx.Request) -> None:
         check_scheme(str(request.url), allow_http=allow_http)
 
+    try:
+        return _client(verify, refuse_cleartext)
+    except ImportError:
+        raise _socks_unsupported() from None
+
+
+def _client(verify: ssl.SSLContext, refuse_cleartext: Any) -> httpx.Client:
     return httpx.Client(
         verify=verify,
         headers={"User-Agent": USER_AGENT},
@@ -66,6 +73,29 @@ def client(ca_bundle: str = "", *, allow_http: bool = False) -> httpx.Client:
         # Overrides HTTP_PROXY/ALL_PROXY for http:// only: cleartext goes straight to loopback.
         mounts={"http://": httpx.HTTPTransport(verify=verify, trust_env=False)},
         event_hooks={"request": [refuse_cleartext]},
+    )
+
+
+#: the variables httpx takes an https proxy from, in its order
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _socks_unsupported() -> Exception:
+    """httpx cannot load SOCKS support: say which variable names the SOCKS proxy."""
+    import os
+
+    from docker_credential_quayfed.errors import ConfigError
+
+    named = next(
+        (n for n in PROXY_VARIABLES if os.environ.get(n, "").strip().lower().startswith("socks")),
+        "",
+    )
+    scheme = os.environ.get(named, "").strip().split("://")[0] if named else "socks"
+    where = f"${named} names a {scheme}:// proxy" if named else "a SOCKS proxy is configured"
+    return ConfigError(
+        f"{where}, and SOCKS support (the Python package socksio) is not installed",
+        "pip install 'docker-credential-quayfed[socks]' (Debian: apt install python3-socksio), "
+        f"or unset {named or 'the proxy variable'} or add the issuer and Quay to NO_PROXY",
     )
 
 

@@ -83,11 +83,40 @@ def shown(url: str) -> str:
     return clipped(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")), SHOWN_LIMIT)
 
 
-def same_origin_host(url: str, issuer: str, extra_hosts: tuple[str, ...]) -> bool:
-    """True when ``url``'s host is the issuer's, or one of ``extra_hosts``."""
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of ``url``, the port the scheme's default when unwritten; None
+    when it has no host or an unreadable port."""
     try:
-        host = (urllib.parse.urlsplit(url).hostname or "").lower()
-        issuer_host = (urllib.parse.urlsplit(issuer).hostname or "").lower()
+        parts = urllib.parse.urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
     except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not host or (port is None and scheme not in _DEFAULT_PORTS):
+        return None
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def same_origin(url: str, issuer: str, extra_hosts: tuple[str, ...]) -> bool:
+    """True when ``url`` has the issuer's scheme, host and port, or the issuer's scheme on one
+    of ``extra_hosts`` (``host`` for the scheme's default port, or ``host:port``)."""
+    found, expected = origin(url), origin(issuer)
+    if found is None or expected is None or found[0] != expected[0]:
         return False
-    return bool(host) and (host == issuer_host or host in extra_hosts)
+    if found == expected:
+        return True
+    return any(origin(f"{found[0]}://{extra}") == found for extra in extra_hosts)
+
+
+def netloc(url: str) -> str:
+    """``host`` or ``host:port`` as ``endpoint_hosts`` lists it (the port only when it is not
+    the scheme's default)."""
+    found = origin(url)
+    if found is None:
+        return ""
+    scheme, host, port = found
+    host = f"[{host}]" if ":" in host else host
+    return host if _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"

@@ -37,6 +37,7 @@ def run_helper(
     env: dict[str, str] | None = None,
     timeout: float = 60,
     extra_args: tuple[str, ...] = (),
+    cwd: Path | None = None,
 ) -> Result:
     data = stdin.encode() if isinstance(stdin, str) else stdin
     merged = {**os.environ, **(env or {})}
@@ -48,6 +49,7 @@ def run_helper(
         env=merged,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
     result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
     leaks.helper_output(action, result.returncode, result.stdout, result.stderr, "helper")

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from docker_credential_quayfed import broker
+from docker_credential_quayfed import broker, fastpath, logins
+from docker_credential_quayfed import cache as cache_module
 from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_from_jwt
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import (
     IssuerError,
+    LoginRequired,
     NetworkError,
     QuayError,
     QuayfedError,
@@ -491,3 +493,86 @@ def test_checked_robot_token_refuses_a_token_without_a_usable_exp(
 
     assert f"robot token for {ROBOT} is unusable" in caught.value.message
     assert "eyJ" not in caught.value.message
+
+
+@pytest.mark.parametrize("exp", [float("inf"), 10**400], ids=["infinity", "beyond-a-float"])
+def test_checked_robot_token_refuses_an_exp_that_is_no_time(
+    registry: RegistryConfig, exp: float
+) -> None:
+    robot = fake_jwt({"sub": ROBOT, "iat": START, "exp": exp})
+    with pytest.raises(QuayError) as caught:
+        broker.checked_robot_token(registry, robot, START)
+    assert f"robot token for {ROBOT} is unusable" in caught.value.message
+
+
+@pytest.mark.parametrize("exp", [START + 10**9, 1e308], ids=["far", "1e308"])
+def test_checked_robot_token_keeps_a_far_exp_no_longer_than_quay_issues(
+    registry: RegistryConfig, exp: float
+) -> None:
+    entry = broker.checked_robot_token(registry, fake_jwt({"iat": START, "exp": exp}), START)
+    assert entry.expires_at == START + fastpath.MAX_ROBOT_TOKEN_LIFETIME
+    assert entry.lifetime == fastpath.MAX_ROBOT_TOKEN_LIFETIME
+
+
+def test_checked_robot_token_refuses_a_token_too_large_to_read_back(
+    registry: RegistryConfig, tmp_path: Path
+) -> None:
+    """A 64 KiB token was written but never read back: every get minted again."""
+    robot = fake_jwt({"iat": START, "exp": START + HOUR, "pad": "x" * fastpath.MAX_FILE})
+    with pytest.raises(QuayError) as caught:
+        broker.checked_robot_token(registry, robot, START)
+    assert "bytes, more than" in caught.value.message
+    largest = fake_jwt({"iat": START, "exp": START + HOUR, "pad": "x" * 40000})
+    entry = broker.checked_robot_token(registry, largest, START)
+    cache = TokenCache(tmp_path)
+    key = broker.key_for(registry)
+    cache.write(key, entry)
+    assert cache.read(key) == entry
+
+
+def test_a_token_file_claiming_a_life_longer_than_quay_issues_is_not_served() -> None:
+    jwt = fake_jwt({"iat": START, "exp": 1e308})
+    text = cache_module.encode_token(RobotToken(KEY, ROBOT, jwt, START, 1e308))
+    assert fastpath.read_token_file(text, KEY) is None
+    nan = cache_module.encode_token(RobotToken(KEY, ROBOT, jwt, START, float("nan")))
+    assert fastpath.read_token_file(nan, KEY) is None
+
+
+# -- a credential that changes hands while its token is minted ------------------------------------
+DEVICE_ISSUER = "https://idp.example.com/realms/quay"
+
+
+def _log_in(cache: TokenCache, registry: RegistryConfig, subject: str) -> None:
+    """What ``login`` stores: a person named by the token's iss and sub (both named jdoe)."""
+    token = fake_jwt({"iss": DEVICE_ISSUER, "sub": subject, "preferred_username": "jdoe"})
+    login = logins.from_token_response(registry, {"refresh_token": f"rt-{subject}"}, token, START)
+    assert login is not None
+    logins.write(cache, registry, login)
+
+
+@pytest.mark.parametrize("flow", ["get", "refresh-ahead"])
+def test_a_token_minted_while_the_login_changed_hands_is_discarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flow: str
+) -> None:
+    cache = TokenCache(tmp_path / "cache")
+    monkeypatch.setenv("DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR", str(cache.directory))
+    device = RegistryConfig(
+        key=KEY, robot=ROBOT, issuer=DEVICE_ISSUER, source="device", client_id="cli"
+    )
+    _log_in(cache, device, "uuid-a")
+    first = broker.key_for(device)
+    if flow == "refresh-ahead":
+        cache.write(first, robot_token(START - 3000, START + 500, "ahead"))
+    install(
+        monkeypatch, FakeMint(fresh_token(START), during=lambda: _log_in(cache, device, "uuid-b"))
+    )
+    with pytest.raises(LoginRequired):
+        if flow == "get":
+            broker.robot_token(device, cache, clock=Clock())
+        else:
+            broker.refresh_ahead(device, cache, clock=Clock())
+    second = broker.key_for(device)
+    assert second != first, "two people with one username share a key"
+    assert cache.read(second) is None
+    if flow == "get":
+        assert cache.read(first) is None

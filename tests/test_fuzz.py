@@ -896,7 +896,8 @@ def test_login_and_discovery_files(target: str, tmp_path: Path) -> None:
     name = logins.login_name(registry) if target == "login file" else oidc.discovery_name(issuer)
     fields = st.dictionaries(
         st.sampled_from(
-            ["format", "issuer", "client_id", "refresh_token", "subject", "scope",
+            ["format", "issuer", "client_id", "refresh_token", "token_issuer", "subject",
+             "username", "scope",
              "logged_in_at", "refreshed_at", "expires_at", "for_issuer", "fetched_at",
              "token_endpoint", "jwks_uri", "device_authorization_endpoint",
              "code_challenge_methods", "grant_types"]
@@ -904,7 +905,7 @@ def test_login_and_discovery_files(target: str, tmp_path: Path) -> None:
         st.one_of(
             st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40),
             st.lists(st.text(max_size=5), max_size=3), st.just(issuer),
-            st.just("quayfed-login 1"), st.just("quayfed-discovery 1"),
+            st.just(logins.LOGIN_MAGIC), st.just("quayfed-discovery 1"),
         ),
     )  # fmt: skip
     counter = Counter()

@@ -229,3 +229,64 @@ def test_a_token_command_that_prints_another_identity_gets_that_identity_s_robot
     assert first not in refused.stdout, "the command's new identity got the old robot token"
     assert refused.stdout.strip() == NOT_FOUND
     assert run_helper("erase", setup.key, env=setup.env).returncode == 0
+
+
+# -- one reading of a configured path ------------------------------------------------------------
+@pytest.mark.parametrize("path", ["fast", "full"])
+def test_a_token_file_under_home_is_read_as_home_by_every_reader(
+    setup: Setup, kube_issuer: KubeIssuer, tmp_path: Path, path: str
+) -> None:
+    """``token_file = "~/job.jwt"``: the fast path once opened ``./~/job.jwt`` in the client's
+    working directory while the source read ``$HOME/job.jwt``. A checkout holding ``~/job.jwt``
+    with job A's JWT then got A's robot token after A's file had moved on to job B."""
+    home = tmp_path / "home"
+    home.mkdir()
+    setup.env["HOME"] = str(home)
+    setup.quay.add_robot(
+        ROBOT,
+        federation=[
+            (kube_issuer.issuer, "system:serviceaccount:ci:job-a"),
+            (kube_issuer.issuer, "system:serviceaccount:ci:job-b"),
+        ],
+    )
+    setup.configure(
+        **{**base_settings(setup), "issuer": kube_issuer.issuer},
+        source="file",
+        token_file="~/job.jwt",
+    )
+    job_a = _hand_over(home / "job.jwt", kube_issuer, "job-a", setup)
+    first = answer_of(setup.get())["Secret"]
+    assert _subjects(setup, first) == {"system:serviceaccount:ci:job-a"}
+
+    # A's file moves on to B; a checked-out repository holds "~/job.jwt" with A's JWT.
+    _hand_over(home / "job.jwt", kube_issuer, "job-b", setup)
+    checkout = tmp_path / "checkout"
+    (checkout / "~").mkdir(parents=True)
+    (checkout / "~" / "job.jwt").write_text(job_a)
+    if path == "full":
+        (setup.cache_dir / fastpath.SNAPSHOT_NAME).unlink()
+    second = answer_of(setup.get_in(checkout))["Secret"]
+    assert _subjects(setup, second) >= {"system:serviceaccount:ci:job-b"}
+    assert setup.exchanges() == 2, "job B was answered with job A's cached robot token"
+    snapshot = (setup.cache_dir / fastpath.SNAPSHOT_NAME).read_text()
+    assert fastpath.escape_field(str(home / "job.jwt")) in snapshot
+    assert "~" not in snapshot.replace(fastpath.escape_field(str(home / "job.jwt")), "")
+
+
+def test_a_relative_path_in_the_config_is_read_beside_the_config_file(
+    setup: Setup, kube_issuer: KubeIssuer, tmp_path: Path
+) -> None:
+    """Not beside whatever directory the client runs in."""
+    setup.quay.add_robot(ROBOT, federation=[(kube_issuer.issuer, "system:serviceaccount:ci:job-a")])
+    setup.configure(
+        **{**base_settings(setup), "issuer": kube_issuer.issuer},
+        source="file",
+        token_file="job.jwt",
+    )
+    config_dir = Path(setup.env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).parent
+    _hand_over(config_dir / "job.jwt", kube_issuer, "job-a", setup)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "job.jwt").write_text("not a JWT")
+    answer = answer_of(setup.get_in(elsewhere))
+    assert _subjects(setup, answer["Secret"]) == {"system:serviceaccount:ci:job-a"}

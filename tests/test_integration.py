@@ -4,6 +4,7 @@ all over TLS with the test CA: each source, each Quay answer, concurrency, expir
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 from collections.abc import Iterator
@@ -54,7 +55,11 @@ class Setup:
         Path(self.env["DOCKER_CREDENTIAL_QUAYFED_CONFIG"]).write_text("\n".join(lines) + "\n")
 
     def get(self, **extra_env: str) -> Result:
-        result = run_helper("get", self.key, env={**self.env, **extra_env}, timeout=90)
+        return self.get_in(None, **extra_env)
+
+    def get_in(self, cwd: Path | None, **extra_env: str) -> Result:
+        """``get`` run in the working directory ``cwd`` (None: this process's)."""
+        result = run_helper("get", self.key, env={**self.env, **extra_env}, timeout=90, cwd=cwd)
         self.assert_no_secret(result)
         return result
 
@@ -433,3 +438,52 @@ def test_github_actions_source(setup: Setup, test_pki: TestPKI) -> None:
     outside = setup.get()
     assert outside.stdout.strip() == NOT_FOUND
     assert "id-token: write" in outside.stderr
+
+
+# -- a SOCKS proxy in the environment ------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_get_goes_through_a_socks_proxy_named_by_all_proxy(setup: Setup) -> None:
+    """Debian's microsocks as the proxy, with a password: a wrong one fails, the right one
+    answers, so the exchange really went through it (with the socks extra installed)."""
+    import shutil
+    import socket
+    import subprocess
+
+    pytest.importorskip("socksio", reason="the socks extra (httpx[socks]) is not installed")
+    microsocks = shutil.which("microsocks")
+    if microsocks is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("microsocks is not installed (.ci/run installs it)")
+        pytest.skip("microsocks is not installed (apt-get install microsocks)")
+    password_setup(setup)
+    port = _free_port()
+    proxy = subprocess.Popen(
+        [microsocks, "-i", "127.0.0.1", "-p", str(port), "-u", "quayfed", "-P", "proxy-pw"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "microsocks did not start"
+            time.sleep(0.05)
+        setup.secrets.append("proxy-pw")
+        through = {"NO_PROXY": "", "no_proxy": "", "HTTPS_PROXY": "", "https_proxy": ""}
+        wrong = setup.get(**through, ALL_PROXY=f"socks5://quayfed:wrong@127.0.0.1:{port}")
+        assert wrong.stdout.strip() == NOT_FOUND and setup.exchanges() == 0
+        assert run_helper("erase", setup.key, env=setup.env).returncode == 0  # its failure
+        right = setup.get(**through, ALL_PROXY=f"socks5://quayfed:proxy-pw@127.0.0.1:{port}")
+        assert answer_of(right)["Username"] == ROBOT and setup.exchanges() == 1
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)

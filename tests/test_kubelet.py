@@ -329,6 +329,23 @@ def test_cache_duration_follows_the_token_and_the_refresh_margin(
     assert 1100 - 30 <= seconds <= 1100
 
 
+@pytest.mark.parametrize("lifetime", [10**9, 10**300], ids=["1e9s", "1e300s"])
+def test_a_far_exp_from_quay_is_kept_no_longer_than_quay_issues(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, lifetime: int
+) -> None:
+    """An exp of 1e308 once made cacheDuration overflow ("internal error (OverflowError)") and
+    was served for ever: the kubelet is now told at most MAX_ROBOT_TOKEN_LIFETIME."""
+    quay.set_token_lifetime(lifetime)
+    image = f"{quay.host}/quay_federation/app"
+    token = kube_issuer.mint("apps", "puller-a")
+    first = node.run(request(image, token, **robot_annotation()))
+    seconds = go_seconds(first.response()["cacheDuration"])
+    assert 0 < seconds <= fastpath.MAX_ROBOT_TOKEN_LIFETIME
+    again = node.run(request(image, token, **robot_annotation()))
+    assert again.response()["auth"] == first.response()["auth"]  # kept, and read back
+    assert quay.counters_snapshot()["exchanges_succeeded"] == 1
+
+
 def test_a_refresh_failure_serves_the_valid_token_uncached(
     node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
 ) -> None:

@@ -411,3 +411,65 @@ def test_logout_logs_out_every_registry_that_shares_the_login(person: Person) ->
         after = person.run("get", stdin=key)
         assert after.stdout.strip() == NOT_FOUND, f"{key} still answered after logout"
         assert f"login {key}" in after.stderr
+
+
+def test_logout_during_a_refresh_is_not_undone_by_it(person: Person) -> None:
+    """A get refreshing while logout ran once wrote a new refresh token, a kept JWT and a
+    robot token after logout had said "revoked and forgotten": the next get was a hit and
+    status said logged in. Logout now waits for the refresh (it holds the credentials' locks
+    and the login's), then forgets what it wrote."""
+    person.login()
+    assert person.run("erase", stdin=person.key).returncode == 0
+    forget_reusable_jwts(person)  # the next get renews the login, then exchanges
+    person.quay.inject_fault("hang", seconds=3.0)
+    refreshing = subprocess.Popen(
+        [*helper_command(), "get"],
+        env={**os.environ, **person.env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert refreshing.stdin is not None
+        refreshing.stdin.write(person.key)
+        refreshing.stdin.close()
+        deadline = time.monotonic() + 30
+        while person.quay.counters_snapshot()["exchanges_attempted"] < 2:
+            assert time.monotonic() < deadline, "the get never reached Quay"
+            time.sleep(0.02)
+        # The get is inside Quay's exchange, its login renewed: log out now.
+        logout = person.run("logout", person.key)
+        assert logout.returncode == 0, logout
+        refreshing.wait(timeout=60)
+        assert refreshing.stdout is not None
+        stdout = refreshing.stdout.read()
+    finally:
+        if refreshing.poll() is None:
+            refreshing.kill()
+            refreshing.wait()
+    assert json.loads(stdout)["Username"] == ROBOT  # the pull under way got its answer
+    assert not list(person.cache_dir.glob("@login-*.json"))
+    assert not list(person.cache_dir.glob("*.token")), "a robot token outlived the logout"
+    assert not list(person.cache_dir.glob("@jwt-*.jwt")), "a kept JWT outlived the logout"
+    after = person.run("get", stdin=person.key)
+    assert after.stdout.strip() == NOT_FOUND
+    status = person.run("status", person.key)
+    assert status.returncode == 1 and "not logged in" in status.stdout
+
+
+def test_login_as_another_person_drops_what_the_previous_login_minted(person: Person) -> None:
+    """Kept JWTs and robot tokens of every registry sharing the login, as logout drops them."""
+    person.quay.add_robot(
+        ROBOT,
+        federation=[(person.provider.issuer, "jdoe"), (person.provider.issuer, "alice")],
+    )
+    person.login("jdoe")
+    jdoe_files = {p.name for p in person.cache_dir.glob("@jwt-*.jwt")}
+    assert jdoe_files and list(person.cache_dir.glob("*.token"))
+    said = person.login("alice")
+    assert "as alice" in said
+    assert not jdoe_files & {p.name for p in person.cache_dir.glob("@jwt-*.jwt")}
+    answer = json.loads(person.run("get", stdin=person.key).stdout)
+    subjects = {f.subject for f in person.quay.issued_to(answer["Secret"])}
+    assert subjects == {"alice"}

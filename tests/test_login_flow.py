@@ -18,6 +18,7 @@ from docker_credential_quayfed.errors import IssuerError
 from docker_credential_quayfed.sources import SourceContext
 from quay_sandbox.server import serve_wsgi
 from quay_sandbox.tls import TestPKI
+from tests.jwt_factory import fake_jwt
 
 
 class ScriptedIssuer:
@@ -209,10 +210,16 @@ def registry(**overrides: Any) -> RegistryConfig:
     return RegistryConfig(**values)
 
 
+#: the id_token of a login: whom it names is its iss and sub (preferred_username is shown only)
+PERSON = fake_jwt(
+    {"iss": "https://idp.example/realms/quay", "sub": "5f1c-jdoe", "preferred_username": "jdoe"}
+)
+
+
 def test_a_login_round_trips_and_is_shared_by_the_issuer_and_client(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path / "cache")
     body = {"refresh_token": "rt-1", "refresh_expires_in": 1800, "scope": "openid"}
-    login = logins.from_token_response(registry(), body, "not-a-jwt", 1000.0)
+    login = logins.from_token_response(registry(), body, PERSON, 1000.0)
     assert login is not None and login.expires_at == 2800.0
     logins.write(cache, registry(), login)
     assert logins.read(cache, registry(key="other.example.com")) == login
@@ -222,16 +229,36 @@ def test_a_login_round_trips_and_is_shared_by_the_issuer_and_client(tmp_path: Pa
 
 
 def test_a_refresh_without_rotation_keeps_the_previous_token() -> None:
-    first = logins.from_token_response(registry(), {"refresh_token": "rt-1"}, "x", 10.0)
+    first = logins.from_token_response(registry(), {"refresh_token": "rt-1"}, PERSON, 10.0)
     assert first is not None
     kept = logins.from_token_response(registry(), {"id_token": "x"}, "x", 20.0, previous=first)
     assert kept is not None
     assert (kept.refresh_token, kept.logged_in_at, kept.refreshed_at) == ("rt-1", 10.0, 20.0)
 
 
+def test_a_login_is_its_token_s_iss_and_sub_not_its_username() -> None:
+    """OIDC does not make preferred_username unique: two people may share one."""
+    body = {"refresh_token": "rt"}
+    first = logins.from_token_response(registry(), body, PERSON, 1.0)
+    namesake = fake_jwt(
+        {
+            "iss": "https://idp.example/realms/quay",
+            "sub": "9e2a-other",
+            "preferred_username": "jdoe",
+        }
+    )
+    second = logins.from_token_response(registry(), body, namesake, 1.0)
+    assert first is not None and second is not None
+    assert first.shown == second.shown == "jdoe" and first.person != second.person
+    assert first.person == "https://idp.example/realms/quay\n5f1c-jdoe"
+    nobody = fake_jwt({"iss": "https://idp.example/realms/quay", "preferred_username": "jdoe"})
+    assert logins.from_token_response(registry(), body, nobody, 1.0) is None
+    assert logins.from_token_response(registry(), body, "not-a-jwt", 1.0) is None
+
+
 def test_keycloak_offline_tokens_have_no_fixed_end() -> None:
     body = {"refresh_token": "rt", "refresh_expires_in": 0}
-    login = logins.from_token_response(registry(), body, "x", 10.0)
+    login = logins.from_token_response(registry(), body, PERSON, 10.0)
     assert login is not None and login.expires_at is None and not login.expired(1e12)
 
 
@@ -266,7 +293,7 @@ def test_a_damaged_login_file_reads_as_no_login(tmp_path: Path, text: str) -> No
 
 def test_a_login_file_readable_by_others_is_not_trusted(tmp_path: Path) -> None:
     cache = TokenCache(tmp_path / "cache")
-    login = logins.from_token_response(registry(), {"refresh_token": "rt"}, "x", 1.0)
+    login = logins.from_token_response(registry(), {"refresh_token": "rt"}, PERSON, 1.0)
     assert login is not None
     logins.write(cache, registry(), login)
     (tmp_path / "cache" / logins.login_name(registry())).chmod(0o644)

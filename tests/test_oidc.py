@@ -295,3 +295,29 @@ def test_check_jwt_refuses_a_token_without_iss_or_sub(missing: str) -> None:
 def test_check_jwt_refuses_a_numeric_sub() -> None:
     with pytest.raises(IssuerError, match="has no iss or sub claim"):
         oidc.check_jwt(fake_jwt({**CLAIMS, "sub": 42}), "env", NOW)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://idp.example.com:8443/token", "https://idp.example.com:444/realms/quay/token"],
+)
+def test_discovery_refuses_an_endpoint_on_another_port_of_the_issuer_s_host(
+    endpoint: str,
+) -> None:
+    """Another port is another server: it would receive the password grant."""
+    with pytest.raises(IssuerError) as caught:
+        discover(serving(200, json={"issuer": ISSUER, "token_endpoint": endpoint}))
+
+    assert "token_endpoint on another port" in caught.value.message
+    port = endpoint.split(":")[2].split("/")[0]
+    assert f'endpoint_hosts = ["idp.example.com:{port}"]' in caught.value.message
+
+
+def test_discovery_accepts_the_issuer_s_port_written_out_and_a_listed_host_and_port() -> None:
+    written = {"issuer": ISSUER, "token_endpoint": "https://idp.example.com:443/token"}
+    assert discover(serving(200, json=written)).token_endpoint.endswith(":443/token")
+    listed = {"issuer": ISSUER, "token_endpoint": "https://sso.example.org:8443/token"}
+    found = discover(serving(200, json=listed), endpoint_hosts=("sso.example.org:8443",))
+    assert found.token_endpoint == "https://sso.example.org:8443/token"
+    with pytest.raises(IssuerError, match=r'endpoint_hosts = \["sso.example.org:8443"\]'):
+        discover(serving(200, json=listed), endpoint_hosts=("sso.example.org",))

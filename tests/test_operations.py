@@ -132,7 +132,17 @@ def test_federation_show_add_remove_set(
     assert shown.returncode == 0, shown
     assert "no federation entries" in shown.stdout
 
+    # quay/quay's API keeps only issuer and subject: the audience sent does not stick.
     added = federation(env, quay, "add", ROBOT, "--from-config", quay.host, "--host", quay.host)
+    assert added.returncode == 1 and len(added.stderr.splitlines()) == 1, added
+    assert (
+        "Quay dropped the audiences quayfed-cli of" in added.stderr
+        and "--no-audience" in added.stderr
+    )
+    quay.set_federation(ROBOT, [])
+    added = federation(
+        env, quay, "add", ROBOT, "--from-config", quay.host, "--host", quay.host, "--no-audience"
+    )
     assert added.returncode == 0, added
     assert quay.get_federation(ROBOT) == [{"issuer": oidc_provider.issuer, "subject": "jdoe"}]
     # The robot now works end to end with what `add --from-config` put there.
@@ -255,3 +265,114 @@ def test_federation_reports_a_write_that_raced_another(
     [line] = result.stderr.splitlines()
     assert f"the federation list of {ROBOT} changed while this command wrote it" in line
     assert f"'federation show {ROBOT}'" in line
+
+
+def test_federation_add_from_config_names_the_audience_the_source_s_jwts_carry(
+    audience_quay: QuayEmulator,
+    quay: QuayEmulator,
+    oidc_provider: OIDCProvider,
+    test_pki: TestPKI,
+    env: dict[str, str],
+) -> None:
+    """The configured source's id_token names the client as its aud: so does the entry."""
+    flags = ("--quay-url", str(audience_quay.url), "--ca-bundle", str(test_pki.ca_cert))
+    added = federation(env, audience_quay, "add", ROBOT, "--from-config", quay.host, *flags)
+    assert added.returncode == 0, added
+    audience = oidc_provider.public_client
+    minted = {"issuer": oidc_provider.issuer, "subject": "jdoe", "audiences": [audience]}
+    assert audience_quay.get_federation(ROBOT) == [AUDIENCED, minted]
+    explicit = ("--audience", "b.example", "--audience", "a.example", "--audience", "b.example")
+    assert federation(env, audience_quay, "add", ROBOT, *CI_PAIR, *explicit, *flags).returncode == 0
+    assert audience_quay.get_federation(ROBOT)[-1] == {
+        "issuer": "https://ci.example.com",
+        "subject": "job",
+        "audiences": ["a.example", "b.example"],
+    }
+
+
+def test_federation_add_fails_when_quay_strips_the_audiences_of_existing_entries(
+    test_pki: TestPKI, env: dict[str, str]
+) -> None:
+    """A Quay whose POST drops audiences: an audience-restricted entry written back became
+    unrestricted, and the command said nothing and exited 0."""
+    dropping = QuayEmulator(ca_bundle=test_pki.ca_cert)  # quay/quay's API: issuer, subject only
+    dropping.add_admin_token(ADMIN_TOKEN, ["quay_federation"])
+    dropping.add_robot(ROBOT, federation=[AUDIENCED])  # restricted in Quay's own UI
+    with dropping.start(pki=test_pki):
+        flags = ("--quay-url", str(dropping.url), "--ca-bundle", str(test_pki.ca_cert))
+        added = federation(env, dropping, "add", ROBOT, *CI_PAIR, *flags)
+    assert added.returncode == 1 and added.stdout == ""
+    [line] = added.stderr.splitlines()
+    assert "Quay dropped the audiences quay.example.com of https://sso.example.com" in line
+    assert "now accept a JWT for any audience" in line
+
+
+class WriterBetween:
+    """Wraps the emulator: right after our first read, another admin writes the list."""
+
+    def __init__(self, quay: QuayEmulator, theirs: list[dict[str, Any]]) -> None:
+        self.quay = quay
+        self.theirs = theirs
+        self.reads = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        answer: list[bytes] = self.quay(environ, start_response)
+        if environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"].startswith("/api/"):
+            self.reads += 1
+            if self.reads == 1:
+                self.quay.set_federation(ROBOT, self.theirs)
+        return answer
+
+
+@pytest.mark.parametrize("action", [("add", *CI_PAIR), ("remove", *CI_PAIR)])
+def test_federation_writes_nothing_over_a_change_made_since_it_read(
+    audience_quay: QuayEmulator, test_pki: TestPKI, env: dict[str, str], action: tuple[str, ...]
+) -> None:
+    """A write landing between our GET and our POST disappeared silently."""
+    ci_entry = {"issuer": "https://ci.example.com", "subject": "job"}
+    audience_quay.set_federation(ROBOT, [AUDIENCED, ci_entry])
+    theirs = [AUDIENCED, ci_entry, {"issuer": "https://other.example.com", "subject": "theirs"}]
+    if action[0] == "add":
+        audience_quay.set_federation(ROBOT, [AUDIENCED])
+        theirs = [AUDIENCED, {"issuer": "https://other.example.com", "subject": "theirs"}]
+    with serve_wsgi(WriterBetween(audience_quay, theirs), pki=test_pki) as racing:
+        flags = ("--quay-url", racing.url, "--ca-bundle", str(test_pki.ca_cert))
+        result = federation(env, audience_quay, action[0], ROBOT, *action[1:], *flags)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "changed since this command read it" in line and "nothing was written" in line
+    assert audience_quay.get_federation(ROBOT) == theirs
+
+
+def test_doctor_warns_about_a_federation_entry_without_audiences(
+    quay: QuayEmulator, oidc_provider: OIDCProvider, env: dict[str, str]
+) -> None:
+    """Quay deprecates entries without audiences: doctor reads the entry with the admin token
+    and says which command writes the audience the configured source's JWTs carry."""
+    quay.add_admin_token(ADMIN_TOKEN, ["quay_federation"])
+    quay.add_robot(ROBOT, federation=[(oidc_provider.issuer, "jdoe")])
+    steps = steps_of(doctor({**env, "QUAY_OAUTH_TOKEN": ADMIN_TOKEN}, quay.host, "--json"))
+    entry = steps["federation entry"]
+    assert entry["verdict"] == "warn" and "lists no audiences" in entry["detail"]
+    assert f"federation add {ROBOT} --from-config {quay.host}" in entry["detail"]
+    assert steps["Quay exchange"]["verdict"] == "ok"
+
+    audience = oidc_provider.public_client
+    restricted = {"issuer": oidc_provider.issuer, "subject": "jdoe", "audiences": [audience]}
+    quay.set_federation(ROBOT, [restricted])
+    steps = steps_of(doctor({**env, "QUAY_OAUTH_TOKEN": ADMIN_TOKEN}, quay.host, "--json"))
+    assert steps["federation entry"]["verdict"] == "ok"
+    assert f"accepts audiences {audience}" in steps["federation entry"]["detail"]
+
+    without = steps_of(doctor({**env, "QUAY_OAUTH_TOKEN": ""}, quay.host, "--json"))
+    assert without["federation entry"]["verdict"] == "skip"
+
+
+def test_federation_add_with_an_audience_restricts_an_entry_already_there(
+    audience_quay: QuayEmulator, test_pki: TestPKI, env: dict[str, str]
+) -> None:
+    flags = ("--quay-url", str(audience_quay.url), "--ca-bundle", str(test_pki.ca_cert))
+    pair = ("--issuer", str(AUDIENCED["issuer"]), "--subject", str(AUDIENCED["subject"]))
+    added = federation(env, audience_quay, "add", ROBOT, *pair, "--audience", "q2", *flags)
+    assert added.returncode == 0, added
+    assert audience_quay.get_federation(ROBOT) == [{**AUDIENCED, "audiences": ["q2"]}]

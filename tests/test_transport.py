@@ -6,6 +6,7 @@ import contextlib
 import email.utils
 import http.server
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -413,3 +414,20 @@ def test_the_helper_refuses_a_localhost_name_for_cleartext_in_one_line(tmp_path:
     [line] = result.stdout.splitlines()
     assert "http://foo.localhost:8080 is plain http to a host name" in line
     assert "http://127.0.0.1:PORT" in line
+
+
+@pytest.mark.parametrize("variable", ["ALL_PROXY", "https_proxy"])
+def test_a_socks_proxy_without_socks_support_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """It was "internal error (ImportError)" on every networked get."""
+    for name in transport.PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "socks5h://user:proxy-secret@127.0.0.1:1080")
+    monkeypatch.setitem(sys.modules, "socksio", None)  # as when it is not installed
+    with pytest.raises(ConfigError) as caught:
+        transport.client()
+    message = caught.value.message
+    assert f"${variable} names a socks5h:// proxy" in message
+    assert "docker-credential-quayfed[socks]" in message and "NO_PROXY" in message
+    assert "proxy-secret" not in message and "\n" not in message

@@ -81,6 +81,7 @@ class _Checker:
         self.discovery: oidc.Discovery | None = None
         self.jwks: dict[str, Any] = {}
         self.oidc_token = ""
+        self.minted: dict[str, Any] = {}
         self.robot: RobotToken | None = None
         self.robot_token = ""
 
@@ -121,7 +122,7 @@ class _Checker:
             else "refresh token without a fixed end"
         )
         detail = (
-            f"logged in as {login.subject or '?'} {logins.age(now - login.logged_in_at)} ago, "
+            f"logged in as {login.shown} {logins.age(now - login.logged_in_at)} ago, "
             f"renewed {logins.age(now - login.refreshed_at)} ago, {until}, "
             f"scopes: {login.scope or '(not said)'}"
         )
@@ -156,6 +157,7 @@ class _Checker:
         self.oidc_token, minted = broker.fetch_oidc_token(
             self.registry, self.session, self.deadline, reuse=False
         )
+        self.minted = minted
         header = claims.split(self.oidc_token)[0]
         detail = (
             f"iss={minted.get('iss')} sub={minted.get('sub')} aud={minted.get('aud')} "
@@ -177,6 +179,51 @@ class _Checker:
         if minted.get("iss") != self.registry.issuer:
             return WARN, detail + "; note iss differs from the configured issuer"
         return OK, detail
+
+    def federation_entry(self) -> tuple[str, str]:
+        """With an admin token at hand ($QUAY_OAUTH_TOKEN): the robot's federation entry for
+        the minted iss and sub, and whether it restricts the audience (Quay deprecates entries
+        without ``audiences``)."""
+        from docker_credential_quayfed import quay
+        from docker_credential_quayfed.identity import audience_of
+
+        admin_token = os.environ.get("QUAY_OAUTH_TOKEN", "").strip()
+        registry = self.registry
+        if not admin_token:
+            return SKIP, "set QUAY_OAUTH_TOKEN (org:admin) to read the robot's federation entries"
+        url = quay.federation_api_url(registry.quay_base_url, registry.robot, user_form=False)
+        try:
+            entries = quay.federation_call(
+                self.session, "GET", url, admin_token, deadline=self.deadline
+            )
+        except QuayfedError as exc:  # the exchange may still work: it is what decides
+            return WARN, f"could not read the robot's federation entries: {exc.problem}"
+        issuer, subject = str(self.minted.get("iss", "")), str(self.minted.get("sub", ""))
+        matching = [e for e in entries if (e["issuer"], e["subject"]) == (issuer, subject)]
+        named = f"iss={issuer} sub={subject}"
+        add = (
+            f"docker-credential-quayfed federation add {registry.robot} "
+            f"--from-config {registry.key}"
+        )
+        if not matching:  # the exchange, next, gives Quay's own verdict
+            return WARN, (
+                f"no federation entry of {registry.robot} names {named} ({len(entries)} "
+                f"entries); run: {add}"
+            )
+        audiences = [a for e in matching for a in (e.get("audiences") or [])]
+        carried = [a for a in audience_of(self.minted).split("\n") if a]
+        if not audiences:
+            return WARN, (
+                f"the entry for {named} lists no audiences: Quay deprecates such entries and "
+                f"will check aud; run: {add}"
+            )
+        if not set(audiences) & set(carried):
+            return WARN, (
+                f"the entry for {named} accepts audiences {','.join(map(str, audiences))}, the "
+                f"JWT carries aud={','.join(carried) or '(none)'}: Quay 3.18+ refuses it; run: "
+                f"{add}, or set audience or exchange_audience to one the entry accepts"
+            )
+        return OK, f"the entry for {named} accepts audiences {','.join(map(str, audiences))}"
 
     def exchange(self) -> tuple[str, str]:
         self.robot = broker.exchange(self.registry, self.session, self.oidc_token, self.deadline)
@@ -347,7 +394,15 @@ def _wiring(report: Report, host: str) -> None:
 def diagnose(host: str) -> Report:
     report = Report(host)
     registry = _local_checks(report, host)
-    remote = ("discovery", "JWKS", "token minted", "Quay exchange", "robot token", "registry /v2/")
+    remote = (
+        "discovery",
+        "JWKS",
+        "token minted",
+        "federation entry",
+        "Quay exchange",
+        "robot token",
+        "registry /v2/",
+    )
     if registry is None:
         _skip(report, *remote)
         return report
@@ -358,6 +413,7 @@ def diagnose(host: str) -> Report:
             ("JWKS", checker.fetch_jwks),
             *([("login", checker.login_state)] if registry.source == "device" else []),
             ("token minted", checker.mint),
+            ("federation entry", checker.federation_entry),
             ("Quay exchange", checker.exchange),
             ("robot token", checker.robot_expiry),
             ("registry /v2/", checker.registry_login),

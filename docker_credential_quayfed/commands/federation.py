@@ -61,23 +61,42 @@ def add_parser(commands: Any) -> None:
         if name in ("set", "add", "remove"):
             action.add_argument("--issuer", action="append", default=[], help="issuer URL")
             action.add_argument("--subject", action="append", default=[], help="subject (sub)")
+        if name in ("set", "add"):
+            audience = action.add_mutually_exclusive_group()
+            audience.add_argument(
+                "--audience",
+                action="append",
+                default=[],
+                help="an audience the entries accept (repeatable); Quay then requires the "
+                "JWT's aud to name one",
+            )
+            audience.add_argument(
+                "--no-audience",
+                action="store_true",
+                help="write the entries without audiences (a Quay whose API keeps none)",
+            )
         if name == "add":
             action.add_argument(
                 "--from-config",
                 metavar="HOST",
-                help="mint a JWT with HOST's configured source and add its iss and sub",
+                help="mint a JWT with HOST's configured source and add its iss and sub, with "
+                "the audience it carries",
             )
         if name == "remove":
             action.add_argument("--all", action="store_true", help="remove every entry")
         action.set_defaults(handler=run)
 
 
-def _pairs(args: argparse.Namespace) -> list[dict[str, str]]:
+def _pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
     if len(args.issuer) != len(args.subject):
         raise UsageError(
             "--issuer and --subject must come in pairs", "give one --subject per --issuer"
         )
-    return [{"issuer": i, "subject": s} for i, s in zip(args.issuer, args.subject)]
+    audiences = sorted(set(getattr(args, "audience", [])))
+    return [
+        {"issuer": i, "subject": s, **({"audiences": audiences} if audiences else {})}
+        for i, s in zip(args.issuer, args.subject)
+    ]
 
 
 def _settings_for(args: argparse.Namespace) -> tuple[str, str]:
@@ -115,17 +134,48 @@ def _oauth_token(args: argparse.Namespace) -> str:
     return value
 
 
-def _minted_pair(host: str) -> dict[str, str]:
+def _minted_entry(host: str, with_audience: bool) -> dict[str, Any]:
+    """The iss and sub of a JWT HOST's source mints, and (``with_audience``) the audience it
+    carries: the entry Quay needs to accept exactly that source's JWTs."""
+    from docker_credential_quayfed.identity import audience_of
+
     registry = config.load(BY_NAME).registry(host)
     deadline = transport.Deadline(registry.timeout)
     with transport.hard_deadline(deadline), broker.registry_client(registry) as session:
         _, minted = broker.fetch_oidc_token(registry, session, deadline)
-    return {"issuer": str(minted.get("iss", "")), "subject": str(minted.get("sub", ""))}
+    entry: dict[str, Any] = {
+        "issuer": str(minted.get("iss", "")),
+        "subject": str(minted.get("sub", "")),
+    }
+    audiences = [aud for aud in audience_of(minted).split("\n") if aud]
+    if with_audience and audiences:
+        entry["audiences"] = audiences
+    return entry
 
 
 def _pair(entry: dict[str, Any]) -> tuple[str, str]:
     """What names an entry: its issuer and subject (other fields, such as audiences, do not)."""
     return str(entry["issuer"]), str(entry["subject"])
+
+
+def _audiences(entry: dict[str, Any]) -> list[str] | None:
+    """An entry's audiences as a sorted list; None when it has none."""
+    found = entry.get("audiences")
+    if not isinstance(found, list) or not found:
+        return None
+    return sorted(str(audience) for audience in found)
+
+
+def _audiences_lost(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[str]:
+    """The entries of ``sent`` whose audiences Quay's list ``stored`` does not hold."""
+    by_pair = {_pair(entry): entry for entry in stored}
+    return [
+        f"{','.join(wanted)} of {issuer} {subject}"
+        for entry in sent
+        for issuer, subject in [_pair(entry)]
+        for wanted in [_audiences(entry)]
+        if wanted is not None and _audiences(by_pair.get(_pair(entry), {})) != wanted
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,42 +191,80 @@ def run(args: argparse.Namespace) -> int:
                 session, method, url, token, deadline=deadline, entries=body
             )
 
-        def write(body: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            written = call("POST", body) if body else call("DELETE")
-            # Quay has no compare-and-swap: reading back is how a racing writer is noticed.
-            if call("GET") != written:
+        def write(
+            body: list[dict[str, Any]], read: list[dict[str, Any]] | None
+        ) -> list[dict[str, Any]]:
+            """Replace the list with ``body``, built from ``read`` (None: from nothing)."""
+            # Quay has no compare-and-swap: a read just before the write, and one after, are
+            # how a racing writer is noticed.
+            if read is not None and call("GET") != read:
+                raise QuayError(
+                    f"the federation list of {args.robot} changed since this command read it "
+                    "(another change is under way); nothing was written",
+                    f"check it with 'federation show {args.robot}' and run the command again",
+                )
+            if body:
+                call("POST", body)
+            else:
+                call("DELETE")
+            stored = call("GET")
+            if sorted(map(_pair, stored)) != sorted(map(_pair, body)):
                 raise QuayError(
                     f"the federation list of {args.robot} changed while this command wrote it "
                     "(another change raced this one, and one of the two may be lost)",
                     f"check it with 'federation show {args.robot}' and run the command again "
                     "if an entry is missing",
                 )
-            return written
+            lost = _audiences_lost(body, stored)
+            if lost:
+                raise QuayError(
+                    f"Quay dropped the audiences {'; '.join(lost)} from the federation of "
+                    f"{args.robot}: those entries now accept a JWT for any audience",
+                    f"set them again in Quay's UI, or on a Quay whose API keeps no audiences "
+                    f"write new entries with --no-audience; check with 'federation show "
+                    f"{args.robot}'",
+                )
+            return stored
 
         if action == "show":
             entries = call("GET")
         elif action == "set":
-            entries = write(_pairs(args))
+            entries = write(_pairs(args), None)
         elif action == "add":
             wanted = _pairs(args)
             if args.from_config:
-                wanted.append(_minted_pair(args.from_config))
+                wanted.append(_minted_entry(args.from_config, not args.no_audience))
             if not wanted:
                 raise UsageError("nothing to add", "give --issuer and --subject, or --from-config")
             current = call("GET")
-            present = {_pair(entry) for entry in current}
+            present = {_pair(entry): entry for entry in current}
             missing = [pair for pair in wanted if _pair(pair) not in present]
-            entries = write(current + missing) if missing else current
+            # An entry already there takes the audiences asked for (Quay matches on the pair).
+            restricted = {
+                _pair(pair): pair["audiences"]
+                for pair in wanted
+                if _pair(pair) in present
+                and _audiences(pair) is not None
+                and _audiences(pair) != _audiences(present[_pair(pair)])
+            }
+            updated = [
+                {**entry, "audiences": restricted[_pair(entry)]}
+                if _pair(entry) in restricted
+                else entry
+                for entry in current
+            ]
+            changed = missing or restricted
+            entries = write(updated + missing, current) if changed else current
         else:
             if args.all:
-                entries = write([])
+                entries = write([], None)
             else:
                 unwanted = {_pair(pair) for pair in _pairs(args)}
                 if not unwanted:
                     raise UsageError("nothing to remove", "give --issuer and --subject, or --all")
                 current = call("GET")
                 kept = [entry for entry in current if _pair(entry) not in unwanted]
-                entries = current if kept == current else write(kept)
+                entries = current if kept == current else write(kept, current)
     _print(entries, args)
     return 0
 

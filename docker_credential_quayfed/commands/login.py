@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,8 @@ from docker_credential_quayfed.commands.help import describe
 from docker_credential_quayfed.text import printable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.config import Config, RegistryConfig
 
@@ -95,6 +98,34 @@ def _cache() -> TokenCache:
     return TokenCache(config.default_cache_dir())
 
 
+@contextlib.contextmanager
+def _holding_the_login(
+    cache: TokenCache, sharing: list[RegistryConfig], timeout: float
+) -> Iterator[None]:
+    """Hold the lock of every credential minted from the login (as its person stands now),
+    then the login's own lock: in the order a get takes them (its credential's, then the
+    login's while it renews), so no refresh is under way while the login changes hands,
+    and none can write after it."""
+    from docker_credential_quayfed import broker, logins
+
+    keys = sorted({broker.key_for(other) for other in sharing}, key=lambda key: key.digest)
+    with contextlib.ExitStack() as held:
+        for key in keys:
+            held.enter_context(cache.lock(key, timeout=timeout))
+        held.enter_context(cache.lock_file(logins.lock_name(sharing[0]), timeout=timeout))
+        yield
+
+
+def _forget_what_the_login_minted(cache: TokenCache, sharing: list[RegistryConfig]) -> int:
+    """Drop the JWTs kept for the login's person and every robot token of the registries
+    sharing it; returns how many robot tokens went."""
+    from docker_credential_quayfed import broker, logins
+
+    for name in {logins.jwt_name(broker.key_for(other).principal) for other in sharing}:
+        cache.remove(name)
+    return sum(cache.erase(other.key) for other in sharing)
+
+
 def _run_login(args: argparse.Namespace) -> int:
     from docker_credential_quayfed import actions, broker, login_flow, logins, oidc, transport
     from docker_credential_quayfed.errors import IssuerError
@@ -111,21 +142,26 @@ def _run_login(args: argparse.Namespace) -> int:
             body = login_flow.device_login(context)
             grant = "device_code"
     token = oidc.pick_token(body, registry.token_type, grant)
-    login = logins.from_token_response(registry, body, token, time.time())
-    if login is None:
+    if not isinstance(body.get("refresh_token"), str) or not body.get("refresh_token"):
         raise IssuerError(
             f"the issuer gave no refresh token for {registry.key}, so the login cannot last",
             "add offline_access to scope, or allow refresh tokens for the client at the issuer",
         )
+    login = logins.from_token_response(registry, body, token, time.time())
+    if login is None:
+        raise IssuerError(
+            f"the issuer's {registry.token_type} for {registry.key} names nobody (no iss or sub)",
+            'set token_type = "id_token" with scope "openid", or fix the client at the issuer',
+        )
     sharing = logins.sharing(settings, registry)
-    with cache.lock_file(logins.lock_name(registry), timeout=registry.timeout):
-        for other in sharing:  # a robot token of an earlier login must not outlive it
-            cache.erase(other.key)
+    with _holding_the_login(cache, sharing, registry.timeout):
+        # What an earlier login minted (whoever it named) must not outlive it.
+        _forget_what_the_login_minted(cache, sharing)
         logins.write(cache, registry, login)
         logins.keep_jwt(cache, broker.key_for(registry).principal, token)
     outcome = broker.robot_token(registry, cache, force=True)
     actions.remember(settings, cache)
-    who = f" as {printable(login.subject)}" if login.subject else ""
+    who = f" as {printable(login.shown)}"
     print(
         f"Logged in to {registry.key}{who}; robot {outcome.token.robot} token valid until "
         f"{logins.when(outcome.token.expires_at)}"
@@ -135,28 +171,26 @@ def _run_login(args: argparse.Namespace) -> int:
 
 
 def _run_logout(args: argparse.Namespace) -> int:
-    from docker_credential_quayfed import broker, log, login_flow, logins, transport
+    from docker_credential_quayfed import broker, log, logins, transport
     from docker_credential_quayfed.errors import QuayfedError
-    from docker_credential_quayfed.sources import SourceContext
+    from docker_credential_quayfed.sources import SourceContext, oauth
 
     settings, registry = _device_registry(args.host)
     cache = _cache()
-    login = logins.read(cache, registry)
     sharing = logins.sharing(settings, registry)
-    # What the login minted, for every registry that shares it: kept JWTs, robot tokens.
-    kept = {logins.jwt_name(broker.key_for(other).principal) for other in sharing}
     revoked = False
-    if login is not None:
-        try:
-            with broker.registry_client(registry) as session:
-                context = SourceContext(registry, session, transport.Deadline(registry.timeout))
-                revoked = login_flow.revoke(context, login.refresh_token)
-        except QuayfedError as exc:
-            log.warn(exc.message)
-    logins.forget(cache, registry)
-    for name in kept:
-        cache.remove(name)
-    erased = sum(cache.erase(other.key) for other in sharing)
+    with _holding_the_login(cache, sharing, registry.timeout):
+        login = logins.read(cache, registry)
+        if login is not None:
+            try:
+                with broker.registry_client(registry) as session:
+                    context = SourceContext(registry, session, transport.Deadline(registry.timeout))
+                    revoked = oauth.revoke(context, login.refresh_token)
+            except QuayfedError as exc:
+                log.warn(exc.message)
+        # What the login minted, for every registry that shares it: kept JWTs, robot tokens.
+        erased = _forget_what_the_login_minted(cache, sharing)
+        logins.forget(cache, registry)
     hosts = ", ".join(other.key for other in sharing)
     if login is None:
         print(f"Not logged in to {hosts}; erased {erased} cached robot token(s)")
@@ -220,7 +254,7 @@ def describe_registry(registry: RegistryConfig, cache: TokenCache, now: float) -
         if login.expires_at is not None
         else "login without a fixed end"
     )
-    who = login.subject or "(unknown subject)"
+    who = login.shown
     return (
         f"{registry.key}: logged in as {who} at {registry.issuer} "
         f"{logins.age(now - login.logged_in_at)} ago, {until}; {robot_part}",

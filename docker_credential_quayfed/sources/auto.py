@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from docker_credential_quayfed import paths
 from docker_credential_quayfed.errors import SecretError
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 from docker_credential_quayfed.sources.buildkite import BuildkiteSource
@@ -69,7 +70,7 @@ def circleci(registry: RegistryConfig) -> Environment | None:
 
 def kubernetes(registry: RegistryConfig) -> Environment | None:
     """A pod (KUBERNETES_SERVICE_HOST), a configured token_file, or a token at the default path."""
-    path = os.path.expanduser(registry.token_file or DEFAULT_TOKEN_FILE)
+    path = paths.resolve_path(registry.token_file or DEFAULT_TOKEN_FILE)
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST", "").strip())
     if not (in_cluster or registry.token_file or os.path.exists(path)):
         return None

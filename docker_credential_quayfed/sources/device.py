@@ -8,11 +8,12 @@ accepts, the answer is "not found" and one line saying to log in again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed import log, logins
-from docker_credential_quayfed.errors import GrantRefused, LoginRequired
+from docker_credential_quayfed.errors import GrantRefused, LoginRequired, QuayfedError
 from docker_credential_quayfed.sources import oauth
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
@@ -38,13 +39,14 @@ class DeviceLoginSource(TokenSource):
 
     @classmethod
     def identity_of(cls, registry: RegistryConfig) -> str:
-        """The logged-in person (the login's subject): a robot token minted from one person's
-        login is never served after another logs in."""
+        """The logged-in person (the ``iss`` and ``sub`` of the login's token): a robot token
+        minted from one person's login is never served after another logs in, even one who
+        shares the first one's username."""
         from docker_credential_quayfed import config
         from docker_credential_quayfed.cache import TokenCache
 
         login = logins.read(TokenCache(config.default_cache_dir()), registry)
-        return f"login {login.subject}" if login is not None else "no login"
+        return f"login {login.person}" if login is not None else "no login"
 
     def fetch(self, context: SourceContext) -> str:
         from docker_credential_quayfed import config
@@ -81,6 +83,16 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
         token = body.get(registry.token_type)
         shown = token if isinstance(token, str) else ""
         renewed = logins.from_token_response(registry, body, shown, time.time(), previous=login)
+        if logins.read(cache, registry) != login:
+            # Logged out (or in as another) while this request was out: what it got is not
+            # ours to keep, and the rotated refresh token must not outlive the logout.
+            if renewed is not None and renewed.refresh_token != login.refresh_token:
+                with contextlib.suppress(QuayfedError):
+                    oauth.revoke(context, renewed.refresh_token)
+            raise LoginRequired(
+                f"{registry.key} was logged out while its login was being renewed",
+                f"run: docker-credential-quayfed login {registry.key}",
+            )
         if renewed is not None:
             if renewed.refresh_token != login.refresh_token:
                 log.debug(f"the issuer rotated the refresh token for {registry.key}")

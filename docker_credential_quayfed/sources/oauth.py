@@ -113,9 +113,8 @@ def client_assertion(context: SourceContext, endpoint: str) -> str:
 def _signing_key(key_file: str) -> tuple[RSAPrivateKey | EllipticCurvePrivateKey, str]:
     """The private key in ``key_file`` and the algorithm to sign with: RS256 for RSA, ES256
     (or ES384/ES512 by curve) for EC. Read like every secret file; never shown."""
-    import os
 
-    from docker_credential_quayfed import secret_reader
+    from docker_credential_quayfed import paths, secret_reader
 
     try:
         from cryptography.exceptions import UnsupportedAlgorithm
@@ -129,7 +128,7 @@ def _signing_key(key_file: str) -> tuple[RSAPrivateKey | EllipticCurvePrivateKey
             "python3-cryptography)",
         ) from None
     pem = secret_reader.read_secret_file("client key", key_file, where="client_key_file")
-    path = os.path.expanduser(key_file)
+    path = paths.resolve_path(key_file)
     try:
         key = load_pem_private_key(pem.encode("utf-8"), password=None)
     except TypeError:
@@ -207,3 +206,34 @@ def exchange_for_audience(context: SourceContext, subject_token: str) -> str:
         raise IssuerError(exc.problem, _EXCHANGE_FIX) from None
     log.debug(f"token exchanged at the issuer for audience {registry.exchange_audience!r}")
     return token
+
+
+def revoke(context: SourceContext, refresh_token: str) -> bool:
+    """Revoke the refresh token at the issuer (RFC 7009); False when it has no endpoint."""
+    from docker_credential_quayfed import log, transport
+
+    found = context.discover()
+    endpoint = found.revocation_endpoint
+    if not endpoint:
+        return False
+    form = {"token": refresh_token, "token_type_hint": "refresh_token"}
+    # A client assertion's audience is the token endpoint, as issuers expect everywhere.
+    client_auth = authenticate(context, form, found.token_endpoint)
+    response = transport.request(
+        context.session,
+        "POST",
+        endpoint,
+        deadline=context.deadline,
+        what="token revocation",
+        data=form,
+        auth=client_auth,
+    )
+    if response.status_code != 200:
+        body = transport.json_object(response)
+        error = body.get("error") if body else None
+        detail = f", {log.server_text(error, limit=60)}" if isinstance(error, str) else ""
+        raise IssuerError(
+            f"the issuer did not revoke the refresh token (HTTP {response.status_code}{detail})",
+            "it is forgotten here; revoke the session at the issuer if it must end now",
+        )
+    return True

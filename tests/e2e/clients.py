@@ -19,8 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLIENTS = ("skopeo", "podman", "buildah", "docker")
+# Built from their Go modules by .ci/more-clients.sh; found on PATH or in MORE_CLIENTS_BIN_ENV.
+MORE_CLIENTS = ("helm", "oras", "crane")
+MORE_CLIENTS_BIN_ENV = "QUAYFED_MORE_CLIENTS_BIN"
 HELPER_NAME = "quayfed"
 DEFAULT_TIMEOUT = 90.0
+
+
+def client_search_path() -> str:
+    """PATH, after the directory named by $QUAYFED_MORE_CLIENTS_BIN when it is set."""
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    more = os.environ.get(MORE_CLIENTS_BIN_ENV, "").strip()
+    return f"{more}{os.pathsep}{path}" if more else path
+
+
+def install_hint(client: str) -> str:
+    if client in MORE_CLIENTS:
+        return (
+            f"bash .ci/more-clients.sh, then put its directory on PATH or in {MORE_CLIENTS_BIN_ENV}"
+        )
+    return f"apt-get install {client}"
 
 
 @dataclass(frozen=True)
@@ -56,11 +74,25 @@ def client_version(client: str) -> str:
         "podman": ["podman", "--version"],
         "buildah": ["buildah", "--version"],
         "docker": ["docker", "--version"],
+        "helm": ["helm", "version", "--short"],
+        "oras": ["oras", "version"],
+        "crane": ["crane", "version"],
     }[client]
-    text = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    text = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "PATH": client_search_path()},
+    ).stdout
     # "skopeo version 1.9.3", "Docker version 28.2.2, build e6534b4", "buildah version 1.28.2 (...)"
+    # "v4.3.2" (helm), "Version:    1.3.6" (oras), "v0.22.1" (crane)
     words = text.replace(",", " ").split()
-    return words[words.index("version") + 1] if "version" in words else text.strip()
+    for label in ("version", "Version:"):
+        if label in words:
+            return words[words.index(label) + 1]
+    return words[0].split("+")[0].lstrip("v") if words else ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +128,7 @@ class ClientSandbox:
         # podman refuses a runroot longer than 50 characters, so it cannot live in tmp_path.
         self.runroot = Path(tempfile.mkdtemp(prefix="qfe2e-", dir="/tmp"))
         self.env = {
-            "PATH": f"{self.helper_bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.helper_bin_dir}{os.pathsep}{client_search_path()}",
             "HOME": str(self.home),
             "LANG": "C.UTF-8",
             "TMPDIR": str(self.tmp),
@@ -175,6 +207,7 @@ class ClientSandbox:
         stdin: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         extra_env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> ClientRun:
         argv = (client, *args)
         env = {**self.env, **(extra_env or {})}
@@ -185,7 +218,7 @@ class ClientSandbox:
             capture_output=True,
             text=True,
             env=env,
-            cwd=self.root,
+            cwd=cwd or self.root,
             timeout=timeout,
             check=False,
         )
@@ -326,3 +359,56 @@ class ClientSandbox:
 
     def docker_logout(self, host: str) -> ClientRun:
         return self.run("docker", ["logout", host])
+
+    # helm v4 (charts as OCI artifacts; its own registry config, then docker's, for credentials)
+
+    @property
+    def helm_registry_config(self) -> Path:
+        """Where helm looks first for credentials: $XDG_CONFIG_HOME/helm/registry/config.json."""
+        return Path(self.env["XDG_CONFIG_HOME"]) / "helm" / "registry" / "config.json"
+
+    def helm(self, *args: str) -> ClientRun:
+        return self.run("helm", args)
+
+    def helm_push(self, chart_archive: Path, repository_url: str) -> ClientRun:
+        return self.helm(
+            "push", f"--ca-file={self.cert_dir / 'ca.crt'}", str(chart_archive), repository_url
+        )
+
+    def helm_pull(self, chart_url: str, version: str, destination: Path) -> ClientRun:
+        destination.mkdir(parents=True, exist_ok=True)  # helm writes into it, never makes it
+        return self.helm(
+            "pull",
+            f"--ca-file={self.cert_dir / 'ca.crt'}",
+            chart_url,
+            "--version",
+            version,
+            "--destination",
+            str(destination),
+        )
+
+    # oras (OCI artifacts; docker's config for credentials)
+
+    def oras_push(self, ref: str, directory: Path, files: Sequence[str]) -> ClientRun:
+        """Push `files` (names relative to `directory`) as one artifact."""
+        return self.run("oras", ["push", *self._oras_tls_args(), ref, *files], cwd=directory)
+
+    def oras_pull(self, ref: str, destination: Path) -> ClientRun:
+        return self.run("oras", ["pull", *self._oras_tls_args(), "--output", str(destination), ref])
+
+    def _oras_tls_args(self) -> list[str]:
+        # oras speaks plain HTTP to a registry named localhost unless told otherwise.
+        return ["--plain-http=false", f"--ca-file={self.cert_dir / 'ca.crt'}"]
+
+    # crane (go-containerregistry; docker's config for credentials; Go's SSL_CERT_FILE for TLS)
+
+    def crane(self, *args: str) -> ClientRun:
+        return self.run("crane", args, extra_env={"SSL_CERT_FILE": str(self.cert_dir / "ca.crt")})
+
+    def crane_push(self, layout: Path, ref: str) -> ClientRun:
+        """Push the one image of the OCI layout directory `layout`."""
+        return self.crane("push", str(layout), ref)
+
+    def crane_pull(self, ref: str, layout: Path) -> ClientRun:
+        """Pull `ref` into the OCI layout directory `layout`."""
+        return self.crane("pull", "--format=oci", ref, str(layout))

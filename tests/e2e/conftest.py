@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
-from tests.e2e.clients import CLIENTS, ClientSandbox
+from tests.e2e.clients import CLIENTS, ClientSandbox, client_search_path, install_hint
 from tests.e2e.deployment import (
     E2E,
     HELPER_EXECUTABLE,
@@ -39,11 +40,17 @@ def in_ci() -> bool:
 
 def require_binary(name: str) -> None:
     """In CI a missing binary fails the test; locally it skips it."""
-    if shutil.which(name) is None:
-        message = f"{name} is not installed (apt-get install {name})"
+    if shutil.which(name, path=client_search_path()) is None:
+        message = f"{name} is not installed ({install_hint(name)})"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def require_client() -> Callable[[str], None]:
+    """`require_client(name)` for a client only some tests use: fails in CI, skips elsewhere."""
+    return require_binary
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +77,19 @@ def works_with() -> Iterator[WorksWith]:
     table = WorksWith()
     yield table
     table.write_if_requested()
+
+
+def quay_token_auth(
+    quay: QuayEmulator, registry: DistributionRegistry, root: Path, *, realm_host: str
+) -> TokenAuth:
+    """The registry's `auth: token:` block for tokens from the emulator's /v2/auth, which
+    the realm names `realm_host` (a name of 127.0.0.1, where the emulator listens)."""
+    return TokenAuth(
+        realm=f"https://{realm_host}:{quay.host.rsplit(':', 1)[1]}/v2/auth",
+        service=registry.host,
+        issuer=quay.registry_issuer,
+        rootcertbundle=quay.write_registry_token_cert(root / "registry-token-signer.pem"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -124,14 +144,7 @@ def deployment(
         seed(seeder, other, {OTHER_IMAGE: "image on another registry\n"})
         # Now behave like Quay's registry: every request needs a token from Quay's /v2/auth.
         registry.stop()
-        registry.start(
-            TokenAuth(
-                realm=f"{quay.url}/v2/auth",
-                service=registry.host,
-                issuer=quay.registry_issuer,
-                rootcertbundle=quay.write_registry_token_cert(root / "registry-token-signer.pem"),
-            )
-        )
+        registry.start(quay_token_auth(quay, registry, root, realm_host="127.0.0.1"))
         seeder.close()
         yield Deployment(
             quay=quay,
@@ -169,9 +182,47 @@ def deployment(
         quay.close()
 
 
+@pytest.fixture(scope="session")
+def named_registry(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory, test_pki: TestPKI
+) -> Iterator[DistributionRegistry]:
+    """A third registry, empty, that clients name `localhost:PORT` and whose token realm names
+    the Quay emulator `localhost` too. oras and crane refuse a token realm at a loopback or
+    private address unless it is the registry's own host (oras) or host:port (crane), as it
+    is for Quay, which serves /v2/auth itself; this suite's emulator and registries are
+    separate processes on 127.0.0.1, so these two meet them by host name."""
+    root = tmp_path_factory.mktemp("e2e-named-registry")
+    quay = deployment.quay
+    registry = DistributionRegistry(
+        root / "registry",
+        ServerTLS(test_pki.server_cert, test_pki.server_key),
+        hostname="localhost",
+    )
+    try:
+        registry.start(quay_token_auth(quay, registry, root, realm_host="localhost"))
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
+def e2e_named(
+    deployment: Deployment,
+    named_registry: DistributionRegistry,
+    tmp_path: Path,
+    helper_bin_dir: Path,
+) -> Iterator[E2E]:
+    """`e2e`, with the registry named by host name (`named_registry`) as the private one."""
+    yield from _fresh_view(replace(deployment, registry=named_registry), tmp_path, helper_bin_dir)
+
+
 @pytest.fixture
 def e2e(deployment: Deployment, tmp_path: Path, helper_bin_dir: Path) -> Iterator[E2E]:
     """A fresh sandbox and a cold helper cache; checks no client printed a secret."""
+    yield from _fresh_view(deployment, tmp_path, helper_bin_dir)
+
+
+def _fresh_view(deployment: Deployment, tmp_path: Path, helper_bin_dir: Path) -> Iterator[E2E]:
     deployment.quay.reset()
     deployment.quay.set_token_lifetime(QUAY_TOKEN_LIFETIME)
     sandbox = ClientSandbox(tmp_path / "clients", deployment.ca_cert, helper_bin_dir)

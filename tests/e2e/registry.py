@@ -46,10 +46,18 @@ class DistributionRegistry:
     needs a bearer token from the realm.
     """
 
-    def __init__(self, workdir: Path, tls: ServerTLS | None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        tls: ServerTLS | None,
+        port: int | None = None,
+        hostname: str = "127.0.0.1",
+    ) -> None:
+        """`hostname` is the name clients use (a loopback name); it listens on 127.0.0.1."""
         self.workdir = workdir
         self.tls = tls
         self.port = port or free_port()
+        self.hostname = hostname
         self.storage = workdir / "storage"
         self.config_path = workdir / "config.yml"
         self.log_path = workdir / "registry.log"
@@ -58,7 +66,7 @@ class DistributionRegistry:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.hostname}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -66,7 +74,7 @@ class DistributionRegistry:
 
     def config(self, token_auth: TokenAuth | None) -> dict[str, object]:
         http: dict[str, object] = {
-            "addr": self.host,
+            "addr": f"127.0.0.1:{self.port}",
             "secret": "e2e-registry-http-secret",
             "headers": {"X-Content-Type-Options": ["nosniff"]},
         }

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.clients import CLIENTS, client_version
+from tests.e2e.clients import CLIENTS, MORE_CLIENTS, client_version
 
 OUTPUT_ENV = "QUAYFED_WORKS_WITH_OUT"
 
@@ -14,6 +14,7 @@ CONFIG_FILES = {
     "docker": "`$DOCKER_CONFIG/config.json`",
     "auth.json": "containers `auth.json` (`REGISTRY_AUTH_FILE` / `--authfile`)",
     "home-docker": "`~/.docker/config.json`",
+    "helm-registry": "helm's `registry/config.json` (`--registry-config`)",
 }
 
 
@@ -48,7 +49,7 @@ class WorksWith:
             "| Client | Version tested | Config file used | Verified |",
             "|---|---|---|---|",
         ]
-        for client in CLIENTS:
+        for client in (*CLIENTS, *MORE_CLIENTS):
             record = self.records.get(client)
             if record is None:
                 continue
