@@ -378,13 +378,20 @@ _STEP = re.compile(r"^\s*(?:E\s+)?(?:\|\s*)?state\.(\w+)\(")
 _CHECK = re.compile(r"^\s*(?:E\s+)?(?:\|\s*)?(AssertionError|\w+Error): (.*)$")
 
 
+#: the state machine's invariant: it checks every answer after each step
+INVARIANT = "served_only_to_whom_quay_issued"
+
+
 def failed_where(output: str) -> tuple[str, str]:
-    """The rule of the falsifying example's last step and the first line of its failed check."""
+    """The falsifying example's last rule (and whether the invariant after it failed) and the
+    first line of the failed check."""
     rule = check = ""
     for line in output.splitlines():
         step = _STEP.match(line)
-        if step and step.group(1) != "teardown":
+        if step and step.group(1) not in ("teardown", INVARIANT):
             rule = step.group(1)
+        elif step and step.group(1) == INVARIANT and rule:
+            rule = rule.split(" ")[0] + f" (then {INVARIANT})"
         found = _CHECK.match(line)
         if found and not check:
             check = found.group(2).strip()

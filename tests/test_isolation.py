@@ -153,7 +153,6 @@ REGISTRIES = (
 )
 BY_KEY = {registry.key: registry for registry in REGISTRIES}
 LOGIN_REGISTRIES = tuple(r.key for r in REGISTRIES if r.source == "device")
-CARRIED_REGISTRIES = tuple(r.key for r in REGISTRIES if r.carrier in FILES)
 ROBOT_LISTS = ((), (), (ALPHA,), (ALPHA,), (BETA,), ("org+*",), ("other+*",), (ALPHA, BETA))
 OVERRIDES = {QUAY_A: ((), (QUAY_B,), (QUAY_B,)), QUAY_B: ((), (), (QUAY_A,))}
 
@@ -571,13 +570,35 @@ class Isolation(RuleBasedStateMachine):
             self.hand(file, self.carried(*holder, False, audience))
             self.get_once(key, installed=False)
 
-    @rule(file=st.sampled_from(FILES), pull=pulls)
-    def token_expires(self, file: str, pull: Pull) -> None:
-        """The JWT in the file expires (its holder unchanged): time passes for the carrier."""
+    @rule(file=st.sampled_from(FILES), which=st.integers(0, 3), again=st.booleans())
+    def token_expires(self, file: str, which: int, again: bool) -> None:
+        """The JWT in the file expires (its holder unchanged): time passes for the carrier
+        between two pulls, the first of which cached the holder's robot token."""
+        keys = [r.key for r in REGISTRIES if r.carrier == file]
+        key = keys[which % len(keys)]
         held = self.files[file]
         if held is not None:
-            self.hand(file, self.carried(held.identity.kind, held.identity.name, True))
-        self.pull(pull, [r.key for r in REGISTRIES if r.carrier == file])
+            self.get_once(key, installed=False)
+            identity = held.identity
+            self.hand(file, self.carried(identity.kind, identity.name, True, held.audience))
+        self.pull(Pull(which, again), [key])
+
+    @rule(
+        file=st.sampled_from(FILES),
+        which=st.integers(0, 3),
+        twin_first=st.booleans(),
+        audience=st.sampled_from(CARRIED_AUDIENCES),
+    )
+    def same_sub_at_another_issuer(
+        self, file: str, which: int, twin_first: bool, audience: str
+    ) -> None:
+        """job-1 of the realm and the second issuer's job with the same ``sub`` take turns."""
+        keys = [r.key for r in REGISTRIES if r.carrier == file]
+        key = keys[which % len(keys)]
+        turns = [("job", TWIN), ("job", JOBS[0])]
+        for holder in turns if twin_first else reversed(turns):
+            self.hand(file, self.carried(*holder, False, audience))
+            self.get_once(key, installed=False)
 
     @rule(file=st.sampled_from(FILES), pull=pulls)
     def token_file_removed(self, file: str, pull: Pull) -> None:
@@ -607,6 +628,7 @@ class Isolation(RuleBasedStateMachine):
             (where / "~" / "tok").write_text(self.carried(*holder, False).token + "\n")
         os.chdir(where)
         if takes_turn:
+            self.get_once("home-a.test", installed=False)  # the holder's token, cached
             others = [h for h in HOLDERS if held is None or h[1] != held.identity.name]
             self.hand(HOME_FILE, self.carried(*others[number % len(others)], False))
         self.pull(pull, [r.key for r in REGISTRIES if r.carrier == HOME_FILE])
@@ -855,22 +877,32 @@ class Isolation(RuleBasedStateMachine):
 
     @rule(
         image_host=st.sampled_from((QUAY_A, QUAY_A, QUAY_B, QUAY_B, "other.test")),
-        accounts=st.lists(st.sampled_from(ACCOUNTS), min_size=1, max_size=3),
+        accounts=st.permutations(ACCOUNTS),
+        pods=st.integers(1, 3),
         right_audience=st.sampled_from((True, True, True, False)),
         expired=mostly_false,
-        robot=st.sampled_from(("", ALPHA, ALPHA, ALPHAX, BETA)),
+        robot=st.sampled_from(("", ALPHA, ALPHA, ALPHAX, ALPHAX, BETA)),
         override=st.sampled_from(("", "", "", QUAY_A, QUAY_B)),
+        robots=st.none() | st.sampled_from(ROBOT_LISTS),
     )
     def kubelet_request(
         self,
         image_host: str,
         accounts: list[str],
+        pods: int,
         right_audience: bool,
         expired: bool,
         robot: str,
         override: str,
+        robots: tuple[str, ...] | None,
     ) -> None:
-        """Pods of one or more service accounts pull one image, one after another."""
+        """Pods of one or more service accounts pull one image, one after another; first,
+        maybe, the node's allow-list for the image's host changes (robot names are drawn
+        beside its patterns: org+alphax beside org+alpha)."""
+        if robots is not None and image_host in self.kubelet_robots:
+            self.kubelet_robots[image_host] = robots
+            self.write_config()
+        accounts = accounts[:pods]
         node = override if robot and override and override != image_host else image_host
         audience = AUDIENCES.get(node, AUDIENCES[QUAY_A])
         if not right_audience:
