@@ -154,6 +154,8 @@ REGISTRIES = (
 BY_KEY = {registry.key: registry for registry in REGISTRIES}
 LOGIN_REGISTRIES = tuple(r.key for r in REGISTRIES if r.source == "device")
 ROBOT_LISTS = ((), (), (ALPHA,), (ALPHA,), (BETA,), ("org+*",), ("other+*",), (ALPHA, BETA))
+#: allow-lists whose patterns sit beside the robots' names (org+alpha is a prefix of org+alphax)
+NEAR_LISTS = ((ALPHA,), (ALPHA,), (ALPHA, BETA), ("org+alpha?",), ("org+*",), ())
 OVERRIDES = {QUAY_A: ((), (QUAY_B,), (QUAY_B,)), QUAY_B: ((), (), (QUAY_A,))}
 
 
@@ -570,12 +572,22 @@ class Isolation(RuleBasedStateMachine):
             self.hand(file, self.carried(*holder, False, audience))
             self.get_once(key, installed=False)
 
-    @rule(file=st.sampled_from(FILES), which=st.integers(0, 3), again=st.booleans())
-    def token_expires(self, file: str, which: int, again: bool) -> None:
-        """The JWT in the file expires (its holder unchanged): time passes for the carrier
-        between two pulls, the first of which cached the holder's robot token."""
+    @rule(
+        file=st.sampled_from(FILES),
+        holder=st.none() | holders,
+        which=st.integers(0, 3),
+        again=st.booleans(),
+    )
+    def token_expires(
+        self, file: str, holder: tuple[str, str] | None, which: int, again: bool
+    ) -> None:
+        """The JWT in the file (``holder``'s, handed over first, or the one there) expires:
+        time passes for the carrier between two pulls, the first of which cached its robot
+        token."""
         keys = [r.key for r in REGISTRIES if r.carrier == file]
         key = keys[which % len(keys)]
+        if holder is not None:
+            self.hand(file, self.carried(*holder, False))
         held = self.files[file]
         if held is not None:
             self.get_once(key, installed=False)
@@ -909,6 +921,24 @@ class Isolation(RuleBasedStateMachine):
             audience = next(a for a in AUDIENCES.values() if a != audience)
         for account in accounts:
             self.kubelet_once(image_host, account, audience, expired, robot, override)
+
+    @rule(
+        image_host=st.sampled_from((QUAY_A, QUAY_B)),
+        accounts=st.permutations(ACCOUNTS),
+        robot=st.sampled_from((ALPHA, ALPHAX, ALPHAX, BETA)),
+        robots=st.none() | st.sampled_from(NEAR_LISTS),
+    )
+    def pods_take_turns(
+        self, image_host: str, accounts: list[str], robot: str, robots: tuple[str, ...] | None
+    ) -> None:
+        """Pods of every service account ask for one robot at one Quay, with tokens the node
+        takes (its audience, unexpired): only the node's allow-list (maybe changed first to
+        patterns beside the robot's name) and Quay decide."""
+        if robots is not None:
+            self.kubelet_robots[image_host] = robots
+            self.write_config()
+        for account in accounts:
+            self.kubelet_once(image_host, account, AUDIENCES[image_host], False, robot, "")
 
     def kubelet_once(
         self, image_host: str, account: str, audience: str, expired: bool, robot: str,
