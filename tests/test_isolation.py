@@ -620,30 +620,31 @@ class Isolation(RuleBasedStateMachine):
     @precondition(lambda self: "tilde" not in PENDING)
     @rule(
         number=st.integers(0, 2),
-        holder=st.none() | holders,
-        takes_turn=st.booleans(),
+        previous=holders,
+        following=holders,
+        cwd_holds_previous=st.sampled_from((True, True, False)),
         pull=pulls,
     )
     def working_directory_moves(
-        self, number: int, holder: tuple[str, str] | None, takes_turn: bool, pull: Pull
+        self,
+        number: int,
+        previous: tuple[str, str],
+        following: tuple[str, str],
+        cwd_holds_previous: bool,
+        pull: Pull,
     ) -> None:
-        """The helper runs from another directory, which holds a ``~/tok`` of its own (that
-        ``~`` is a directory's name there, not the home directory): by default the JWT of the
-        one who held ``$HOME/tok`` before (whose robot token is cached), and with
-        ``takes_turn`` another identity then takes ``$HOME/tok``."""
+        """``$HOME/tok`` changes hands after a pull, while the helper runs from another
+        directory, which holds a ``~/tok`` of its own (there ``~`` is a directory's name, not
+        the home directory): the JWT of the previous holder, whose robot token is cached."""
+        self.hand(HOME_FILE, self.carried(*previous, False))
+        self.get_once("home-a.test", installed=False)
         where = self.directory / f"cwd-{number}"
         (where / "~").mkdir(parents=True, exist_ok=True)
-        held = self.files[HOME_FILE]
-        if holder is None and held is not None:
-            holder = (held.identity.kind, held.identity.name)
-        if holder is not None:
-            (where / "~" / "tok").write_text(self.carried(*holder, False).token + "\n")
+        stranger = previous if cwd_holds_previous else following
+        (where / "~" / "tok").write_text(self.carried(*stranger, False).token + "\n")
         os.chdir(where)
-        if takes_turn:
-            self.get_once("home-a.test", installed=False)  # the holder's token, cached
-            others = [h for h in HOLDERS if held is None or h[1] != held.identity.name]
-            self.hand(HOME_FILE, self.carried(*others[number % len(others)], False))
-        self.pull(pull, [r.key for r in REGISTRIES if r.carrier == HOME_FILE])
+        self.hand(HOME_FILE, self.carried(*following, False))
+        self.pull(pull, ["home-a.test"])
 
     @rule(holder=st.none() | holders, expired=mostly_false, pull=pulls)
     def variable_set(self, holder: tuple[str, str] | None, expired: bool, pull: Pull) -> None:
@@ -927,13 +928,20 @@ class Isolation(RuleBasedStateMachine):
         accounts=st.permutations(ACCOUNTS),
         robot=st.sampled_from((ALPHA, ALPHAX, ALPHAX, BETA)),
         robots=st.none() | st.sampled_from(NEAR_LISTS),
+        lifetime=st.sampled_from(LIFETIMES),
     )
     def pods_take_turns(
-        self, image_host: str, accounts: list[str], robot: str, robots: tuple[str, ...] | None
+        self,
+        image_host: str,
+        accounts: list[str],
+        robot: str,
+        robots: tuple[str, ...] | None,
+        lifetime: int,
     ) -> None:
         """Pods of every service account ask for one robot at one Quay, with tokens the node
         takes (its audience, unexpired): only the node's allow-list (maybe changed first to
-        patterns beside the robot's name) and Quay decide."""
+        patterns beside the robot's name) and Quay (issuing tokens of ``lifetime``) decide."""
+        self.world.quays[image_host].set_token_lifetime(lifetime)
         if robots is not None:
             self.kubelet_robots[image_host] = robots
             self.write_config()
