@@ -928,7 +928,8 @@ class Isolation(RuleBasedStateMachine):
         accounts=st.permutations(ACCOUNTS),
         robot=st.sampled_from((ALPHA, ALPHAX, ALPHAX, BETA)),
         robots=st.none() | st.sampled_from(NEAR_LISTS),
-        lifetime=st.sampled_from(LIFETIMES),
+        lifetime=st.sampled_from((3600, 36000)),
+        override=st.sampled_from(("", "", QUAY_A, QUAY_B)),
     )
     def pods_take_turns(
         self,
@@ -937,16 +938,19 @@ class Isolation(RuleBasedStateMachine):
         robot: str,
         robots: tuple[str, ...] | None,
         lifetime: int,
+        override: str,
     ) -> None:
-        """Pods of every service account ask for one robot at one Quay, with tokens the node
-        takes (its audience, unexpired): only the node's allow-list (maybe changed first to
-        patterns beside the robot's name) and Quay (issuing tokens of ``lifetime``) decide."""
-        self.world.quays[image_host].set_token_lifetime(lifetime)
+        """Pods of every service account ask for one robot at one Quay (maybe another through
+        a host override), with tokens the node takes (that Quay's audience, unexpired): only
+        the node's tables (the allow-list maybe changed first to patterns beside the robot's
+        name) and Quay (issuing tokens of ``lifetime``) decide."""
+        node = override or image_host
+        self.world.quays[node].set_token_lifetime(lifetime)
         if robots is not None:
             self.kubelet_robots[image_host] = robots
             self.write_config()
         for account in accounts:
-            self.kubelet_once(image_host, account, AUDIENCES[image_host], False, robot, "")
+            self.kubelet_once(image_host, account, AUDIENCES[node], False, robot, override)
 
     def kubelet_once(
         self, image_host: str, account: str, audience: str, expired: bool, robot: str,
