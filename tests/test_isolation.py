@@ -783,7 +783,7 @@ class Isolation(RuleBasedStateMachine):
             return
         self.world.count("logout_races")
         attempted = emulator.counters_snapshot()["exchanges_attempted"]
-        emulator.inject_fault("hang", seconds=0.5)
+        emulator.inject_fault("hang", seconds=0.25)
         child = threading.Thread(target=background.refresh, args=(refreshing,), daemon=True)
         child.start()
         deadline = time.monotonic() + 10
