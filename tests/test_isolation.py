@@ -924,10 +924,10 @@ class Isolation(RuleBasedStateMachine):
             self.kubelet_once(image_host, account, audience, expired, robot, override)
 
     @rule(
-        image_host=st.sampled_from((QUAY_A, QUAY_B)),
+        image_host=st.sampled_from((QUAY_A, QUAY_A, QUAY_B)),
         accounts=st.permutations(ACCOUNTS),
         robot=st.sampled_from((ALPHA, ALPHAX, ALPHAX, BETA)),
-        robots=st.none() | st.sampled_from(NEAR_LISTS),
+        robots=st.sampled_from(NEAR_LISTS),
         lifetime=st.sampled_from((3600, 36000)),
         override=st.sampled_from(("", "", QUAY_A, QUAY_B)),
     )
@@ -936,19 +936,18 @@ class Isolation(RuleBasedStateMachine):
         image_host: str,
         accounts: list[str],
         robot: str,
-        robots: tuple[str, ...] | None,
+        robots: tuple[str, ...],
         lifetime: int,
         override: str,
     ) -> None:
         """Pods of every service account ask for one robot at one Quay (maybe another through
         a host override), with tokens the node takes (that Quay's audience, unexpired): only
-        the node's tables (the allow-list maybe changed first to patterns beside the robot's
-        name) and Quay (issuing tokens of ``lifetime``) decide."""
+        the node's tables (the allow-list set first to patterns beside the robot's name) and
+        Quay (issuing tokens of ``lifetime``) decide."""
         node = override or image_host
         self.world.quays[node].set_token_lifetime(lifetime)
-        if robots is not None:
-            self.kubelet_robots[image_host] = robots
-            self.write_config()
+        self.kubelet_robots[image_host] = robots
+        self.write_config()
         for account in accounts:
             self.kubelet_once(image_host, account, AUDIENCES[node], False, robot, override)
 
