@@ -53,6 +53,8 @@ class Mutant:
     name: str
     bug: str
     replacements: tuple[tuple[str, str, str], ...]
+    #: why the state machine may not see it, when known (shown when it survives)
+    note: str = ""
 
 
 MUTANTS = (
@@ -214,7 +216,13 @@ MUTANTS = (
     Mutant(
         "login-by-preferred-username",
         "a login's person is its preferred_username, not its iss and sub",
-        (
+        note=(
+            "nanoidp makes a user's sub and preferred_username both the username, so no two "
+            "people here share a preferred_username with different subs; and login and logout "
+            "erase every robot token of the registries sharing the login whoever it named, so "
+            "the person's name in the key shows only through a login racing a refresh"
+        ),
+        replacements=(
             (
                 "logins.py",
                 "        person = (issuer, subject, "
@@ -439,9 +447,9 @@ def section(runs: list[list[Outcome]], baseline: list[Outcome], examples: int) -
         "Every mutant was killed on every run."
         if not survivors
         else "Survived at least once: " + ", ".join(f"`{name}`" for name in survivors) + ".",
-        "",
     ]
-    return lines
+    lines += [f"`{name}`: {BY_NAME[name].note}." for name in survivors if BY_NAME[name].note]
+    return [*lines, ""]
 
 
 def splice(page: str, lines: list[str]) -> str:
