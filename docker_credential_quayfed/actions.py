@@ -22,8 +22,9 @@ from docker_credential_quayfed.text import printable
 
 TYPE_CHECKING = False  # typing itself costs a cache hit more than a millisecond
 if TYPE_CHECKING:
-    from docker_credential_quayfed.cache import RobotToken, TokenCache
+    from docker_credential_quayfed.cache import RobotToken
     from docker_credential_quayfed.config import Config
+    from docker_credential_quayfed.request import RequestContext
 
 #: when this process began its work: a get's ``timeout`` counts from here
 STARTED = time.monotonic()
@@ -50,6 +51,16 @@ class Answer:
 NOT_FOUND = Answer(protocol.NOT_FOUND, EXIT_FAILURE)
 
 
+def new_request() -> RequestContext:
+    """This process's request: the cache directory the environment names, started at STARTED
+    (the protocol's front end makes it once, past the fast path)."""
+    from docker_credential_quayfed import config
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.request import RequestContext
+
+    return RequestContext(TokenCache(config.default_cache_dir()), started=STARTED)
+
+
 def run(action: str, stdin: str) -> Answer:
     try:
         if action == "version":
@@ -71,79 +82,78 @@ def get(stdin: str) -> Answer:
     """The full `get`. The fast path has been tried before it (``fastpath.answer``, by the
     launcher or cli) except with a debug log, where it is tried here so the log says which
     path answered."""
-    key = protocol.registry_key(stdin)
-    found = fastpath.cached_answer(key) if log.debug_enabled() else None
+    host = protocol.registry_key(stdin)
+    found = fastpath.cached_answer(host) if log.debug_enabled() else None
     if found is not None:
         robot, token, ahead = found
-        log.debug(f"{key}: answered by the fast path (snapshot and token file)")
+        log.debug(f"{host}: answered by the fast path (snapshot and token file)")
         if ahead:
             from docker_credential_quayfed import background
 
-            background.start_refresh(key)
-        return Answer(protocol.Credentials(key, robot, token).to_json())
-    log.debug(f"{key}: taking the full path")
+            background.start_refresh(host, new_request)
+        return Answer(protocol.Credentials(host, robot, token).to_json())
+    log.debug(f"{host}: taking the full path")
     from docker_credential_quayfed import broker, config
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.sources import BY_NAME
 
     try:
         settings = config.load(BY_NAME)
     except ConfigError as exc:
         # A broken or missing config must never break pulls from anywhere: go anonymous.
-        log.error(f"{exc.message} (answering 'not found' for {key})")
+        log.error(f"{exc.message} (answering 'not found' for {host})")
         return NOT_FOUND
-    registry = settings.registries.get(key)
+    registry = settings.registries.get(host)
     if registry is None:
-        log.debug(f"{key} is not configured; answering 'not found'")
+        log.debug(f"{host} is not configured; answering 'not found'")
         return NOT_FOUND
-    cache = TokenCache(config.default_cache_dir())
+    request = new_request()
     try:
-        outcome = broker.robot_token(registry, cache, started=STARTED)
+        outcome = broker.robot_token(registry, request)
     except LoginRequired as exc:
         # A person must log in: whatever on_failure says, the pull goes on anonymously.
-        log.error(f"{key}: {exc.message}")
+        log.error(f"{host}: {exc.message}")
         return NOT_FOUND
     except QuayfedError as exc:
-        return _failed_get(registry.on_failure, key, exc.message)
+        return _failed_get(registry.on_failure, host, exc.message)
     except Exception as exc:  # a bug must not take the pull down with a traceback
-        return _failed_get(registry.on_failure, key, internal_error(exc))
-    log.debug(f"{key}: answered by the full path ({outcome.how})")
-    remember(settings, cache)
+        return _failed_get(registry.on_failure, host, internal_error(exc))
+    log.debug(f"{host}: answered by the full path ({outcome.how})")
+    keep_snapshot(settings, request)
     if (
         outcome.how == broker.CACHED
         and registry.refresh_ahead
-        and outcome.token.ahead_due(registry.refresh_margin, time.time())
+        and outcome.token.ahead_due(registry.refresh_margin, request.clock())
     ):
         from docker_credential_quayfed import background
 
-        background.start_refresh(key)
-    return _credentials(key, outcome.token)
+        background.start_refresh(host, lambda: request)
+    return _credentials(host, outcome.token)
 
 
-def _credentials(key: str, token: RobotToken) -> Answer:
-    return Answer(protocol.Credentials(key, token.robot, token.token).to_json())
+def _credentials(host: str, token: RobotToken) -> Answer:
+    return Answer(protocol.Credentials(host, token.robot, token.token).to_json())
 
 
-def _failed_get(on_failure: str, key: str, message: str) -> Answer:
+def _failed_get(on_failure: str, host: str, message: str) -> Answer:
     if on_failure == "error":
-        return Answer.failure(f"{key}: {message}")
-    log.error(f"{key}: {message} (continuing without credentials)")
+        return Answer.failure(f"{host}: {message}")
+    log.error(f"{host}: {message} (continuing without credentials)")
     return NOT_FOUND
 
 
-def remember(settings: Config, cache: TokenCache) -> None:
+def keep_snapshot(loaded: Config, request: RequestContext) -> None:
     """Let the next `get` find its token without parsing the TOML (best effort)."""
     from docker_credential_quayfed import broker
 
     try:
-        broker.remember(settings, cache)
+        broker.snapshot_config(loaded, request)
     except (OSError, QuayfedError) as exc:
         log.debug(f"could not write the config snapshot: {exc}")
 
 
 def store(stdin: str) -> Answer:
     from docker_credential_quayfed import broker, config
-    from docker_credential_quayfed.cache import TokenCache, robot_token_from_jwt
+    from docker_credential_quayfed.cache import robot_token_from_jwt
     from docker_credential_quayfed.claims import NotAJWT
     from docker_credential_quayfed.sources import BY_NAME
 
@@ -172,19 +182,16 @@ def store(stdin: str) -> Answer:
             f"refusing to store an expired robot token for {registry.key}",
             f"mint a fresh one with '{PROGRAM} token {registry.key}'",
         )
-    cache = TokenCache(config.default_cache_dir())
-    cache.write(broker.key_for(registry), entry)
-    remember(settings, cache)
+    request = new_request()
+    request.cache.write(broker.key_for(registry, request), entry)
+    keep_snapshot(settings, request)
     return Answer("")
 
 
 def erase(stdin: str) -> Answer:
-    from docker_credential_quayfed import config
-    from docker_credential_quayfed.cache import TokenCache
-
-    key = protocol.registry_key(stdin)
-    removed = TokenCache(config.default_cache_dir()).erase(key)
-    log.debug(f"erased {removed} cached token(s) for {key}")
+    host = protocol.registry_key(stdin)
+    removed = new_request().cache.erase(host)
+    log.debug(f"erased {removed} cached token(s) for {host}")
     return Answer("")
 
 

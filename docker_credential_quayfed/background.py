@@ -15,40 +15,42 @@ from docker_credential_quayfed import fastpath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.request import RequestContext
 
 LOG_NAME = "background.log"
 #: the log keeps its last lines only
 MAX_LOG = 1 << 14
 
 
-def start_refresh(key: str) -> None:
-    """Start the detached refresh of ``key``'s token; returns at once (best effort).
+def start_refresh(host: str, request: "Callable[[], RequestContext]") -> None:
+    """Start the detached refresh of ``host``'s token; returns at once (best effort). The child
+    makes its request with ``request`` (the front end's).
 
     One fork (:func:`fastpath.detach`): the command exits right after answering, and the child,
     in a session of its own, is then adopted by init (no process waits for it, nor it for
     anyone)."""
     if fastpath.detach():
-        refresh_and_leave(key)
+        refresh_and_leave(host, request)
 
 
-def refresh_and_leave(key: str) -> "NoReturn":
-    """In a detached child: refresh ``key``'s token, then end the process."""
+def refresh_and_leave(host: str, request: "Callable[[], RequestContext]") -> "NoReturn":
+    """In a detached child: refresh ``host``'s token, then end the process."""
     code = 1
     try:
-        code = refresh(key)
+        code = refresh(host, request())
     except BaseException:  # nothing may escape a detached child (it has no one to tell)
         code = 1
     finally:
         posix._exit(code)
 
 
-def refresh(key: str) -> int:
-    """Mint ``key``'s next token unless another process is at it or it is no longer due."""
+def refresh(host: str, request: "RequestContext") -> int:
+    """Mint ``host``'s next token unless another process is at it or it is no longer due."""
     from docker_credential_quayfed import broker, config
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.errors import QuayfedError, unexpected
     from docker_credential_quayfed.sources import BY_NAME
 
@@ -56,17 +58,16 @@ def refresh(key: str) -> int:
         settings = config.load(BY_NAME)
     except QuayfedError:
         return 1
-    registry = settings.registries.get(key)
+    registry = settings.registries.get(host)
     if registry is None or not registry.refresh_ahead:
         return 0
-    cache = TokenCache(config.default_cache_dir())
     try:
-        broker.refresh_ahead(registry, cache)
+        broker.refresh_ahead(registry, request)
     except QuayfedError as exc:
-        note(cache, f"{key}: refreshing ahead failed: {exc.message}")
+        note(request.cache, f"{host}: refreshing ahead failed: {exc.message}")
         return 1
     except Exception as exc:  # a bug, an OS error, a missing module: this log is all that shows it
-        note(cache, f"{key}: refreshing ahead failed: {unexpected(exc)}")
+        note(request.cache, f"{host}: refreshing ahead failed: {unexpected(exc)}")
         return 1
     return 0
 
@@ -85,11 +86,11 @@ def note(cache: "TokenCache", line: str) -> None:
         return
 
 
-def last_failure(cache: "TokenCache", key: str, within: float = 86400.0) -> "str | None":
-    """The newest line of the background log about ``key`` when it is recent, for doctor."""
+def last_failure(cache: "TokenCache", host: str, within: float = 86400.0) -> "str | None":
+    """The newest line of the background log about ``host`` when it is recent, for doctor."""
     for line in reversed((cache.read_private(LOG_NAME) or "").strip().splitlines()):
         stamp, _, message = line.partition(" ")
-        if not message.startswith(f"{key}: "):
+        if not message.startswith(f"{host}: "):
             continue
         try:
             when = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone

@@ -17,7 +17,6 @@ from docker_credential_quayfed import claims, log
 from docker_credential_quayfed.cache import (
     LockTimeout,
     RobotToken,
-    TokenCache,
     robot_token_from_jwt,
 )
 from docker_credential_quayfed.config import RegistryConfig
@@ -37,7 +36,8 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.config import Config
     from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.identity import CredentialKey, Principal
-    from docker_credential_quayfed.sources import SourceContext, TokenSource
+    from docker_credential_quayfed.request import RequestContext
+    from docker_credential_quayfed.sources import SourceContext
 
 #: how the answer was obtained, for callers that report it (demo, doctor, debug)
 CACHED, MINTED, STALE = "cached", "minted", "stale"
@@ -79,29 +79,25 @@ def settings_digest(registry: RegistryConfig) -> str:
 
 def robot_token(
     registry: RegistryConfig,
-    cache: TokenCache,
+    request: RequestContext,
     *,
-    clock: Callable[[], float] = time.time,
     force: bool = False,
-    started: float | None = None,
     oidc_token: str | None = None,
 ) -> Outcome:
     """A usable robot token for ``registry``: cached while fresh, else minted under a lock.
 
-    ``started`` (time.monotonic) is when the command began: ``timeout`` counts from there.
-    ``oidc_token``: the JWT to exchange, when the caller has it already (the kubelet hands
-    over the pod's service-account token); otherwise the registry's source gives one. Every
-    cache read and write is under :func:`identify`'s key: a token is served only to the
-    principal it was minted for.
+    ``timeout`` counts from the request's start. ``oidc_token``: the JWT to exchange, when the
+    caller has it already (the kubelet hands over the pod's service-account token); otherwise
+    the registry's source gives one. Every cache read and write is under :func:`identify`'s
+    key: a token is served only to the principal it was minted for.
     """
-    from docker_credential_quayfed.deadline import Deadline
-
-    deadline = Deadline(registry.timeout, started if started is not None else time.monotonic())
-    credential, handed = identify(registry, deadline, oidc_token)
-    key = registry.key
-    settings = settings_digest(registry)
-    # A handed-over JWT Quay would refuse now (expired) may not unlock a cached answer either.
-    servable = not handed or _unexpired(handed, clock())
+    cache, clock = request.cache, request.clock
+    deadline = request.deadline(registry.timeout)
+    credential, carried_jwt = identify(registry, request, deadline, oidc_token)
+    host = registry.key
+    settings_stamp = settings_digest(registry)
+    # A carried_jwt-over JWT Quay would refuse now (expired) may not unlock a cached answer either.
+    servable = not carried_jwt or _unexpired(carried_jwt, clock())
 
     def fresh_in_cache() -> RobotToken | None:
         cached = cache.read(credential) if servable else None
@@ -115,18 +111,18 @@ def robot_token(
 
     found = fresh_in_cache()
     if found is not None:
-        log.debug(f"cache hit for {key}: robot token expires at {found.expires_at:.0f}")
+        log.debug(f"cache hit for {host}: robot token expires at {found.expires_at:.0f}")
         return Outcome(found, CACHED)
     fallback = valid_in_cache()
 
     def serve_fallback(reason: str) -> Outcome:
         assert fallback is not None
         remaining = int(fallback.expires_at - clock())
-        log.warn(f"{key}: {reason}; serving the cached robot token, valid {remaining}s more")
+        log.warn(f"{host}: {reason}; serving the cached robot token, valid {remaining}s more")
         return Outcome(fallback, STALE)
 
     def failed_recently() -> Outcome | None:
-        noted = None if force else cache.recent_failure(credential, settings, FAILURE_WINDOW)
+        noted = None if force else cache.recent_failure(credential, settings_stamp, FAILURE_WINDOW)
         if noted is None:
             return None
         age, message = noted
@@ -134,7 +130,9 @@ def robot_token(
             return serve_fallback(f"refreshing failed {age:.0f}s ago ({message})")
         raise NetworkError(
             f"{message} ({age:.0f}s ago; not retrying for {FAILURE_WINDOW - age:.0f}s)",
-            f"fix the cause, or run: docker-credential-quayfed erase <<< {key}",
+            f"fix the cause, or run: docker-credential-quayfed erase <<< {host}"
+            if request.commands
+            else "fix the cause; the next try comes once that time has passed",
         )
 
     remembered = failed_recently()
@@ -145,7 +143,7 @@ def robot_token(
         with cache.lock(credential, timeout=max(wait, 0.0)):
             found = fresh_in_cache()
             if found is not None:
-                log.debug(f"another process refreshed {key} while we waited")
+                log.debug(f"another process refreshed {host} while we waited")
                 return Outcome(found, CACHED)
             fallback = valid_in_cache()
             remembered = failed_recently()
@@ -159,7 +157,7 @@ def robot_token(
                 if budget < MIN_REFRESH_BUDGET:
                     return serve_fallback("no time left to refresh before it expires")
             try:
-                fresh = _mint_and_keep(registry, cache, credential, handed, clock, budget)
+                fresh = _mint_and_keep(registry, request, credential, carried_jwt, budget)
             except QuayfedError as exc:
                 if fallback is not None and fallback.valid(clock(), SKEW):
                     return serve_fallback(f"refreshing the robot token failed ({exc.message})")
@@ -171,15 +169,12 @@ def robot_token(
         raise
 
 
-def refresh_ahead(
-    registry: RegistryConfig, cache: TokenCache, clock: Callable[[], float] = time.time
-) -> RobotToken | None:
+def refresh_ahead(registry: RegistryConfig, request: RequestContext) -> RobotToken | None:
     """Mint the next token while the cached one is inside its refresh-ahead window; None when
     another process holds the lock (it is refreshing) or the token is no longer due."""
-    from docker_credential_quayfed.deadline import Deadline
-
-    credential, handed = identify(registry, Deadline(registry.timeout))
-    if handed and not _unexpired(handed, clock()):
+    cache, clock = request.cache, request.clock
+    credential, carried_jwt = identify(registry, request, request.deadline(registry.timeout))
+    if carried_jwt and not _unexpired(carried_jwt, clock()):
         return None
     try:
         with cache.lock(credential, timeout=0.0):
@@ -188,49 +183,51 @@ def refresh_ahead(
                 return None
             if cache.recent_failure(credential, settings_digest(registry), FAILURE_WINDOW):
                 return None
-            return _mint_and_keep(registry, cache, credential, handed, clock)
+            return _mint_and_keep(registry, request, credential, carried_jwt)
     except LockTimeout:
         return None
 
 
 def _mint_and_keep(
     registry: RegistryConfig,
-    cache: TokenCache,
+    request: RequestContext,
     credential: CredentialKey,
-    handed: str,
-    clock: Callable[[], float],
+    carried_jwt: str,
     budget: float = 0.0,
 ) -> RobotToken:
     """The one locked mint (``credential``'s lock held): mint, check the credential still
     names whom it named, keep the token; a network failure is remembered."""
+    cache = request.cache
     try:
-        fresh = mint(registry, clock, budget=budget, handed=handed, credential=credential)
+        fresh = mint(
+            registry, request, budget=budget, carried_jwt=carried_jwt, credential=credential
+        )
     except NetworkError as exc:
         cache.note_failure(credential, settings_digest(registry), exc.message)
         raise
-    _check_still_theirs(registry, cache, credential)
+    _check_still_theirs(registry, request, credential)
     cache.write(credential, fresh)
     cache.clear_failure(credential)
     return fresh
 
 
 def _check_still_theirs(
-    registry: RegistryConfig, cache: TokenCache, credential: CredentialKey
+    registry: RegistryConfig, request: RequestContext, credential: CredentialKey
 ) -> None:
     """A credential minted from configured settings (a person's login above all) must still
     name the same principal once the token is in hand: a logout, or another person's login,
     while the request was out means the token is not this key's to keep."""
     from docker_credential_quayfed import identity, logins
-    from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.errors import LoginRequired
     from docker_credential_quayfed.sources import for_registry
 
     source = for_registry(registry)
     if source.carries_jwt or credential.principal.kind == identity.JWT:
         return  # the JWT that was exchanged named the principal itself
-    if source.principal(registry, Deadline(registry.timeout))[0] == credential.principal:
+    deadline = request.deadline(registry.timeout)
+    if source.principal(registry, request, deadline)[0] == credential.principal:
         return
-    cache.remove(logins.jwt_name(credential.principal))
+    request.cache.remove(logins.jwt_name(credential.principal))
     raise LoginRequired(
         f"the login for {registry.key} changed hands (logout or another login) while its "
         "robot token was being minted; the token was discarded",
@@ -239,7 +236,10 @@ def _check_still_theirs(
 
 
 def identify(
-    registry: RegistryConfig, deadline: Deadline, oidc_token: str | None = None
+    registry: RegistryConfig,
+    request: RequestContext,
+    deadline: Deadline,
+    oidc_token: str | None = None,
 ) -> tuple[CredentialKey, str]:
     """The one key of this request's credential, and the JWT that had to be read to learn it
     ("" when the source mints it later). ``oidc_token`` is a JWT handed over by the caller
@@ -255,29 +255,26 @@ def identify(
                 f"the JWT handed over for {registry.key} is unusable ({exc})",
                 "hand over an OIDC JWT with iss and sub claims",
             ) from None
-        handed = oidc_token
+        carried_jwt = oidc_token
     else:
-        principal, handed = for_registry(registry).principal(registry, deadline)
-    key = identity.credential_key(registry.key, registry.robot, registry.quay_base_url, principal)
-    return key, handed
+        principal, carried_jwt = for_registry(registry).principal(registry, request, deadline)
+    credential = identity.credential_key(
+        registry.key, registry.robot, registry.quay_base_url, principal
+    )
+    return credential, carried_jwt
 
 
-def key_for(registry: RegistryConfig) -> CredentialKey:
+def key_for(registry: RegistryConfig, request: RequestContext) -> CredentialKey:
     """The key of ``registry``'s credential now (a carried JWT is read to learn it)."""
-    from docker_credential_quayfed.deadline import Deadline
-
-    return identify(registry, Deadline(registry.timeout))[0]
+    return identify(registry, request, request.deadline(registry.timeout))[0]
 
 
 def _unexpired(token: str, now: float) -> bool:
-    try:
-        expires = claims.numeric_claim(claims.unverified_claims(token), "exp")
-    except claims.NotAJWT:
-        return False
+    expires = claims.expiry(token)
     return expires is not None and expires - now > SKEW
 
 
-def remember(settings: Config, cache: TokenCache) -> None:
+def snapshot_config(loaded: Config, request: RequestContext) -> None:
     """Write the fast path's snapshot: for each registry key, the digest of its credential's
     key, or (a token file) what the fast path needs to compute it from the JWT there. A
     source whose identity lives in the process's environment is left to the full path."""
@@ -286,26 +283,26 @@ def remember(settings: Config, cache: TokenCache) -> None:
     from docker_credential_quayfed.sources.file import FileTokenSource
 
     entries = {}
-    for name, registry in settings.registries.items():
+    for name, registry in loaded.registries.items():
         source = for_registry(registry)
         margin, robot = float(registry.refresh_margin), registry.robot
         ahead = registry.refresh_ahead
         if isinstance(source, FileTokenSource):
-            carrier = (registry.quay_base_url, registry.exchange_audience, registry.token_file)
-            entries[name] = SnapshotEntry("", margin, robot, ahead, carrier)
+            jwt_file = (registry.quay_base_url, registry.exchange_audience, registry.token_file)
+            entries[name] = SnapshotEntry("", margin, robot, ahead, jwt_file)
         elif not (source.ambient or source.carries_jwt):
-            entries[name] = SnapshotEntry(key_for(registry).digest, margin, robot, ahead)
-    write_snapshot(cache, str(settings.path), settings.stamp, entries)
+            entries[name] = SnapshotEntry(key_for(registry, request).digest, margin, robot, ahead)
+    write_snapshot(request.cache, str(loaded.path), loaded.stamp, entries)
 
 
 def mint(
     registry: RegistryConfig,
-    clock: Callable[[], float] = time.time,
+    request: RequestContext,
     budget: float = 0.0,
-    handed: str = "",
+    carried_jwt: str = "",
     credential: CredentialKey | None = None,
 ) -> RobotToken:
-    """Get a JWT from the configured source (or use the one ``handed`` over) and exchange it
+    """Get a JWT from the configured source (or use the one ``carried_jwt`` over) and exchange it
     at Quay (network; imports httpx).
 
     Everything inside ends within ``budget`` (default: the registry's timeout), whatever the
@@ -313,50 +310,46 @@ def mint(
     :func:`exchange`, which doctor runs one at a time to time and report them.
     """
     from docker_credential_quayfed import oidc, transport
+    from docker_credential_quayfed.sources import SourceContext
 
+    clock = request.clock
     deadline = transport.Deadline(budget or registry.timeout)
     with transport.hard_deadline(deadline), registry_client(registry) as session:
-        if handed:
-            log.secret(handed, user=registry.robot)
-            token = handed
-            if registry.exchange_audience:
-                from docker_credential_quayfed.sources import SourceContext, oauth
-
-                token = oauth.exchange_for_audience(
-                    SourceContext(registry, session, deadline), handed
-                )
-                log.secret(token, user=registry.robot)
-            handed_claims = oidc.check_jwt(token, registry.source, clock())
+        if carried_jwt:
+            log.secret(carried_jwt, user=registry.robot)
+            token = _for_quay(SourceContext(registry, session, deadline, request), carried_jwt)
+            carried_claims = oidc.check_jwt(token, registry.source, clock())
             log.debug(
-                f"OIDC token handed over ({registry.source}): {claims.describe(handed_claims)}"
+                f"OIDC token handed over ({registry.source}): {claims.describe(carried_claims)}"
             )
             return exchange(registry, session, token, deadline, clock)
         principal = credential.principal if credential is not None else None
-        minted, _ = fetch_oidc_token(registry, session, deadline, clock, principal=principal)
+        minted, _ = fetch_oidc_token(registry, session, deadline, request, principal=principal)
         try:
             return exchange(registry, session, minted, deadline, clock)
         except QuayError:
             # Quay refused this JWT: a kept copy would only be refused again.
-            forget_kept_jwt(registry, principal)
+            forget_kept_jwt(registry, request, principal)
             raise
 
 
-def forget_kept_jwt(registry: RegistryConfig, principal: Principal | None = None) -> None:
+def forget_kept_jwt(
+    registry: RegistryConfig, request: RequestContext, principal: Principal | None = None
+) -> None:
     """Drop the JWT kept for reuse by the principal of ``registry``'s credential."""
-    from docker_credential_quayfed import config, logins
-    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed import logins
     from docker_credential_quayfed.sources import for_registry
 
     if for_registry(registry).reusable:
-        found = principal or key_for(registry).principal
-        TokenCache(config.default_cache_dir()).remove(logins.jwt_name(found))
+        found = principal or key_for(registry, request).principal
+        request.cache.remove(logins.jwt_name(found))
 
 
 def fetch_oidc_token(
     registry: RegistryConfig,
     session: httpx.Client,
     deadline: Deadline,
-    clock: Callable[[], float] = time.time,
+    request: RequestContext,
     *,
     reuse: bool = True,
     principal: Principal | None = None,
@@ -367,8 +360,10 @@ def fetch_oidc_token(
     used again while it stays valid (doctor asks for a fresh one)."""
     from docker_credential_quayfed import oidc
 
-    oidc_token = source_token(registry, session, deadline, clock, reuse=reuse, principal=principal)
-    oidc_claims = oidc.check_jwt(oidc_token, registry.source, clock())
+    oidc_token = source_token(
+        registry, session, deadline, request, reuse=reuse, principal=principal
+    )
+    oidc_claims = oidc.check_jwt(oidc_token, registry.source, request.clock())
     log.debug(f"OIDC token from source {registry.source!r}: {claims.describe(oidc_claims)}")
     return oidc_token, oidc_claims
 
@@ -377,50 +372,50 @@ def source_token(
     registry: RegistryConfig,
     session: httpx.Client,
     deadline: Deadline,
-    clock: Callable[[], float] = time.time,
+    request: RequestContext,
     *,
     reuse: bool = True,
     principal: Principal | None = None,
 ) -> str:
     """The source's JWT, exchanged at the issuer for ``exchange_audience`` when that is set;
     a reusable source's JWT is kept under its principal (``principal``: already known)."""
-    from docker_credential_quayfed import config, logins
-    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed import logins
     from docker_credential_quayfed.sources import SourceContext, for_registry
 
     source = for_registry(registry)
-    cache = TokenCache(config.default_cache_dir()) if source.reusable else None
+    cache = request.cache if source.reusable else None
     if cache is not None and principal is None:
-        principal = source.principal(registry, deadline)[0]
+        principal = source.principal(registry, request, deadline)[0]
     if cache is not None and principal is not None and reuse:
-        reused = logins.reusable_jwt(cache, principal, clock())
+        reused = logins.reusable_jwt(cache, principal, request.clock())
         if reused is not None:
             log.debug(f"reusing the JWT minted earlier for {registry.issuer} ({registry.source})")
             return reused
-    context = SourceContext(registry, session, deadline)
+    context = SourceContext(registry, session, deadline, request)
     try:
-        oidc_token = _from_source(source, context)
+        oidc_token = _for_quay(context, source.fetch(context))
     except (IssuerError, NetworkError) as exc:
         refused = isinstance(exc, GrantRefused) and exc.code in OAUTH_ERRORS
         if not context.discovered_from_cache or refused:
             raise
         # The issuer may have moved its endpoints since the document was kept: ask again.
         log.debug(f"retrying with a fresh discovery document after: {exc.message}")
-        context = SourceContext(registry, session, deadline, fresh_discovery=True)
-        oidc_token = _from_source(source, context)
+        context = SourceContext(registry, session, deadline, request, fresh_discovery=True)
+        oidc_token = _for_quay(context, source.fetch(context))
     if cache is not None and principal is not None:
         logins.keep_jwt(cache, principal, oidc_token)
     return oidc_token
 
 
-def _from_source(source: TokenSource, context: SourceContext) -> str:
-    from docker_credential_quayfed.sources import oauth
+def _for_quay(context: SourceContext, oidc_token: str) -> str:
+    """A source's or a carried_jwt-over JWT as Quay will see it: exchanged at the issuer for
+    ``exchange_audience`` when that is set."""
+    from docker_credential_quayfed import oidc
 
     registry = context.registry
-    oidc_token = source.fetch(context)
     log.secret(oidc_token, user=registry.robot)
     if registry.exchange_audience:
-        oidc_token = oauth.exchange_for_audience(context, oidc_token)
+        oidc_token = oidc.exchange_for_audience(context, oidc_token)
         log.secret(oidc_token, user=registry.robot)
     return oidc_token
 

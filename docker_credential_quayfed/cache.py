@@ -112,9 +112,9 @@ def decode_token(
 # -- the config snapshot ------------------------------------------------------------
 class SnapshotEntry:
     """A registry's line in the snapshot: its key digest, or how to compute it from the JWT
-    in a token file (``carrier``: Quay URL, audience asked of the issuer, token file)."""
+    in a token file (``jwt_file``: Quay URL, audience asked of the issuer, token file)."""
 
-    __slots__ = ("ahead", "carrier", "digest", "refresh_margin", "robot")
+    __slots__ = ("ahead", "digest", "jwt_file", "refresh_margin", "robot")
 
     def __init__(
         self,
@@ -122,13 +122,13 @@ class SnapshotEntry:
         refresh_margin: float,
         robot: str,
         ahead: bool,
-        carrier: tuple[str, str, str] | None = None,
+        jwt_file: tuple[str, str, str] | None = None,
     ) -> None:
-        self.digest = fastpath.FROM_TOKEN_FILE if carrier is not None else digest
+        self.digest = fastpath.FROM_TOKEN_FILE if jwt_file is not None else digest
         self.refresh_margin = refresh_margin
         self.robot = robot
         self.ahead = ahead
-        self.carrier = carrier
+        self.jwt_file = jwt_file
 
 
 def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEntry]) -> str:
@@ -136,8 +136,8 @@ def encode_snapshot(config_file: str, stamp: str, entries: dict[str, SnapshotEnt
     for key, entry in sorted(entries.items()):
         ahead = "ahead" if entry.ahead else "-"
         line = f"{key} {entry.digest} {entry.refresh_margin!r} {entry.robot} {ahead}"
-        if entry.carrier is not None:
-            line += " " + " ".join(fastpath.escape_field(field) for field in entry.carrier)
+        if entry.jwt_file is not None:
+            line += " " + " ".join(fastpath.escape_field(field) for field in entry.jwt_file)
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -195,8 +195,11 @@ def robot_token_from_jwt(registry: str, robot: str, token: str, now: float) -> R
 class TokenCache:
     """Token files under ``directory``, each under its :class:`~.identity.CredentialKey`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, chosen_by: str = fastpath.CACHE_DIR_ENV) -> None:
         self.directory = directory
+        #: what chose the directory (a variable, or the kubelet provider's --cache-dir): the
+        #: hints of its errors name that, and nothing the running executable lacks
+        self.chosen_by = chosen_by
 
     # -- paths -----------------------------------------------------------------------------
     def path_for(self, key: CredentialKey) -> Path:
@@ -214,7 +217,7 @@ class TokenCache:
             return None
         try:
             text = fastpath.read_private(path.name, dir_fd)
-            entry = decode_token(text, registry, _exp_claim) if text is not None else None
+            entry = decode_token(text, registry, claims.expiry) if text is not None else None
             if entry is not None and entry.robot != key.robot:
                 entry = None
             if entry is None and os.path.lexists(path):
@@ -341,7 +344,7 @@ class TokenCache:
         except OSError as exc:
             raise CacheError(
                 f"cannot open the lock file {lock_path}: {exc.strerror}",
-                "remove it, or point DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR at a private directory",
+                f"remove it, or point {self.chosen_by} at a private directory",
             ) from None
         try:
             deadline = time.monotonic() + timeout
@@ -372,17 +375,17 @@ class TokenCache:
         except OSError as exc:
             raise CacheError(
                 f"cannot create the cache directory {directory}: {exc.strerror}",
-                "set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a writable private directory",
+                f"point {self.chosen_by} at a writable private directory",
             ) from None
         if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
             raise CacheError(
                 f"the cache directory {directory} is a symlink or not a directory",
-                "remove it, or set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a private directory",
+                f"remove it, or point {self.chosen_by} at a private directory",
             )
         if info.st_uid != os.getuid():
             raise CacheError(
                 f"the cache directory {directory} belongs to another user",
-                "set DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to a directory you own",
+                f"point {self.chosen_by} at a directory you own",
             )
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.chmod(directory, 0o700)
@@ -392,10 +395,3 @@ class TokenCache:
     def _discard(self, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _exp_claim(token: str) -> float | None:
-    try:
-        return claims.numeric_claim(claims.unverified_claims(token), "exp")
-    except claims.NotAJWT:
-        return None

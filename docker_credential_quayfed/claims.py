@@ -59,6 +59,15 @@ def numeric_claim(claims: dict[str, Any], name: str) -> float | None:
     return number if number - number == 0.0 else None  # false for infinity and NaN
 
 
+def expiry(token: str) -> float | None:
+    """The one reader of a JWT's ``exp`` (unverified): None when it is no JWT or its exp is no
+    time. The fast path's light scanner (``fastpath.jwt_exp``) must agree or say it cannot."""
+    try:
+        return numeric_claim(unverified_claims(token), "exp")
+    except NotAJWT:
+        return None
+
+
 def describe(claims: dict[str, Any]) -> str:
     """The claims a person needs to see (never the token): iss, sub, aud, exp."""
     shown = []

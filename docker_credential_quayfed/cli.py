@@ -37,9 +37,9 @@ def main(
     launcher's ``fastpath.answer_or_decline`` read, and the registry whose next token this
     process, the detached child of a hit inside the refresh-ahead window, is to mint."""
     if refresh is not None:
-        from docker_credential_quayfed import background
+        from docker_credential_quayfed import actions, background
 
-        background.refresh_and_leave(refresh)
+        background.refresh_and_leave(refresh, actions.new_request)
     from docker_credential_quayfed import protocol  # after that hit, which needs none of it
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -103,12 +103,12 @@ def _protocol(args: "list[str]", stdin: "str | None") -> int:
 def _serve(hit: "tuple[str, str, bool]") -> None:
     """Write what ``fastpath.answer`` found; inside the refresh-ahead window, then start the
     detached refresh."""
-    text, key, ahead = hit
+    text, host, ahead = hit
     fastpath.write_line(text)
     if ahead:  # answered; the next token is minted in the background
-        from docker_credential_quayfed import background
+        from docker_credential_quayfed import actions, background
 
-        background.start_refresh(key)
+        background.start_refresh(host, actions.new_request)
 
 
 def _write(result: "actions.Answer") -> int:

@@ -11,11 +11,11 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from docker_credential_quayfed import fastpath, files, names, paths, urls
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
-from docker_credential_quayfed.protocol import registry_key
+from docker_credential_quayfed.protocol import table_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +36,10 @@ ON_FAILURE = ("anonymous", "error")
 COMMON_REQUIRED = ("robot", "issuer", "source")
 #: the settings that say where the client secret is (one at most)
 CLIENT_SECRET_KEYS = ("client_secret_env", "client_secret_file", "client_secret_command")
+#: how a confidential client proves who it is, and the key private_key_jwt signs with
+CLIENT_AUTH_KEYS = ("client_auth", "client_key_file", "client_key_id")
+#: settings every token-endpoint grant reads
+GRANT_OPTIONS = ("scope", "token_type", "audience")
 
 
 class SourceDeclaration(Protocol):
@@ -114,6 +118,11 @@ SETTINGS: tuple[Setting, ...] = (
 )  # fmt: skip
 
 
+def quay_base_url(quay_url: str, key: str) -> str:
+    """Where a table's Quay is: its ``quay_url``, else the registry host itself."""
+    return (quay_url or f"https://{key}").rstrip("/")
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
     """Settings for one registry key, as written under ``[registries."KEY"]``."""
@@ -152,7 +161,7 @@ class RegistryConfig:
 
     @property
     def quay_base_url(self) -> str:
-        return (self.quay_url or f"https://{self.key}").rstrip("/")
+        return quay_base_url(self.quay_url, self.key)
 
     def where(self, name: str) -> str:
         return f"{self.config_file}: [registries.{_quote(self.key)}] {name}"
@@ -398,15 +407,13 @@ def parse(
 
 def _normalised_key(written: str, problems: _Problems) -> str | None:
     try:
-        key = registry_key(written)
+        key = table_key(written)
     except Exception:
         problems.add(
             f"registry key {written!r} is not a host name",
             'use the bare host[:port] clients send, e.g. [registries."quay.example.com"]',
         )
         return None
-    if key.endswith(":443") and not key.startswith("["):
-        key = key[: -len(":443")]  # clients send quay.io for quay.io:443 images
     if key != written:
         problems.add(
             f"registry key {written!r} is not in the form clients send",
@@ -414,6 +421,152 @@ def _normalised_key(written: str, problems: _Problems) -> str | None:
         )
         return None
     return key
+
+
+# -- reading a table: one rule per setting, for both kinds of table -----------------------------
+#: a rule's verdict on one value: None, or (problem, fix)
+Problem = tuple[str, str]
+#: checks a setting's value (already of its type): ``rule(where, name, value)``
+Rule = Callable[[str, str, Any], "Problem | None"]
+_WRONG = object()
+
+
+def _typed(kind: type, value: Any) -> Any:
+    """``value`` read as ``kind`` (ints as floats, lists of strings as tuples, strings
+    stripped); ``_WRONG`` when it is not one."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            value = float("inf")  # out of every range: the rule reports it
+    if kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = tuple(v.strip() for v in value)
+    if kind is object:  # the table's rules check the value's type themselves
+        return value
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        return _WRONG
+    return value.strip() if isinstance(value, str) else value
+
+
+def _read_table(
+    table: dict[str, Any],
+    kinds: Mapping[str, type],
+    rules: Mapping[str, Rule],
+    where: str,
+    problems: _Problems,
+    unknown: Callable[[str], str],
+) -> dict[str, Any]:
+    """The table's settings that are known, of their type and keep their rule; a problem
+    for each of the others (``unknown(name)`` is the fix for a key nobody knows)."""
+    values: dict[str, Any] = {}
+    for name, written in table.items():
+        kind = kinds.get(name)
+        if kind is None:
+            problems.add(f"{where} has unknown key {name!r}", unknown(name))
+            continue
+        value = _typed(kind, written)
+        rule = rules.get(name)
+        found = _of_type(kind)(where, name, written) if value is _WRONG else None
+        found = found or (rule(where, name, value) if rule is not None else None)
+        if found is not None:
+            problems.add(*found)
+        else:
+            values[name] = value
+    return values
+
+
+def _of_type(kind: type) -> Rule:
+    def rule(where: str, name: str, value: Any) -> Problem:
+        return f"{where} {name} must be {_TYPE_NAMES.get(kind, 'a string')}", (
+            f"write {name} = {_example(name)}"
+        )
+
+    return rule
+
+
+def _within(low: float, high: float, unit: str, fix: str) -> Rule:
+    def rule(where: str, name: str, value: Any) -> Problem | None:
+        if low <= value <= high:
+            return None
+        return f"{where} {name} must be {low:g} to {high:g} {unit}", fix
+
+    return rule
+
+
+def _one_of(choices: tuple[str, ...]) -> Rule:
+    def rule(where: str, name: str, value: Any) -> Problem | None:
+        if value in choices:
+            return None
+        return f"{where} {name} = {value!r} is not allowed", f"use one of: {', '.join(choices)}"
+
+    return rule
+
+
+def _said(problem: str, fix: str, holds: Callable[[Any], bool]) -> Rule:
+    """A rule with its own words: ``problem`` follows "{where} "."""
+
+    def rule(where: str, name: str, value: Any) -> Problem | None:
+        return None if holds(value) else (f"{where} {problem}", fix)
+
+    return rule
+
+
+def _host_names(where: str, name: str, value: Any) -> Problem | None:
+    for host in value:
+        if not host or not set(host.lower()) <= _HOST_NAME_CHARS:
+            return (
+                f"{where} {name}: {host!r} is not a host name",
+                'list bare host names, e.g. endpoint_hosts = ["oauth2.example.com"]',
+            )
+    return None
+
+
+def _robot(where: str, name: str, value: Any) -> Problem | None:
+    if not value or names.is_robot_name(value):
+        return None
+    return (
+        f"{where} robot = {value!r} is not a full robot name",
+        f'write it as {names.ROBOT_GRAMMAR}, e.g. "quay_federation+rhbk_user"',
+    )
+
+
+def _url_rule(allow_http: bool, schemes: tuple[str, ...] = ("https://", "http://")) -> Rule:
+    """A URL credentials may be sent to (``urls.refusal``), of one of ``schemes``."""
+    what = "a URL" if len(schemes) > 1 else "an https URL"
+
+    def rule(where: str, name: str, value: Any) -> Problem | None:
+        if not value:
+            return None
+        if not value.startswith(schemes):
+            return f"{where} {name} = {value!r} is not {what}", f"write {name} = {_example(name)}"
+        refused = urls.refusal(value, allow_http=allow_http)
+        return None if refused is None else (f"{where} {name}: {refused[0]}", refused[1])
+
+    return rule
+
+
+#: the margin rule both kinds of table keep
+_MARGIN = _within(0, MAX_REFRESH_MARGIN, "seconds", "write refresh_margin = 300")
+
+
+def _resolve_paths(values: dict[str, Any], path: Path, where: str, problems: _Problems) -> None:
+    """Every file a table names, read one way (see PATH_SETTINGS); the CA bundle checked."""
+    for name in PATH_SETTINGS:
+        if values.get(name):
+            values[name] = paths.resolve_path(values[name], str(path.parent))
+    if values.get("ca_bundle"):
+        _check_ca_bundle(values["ca_bundle"], where, problems)
+
+
+def missing_for(
+    values: Mapping[str, object], source: SourceDeclaration | None
+) -> list[tuple[str, ...]]:
+    """The settings still missing, each a group of which one is needed: every source's
+    ``COMMON_REQUIRED``, then what ``source`` requires and one of each of its groups."""
+    groups: list[tuple[str, ...]] = [(name,) for name in COMMON_REQUIRED]
+    if source is not None:
+        groups += [(name,) for name in source.required] + list(source.one_of)
+    return [group for group in groups if not any(values.get(name) for name in group)]
 
 
 def _registry(
@@ -426,100 +579,58 @@ def _registry(
     """The table's settings, or None after adding each of its problems to ``problems``."""
     where = f"[registries.{_quote(key)}]"
     before = len(problems.found)
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        expected = _FIELD_TYPES.get(name)
-        if expected is None:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(_FIELD_TYPES), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "remove it (see the README)"
-            problems.add(f"{where} has unknown key {name!r}", hint)
-            continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except OverflowError:
-                value = float("inf")  # out of every range below: reported there
-        if expected is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            value = tuple(v.strip().lower() for v in value)
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            problems.add(
-                f"{where} {name} must be {_TYPE_NAMES.get(expected, 'a string')}",
-                f"write {name} = {_example(name)}",
-            )
-            continue
-        values[name] = value.strip() if isinstance(value, str) else value
-    for name in COMMON_REQUIRED:
-        if not values.get(name):
-            problems.add(f"{where} is missing {name}", f"add {name} = {_example(name)}")
+    allow_http = table.get("allow_insecure_http") is True
+    rules = {**_REGISTRY_RULES, "issuer": _url_rule(allow_http), "quay_url": _url_rule(allow_http)}
+    values = _read_table(table, _FIELD_TYPES, rules, where, problems, _unknown_registry_key)
+    if "endpoint_hosts" in values:
+        values["endpoint_hosts"] = tuple(host.lower() for host in values["endpoint_hosts"])
     source = sources.get(values.get("source", ""))
     if values.get("source") and source is None:
         problems.add(
             f"{where} source = {values['source']!r} is not a known token source",
             f"use one of: {', '.join(sources)}",
         )
-    if source is not None:
-        for name in source.required:
-            if not values.get(name):
-                problems.add(
-                    f"{where} is missing {name} (needed by source = {source.name!r})",
-                    f"add {name} = {_example(name)}",
-                )
-        for group in source.one_of:
-            if not any(values.get(name) for name in group):
-                problems.add(
-                    f"{where} has none of {', '.join(group)} (source = {source.name!r} needs one)",
-                    f"add {group[0]} = {_example(group[0])}",
-                )
-    _check_choice(values, "token_type", TOKEN_TYPES, where, problems)
-    _check_choice(values, "on_failure", ON_FAILURE, where, problems)
-    _check_choice(values, "client_auth", CLIENT_AUTH, where, problems)
+    for group in missing_for(values, source):
+        needed = (
+            f" (needed by source = {source.name!r})"
+            if source and group[0] not in COMMON_REQUIRED
+            else ""
+        )
+        if len(group) == 1:
+            problems.add(
+                f"{where} is missing {group[0]}{needed}", f"add {group[0]} = {_example(group[0])}"
+            )
+        else:
+            assert source is not None
+            problems.add(
+                f"{where} has none of {', '.join(group)} (source = {source.name!r} needs one)",
+                f"add {group[0]} = {_example(group[0])}",
+            )
     _check_client_auth(values, where, problems)
-    robot = values.get("robot", "")
-    if robot and not names.is_robot_name(robot):
-        problems.add(
-            f"{where} robot = {robot!r} is not a full robot name",
-            f'write it as {names.ROBOT_GRAMMAR}, e.g. "quay_federation+rhbk_user"',
-        )
-    for url_key in ("issuer", "quay_url"):
-        url = values.get(url_key, "")
-        if not url:
-            continue
-        if not url.startswith(("https://", "http://")):
-            problems.add(
-                f"{where} {url_key} = {url!r} is not a URL",
-                f"write {url_key} = {_example(url_key)}",
-            )
-            continue
-        refused = urls.refusal(url, allow_http=values.get("allow_insecure_http", False))
-        if refused is not None:
-            problems.add(f"{where} {url_key}: {refused[0]}", refused[1])
-    for host in values.get("endpoint_hosts", ()):
-        if not host or not set(host) <= _HOST_NAME_CHARS:
-            problems.add(
-                f"{where} endpoint_hosts: {host!r} is not a host name",
-                'list bare host names, e.g. endpoint_hosts = ["oauth2.example.com"]',
-            )
-    base = str(path.parent)
-    for name in PATH_SETTINGS:
-        if values.get(name):
-            values[name] = paths.resolve_path(values[name], base)
-    if values.get("ca_bundle"):
-        _check_ca_bundle(values["ca_bundle"], where, problems)
-    if not 0 <= values.get("refresh_margin", 300) <= MAX_REFRESH_MARGIN:
-        problems.add(
-            f"{where} refresh_margin must be 0 to {MAX_REFRESH_MARGIN} seconds",
-            "write refresh_margin = 300",
-        )
-    if not 1 <= values.get("timeout", 25.0) <= 120:
-        problems.add(f"{where} timeout must be 1 to 120 seconds", "write timeout = 25")
+    _resolve_paths(values, path, where, problems)
     if len(problems.found) > before:
         return None
     return RegistryConfig(key=key, config_file=str(path), **values)
 
 
+def _unknown_registry_key(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(_FIELD_TYPES), n=1)
+    return f"did you mean {close[0]!r}?" if close else "remove it (see the README)"
+
+
 _HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-[]:")
+#: the value rules of a ``[registries."HOST"]`` table (its types come from RegistryConfig)
+_REGISTRY_RULES: dict[str, Rule] = {
+    "robot": _robot,
+    "token_type": _one_of(TOKEN_TYPES),
+    "on_failure": _one_of(ON_FAILURE),
+    "client_auth": _one_of(CLIENT_AUTH),
+    "endpoint_hosts": _host_names,
+    "refresh_margin": _MARGIN,
+    "timeout": _within(1, 120, "seconds", "write timeout = 25"),
+}
 
 
 def _check_ca_bundle(path: str, where: str, problems: _Problems) -> None:
@@ -571,19 +682,6 @@ def _check_client_auth(values: dict[str, Any], where: str, problems: _Problems) 
         problems.add(
             f"{where} exchange_audience needs client_id (the client that exchanges the token)",
             f"add client_id = {_example('client_id')}",
-        )
-
-
-def _check_choice(
-    values: dict[str, Any],
-    name: str,
-    choices: tuple[str, ...],
-    where: str,
-    problems: _Problems,
-) -> None:
-    if name in values and values[name] not in choices:
-        problems.add(
-            f"{where} {name} = {values[name]!r} is not allowed", f"use one of: {', '.join(choices)}"
         )
 
 
@@ -644,7 +742,7 @@ class KubeletHost:
 
     @property
     def quay_base_url(self) -> str:
-        return (self.quay_url or f"https://{self.key}").rstrip("/")
+        return quay_base_url(self.quay_url, self.key)
 
     def allows(self, robot: str) -> bool:
         import fnmatch
@@ -656,10 +754,9 @@ def _kubelet_key(written: str) -> str:
     """A host as ``[kubelet."HOST"]`` keys name it ("" when it is not one): bare host[:port],
     lower case, no :443."""
     try:
-        key = registry_key(written)
+        return table_key(written)
     except Exception:
         return ""
-    return key[: -len(":443")] if key.endswith(":443") and not key.startswith("[") else key
 
 
 def _kubelet_hosts(tables: Any, path: Path, problems: _Problems) -> dict[str, KubeletHost]:
@@ -691,70 +788,28 @@ def _kubelet_host(
     key: str, table: dict[str, Any], where: str, path: Path, problems: _Problems
 ) -> KubeletHost | None:
     before = len(problems.found)
-    values: dict[str, Any] = {}
-    for name, value in table.items():
-        if name not in KUBELET_SETTINGS:
-            hint = (
-                "TLS is node policy: set ca_bundle (verification cannot be turned off)"
-                if "tls" in name or "insecure" in name or "http" in name
-                else f"use one of: {', '.join(KUBELET_SETTINGS)}"
-            )
-            problems.add(f"{where} has unknown key {name!r}", hint)
-        elif name in ("audience", "quay_url", "ca_bundle"):
-            if isinstance(value, str) and value.strip():
-                values[name] = value.strip()
-            else:
-                example = f'"{key}"' if name == "audience" else _example(name)
-                problems.add(f"{where} {name} must be a string", f"write {name} = {example}")
-        elif name == "robots":
-            if isinstance(value, list) and all(
-                isinstance(v, str) and v.strip() and not any(c.isspace() for c in v.strip())
-                for v in value
-            ):
-                values[name] = tuple(v.strip() for v in value)
-            else:
-                problems.add(
-                    f"{where} robots must be a list of robot names or patterns",
-                    'write robots = ["team_a+*", "team_b+puller"]',
-                )
-        elif name == "allow_override_to":
-            if isinstance(value, list) and all(
-                isinstance(v, str) and v and _kubelet_key(v) == v for v in value
-            ):
-                values[name] = tuple(value)
-            else:
-                problems.add(
-                    f"{where} allow_override_to must be a list of hosts as [kubelet] tables "
-                    "name them",
-                    'write allow_override_to = ["quay.example.com"]',
-                )
-        elif name == "unannotated":
-            if value in UNANNOTATED:
-                values[name] = value
-            else:
-                problems.add(
-                    f"{where} unannotated = {value!r} is not allowed",
-                    f"use one of: {', '.join(UNANNOTATED)}",
-                )
-        elif name == "refresh_margin":
-            number = isinstance(value, int) and not isinstance(value, bool)
-            if number and 0 <= value <= MAX_REFRESH_MARGIN:
-                values[name] = value
-                continue
-            problems.add(
-                f"{where} refresh_margin must be 0 to {MAX_REFRESH_MARGIN} seconds",
-                "write refresh_margin = 300",
-            )
-        else:  # timeout
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if ok and 1 <= value <= MAX_KUBELET_TIMEOUT:
-                values[name] = float(value)
-            else:
-                problems.add(
-                    f"{where} timeout must be 1 to {MAX_KUBELET_TIMEOUT:.0f} seconds "
-                    "(the kubelet stops a provider after 60)",
-                    "write timeout = 25",
-                )
+    examples = {"audience": f'"{key}"', "quay_url": _example("quay_url")}
+    texts = {
+        name: _said(
+            f"{name} must be a string",
+            f"write {name} = {examples.get(name, _example(name))}",
+            lambda v: isinstance(v, str) and bool(v.strip()),
+        )
+        for name in ("audience", "quay_url", "ca_bundle")
+    }
+    https = _url_rule(False, ("https://",))
+    rules: dict[str, Rule] = {
+        **_KUBELET_RULES,
+        **texts,
+        "quay_url": lambda w, n, v: texts["quay_url"](w, n, v) or https(w, n, v),
+    }
+    kinds = dict.fromkeys(KUBELET_SETTINGS, object)
+    values = _read_table(table, kinds, rules, where, problems, _unknown_kubelet_key)
+    for name in ("robots", "allow_override_to"):
+        if name in values:
+            values[name] = tuple(v.strip() for v in values[name])
+    if "timeout" in values:
+        values["timeout"] = float(values["timeout"])
     if "audience" not in table:
         # Without it any Quay on the node could replay a pod's token at this one.
         problems.add(
@@ -762,22 +817,53 @@ def _kubelet_host(
             f'add audience = "{key}", the serviceAccountTokenAudience of the provider entry '
             "for this host in the kubelet's CredentialProviderConfig",
         )
-    url = values.get("quay_url", "")
-    if url:
-        refused = urls.refusal(url, allow_http=False) if url.startswith("https://") else None
-        if not url.startswith("https://"):
-            problems.add(
-                f"{where} quay_url = {url!r} is not an https URL",
-                'write quay_url = "https://quay.example.com"',
-            )
-        elif refused is not None:
-            problems.add(f"{where} quay_url: {refused[0]}", refused[1])
-    base = str(path.parent)
-    for name in PATH_SETTINGS:
-        if values.get(name):
-            values[name] = paths.resolve_path(values[name], base)
-    if values.get("ca_bundle"):
-        _check_ca_bundle(values["ca_bundle"], where, problems)
+    _resolve_paths(values, path, where, problems)
     if len(problems.found) > before:
         return None
     return KubeletHost(key=key, config_file=str(path), **values)
+
+
+def _unknown_kubelet_key(name: str) -> str:
+    if "tls" in name or "insecure" in name or "http" in name:
+        return "TLS is node policy: set ca_bundle (verification cannot be turned off)"
+    return f"use one of: {', '.join(KUBELET_SETTINGS)}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: the rules of a ``[kubelet."HOST"]`` table's values (its strings: see _kubelet_host)
+_KUBELET_RULES: dict[str, Rule] = {
+    "robots": _said(
+        "robots must be a list of robot names or patterns",
+        'write robots = ["team_a+*", "team_b+puller"]',
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(p, str) and p.strip() and not any(c.isspace() for c in p.strip())
+                for p in v
+            )
+        ),
+    ),
+    "allow_override_to": _said(
+        "allow_override_to must be a list of hosts as [kubelet] tables name them",
+        'write allow_override_to = ["quay.example.com"]',
+        lambda v: (
+            isinstance(v, list)
+            and all(isinstance(h, str) and h and _kubelet_key(h) == h for h in v)
+        ),
+    ),
+    "unannotated": _one_of(UNANNOTATED),
+    "refresh_margin": lambda w, n, v: (
+        _MARGIN(w, n, v)
+        if isinstance(v, int) and not isinstance(v, bool)
+        else _MARGIN(w, n, float("inf"))
+    ),
+    "timeout": _said(
+        f"timeout must be 1 to {MAX_KUBELET_TIMEOUT:.0f} seconds (the kubelet stops a provider "
+        "after 60)",
+        "write timeout = 25",
+        lambda v: _is_number(v) and 1 <= v <= MAX_KUBELET_TIMEOUT,
+    ),
+}

@@ -209,20 +209,11 @@ def upsert_registry(path: Path, host: str, settings: dict[str, object]) -> Chang
 
 def missing_settings(table: dict[str, object]) -> list[str]:
     """The flags still needed for ``table`` to load, all at once ("--a", "--b|--c")."""
-
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-    missing = [flag(name) for name in config.COMMON_REQUIRED if not table.get(name)]
     source = BY_NAME.get(str(table.get("source", "")))
-    if source is not None:
-        missing += [flag(name) for name in source.required if not table.get(name)]
-        missing += [
-            "|".join(flag(name) for name in group)
-            for group in source.one_of
-            if not any(table.get(name) for name in group)
-        ]
-    return missing
+    return [
+        "|".join("--" + name.replace("_", "-") for name in group)
+        for group in config.missing_for(table, source)
+    ]
 
 
 def remove_registry(path: Path, host: str) -> Change:

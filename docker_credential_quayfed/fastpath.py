@@ -410,13 +410,13 @@ def lookup_snapshot(
     parts = text[start + 1 : end if end >= 0 else len(text)].split(" ")
     if len(parts) not in (5, 8) or parts[4] not in ("ahead", "-"):
         return None
-    carrier = None
+    jwt_file = None
     if len(parts) == 8 and parts[1] == FROM_TOKEN_FILE:
-        carrier = (unescape_field(parts[5]), unescape_field(parts[6]), unescape_field(parts[7]))
+        jwt_file = (unescape_field(parts[5]), unescape_field(parts[6]), unescape_field(parts[7]))
     elif len(parts) != 5 or not is_digest(parts[1]):
         return None  # a file name is built from it: nothing but a digest will do
     try:
-        return parts[1], float(parts[2]), parts[3], parts[4] == "ahead", carrier
+        return parts[1], float(parts[2]), parts[3], parts[4] == "ahead", jwt_file
     except ValueError:
         return None
 
@@ -459,11 +459,11 @@ def read_token_jwt(path: str) -> "str | None":
 
 
 def token_file_digest(
-    key: str, robot: str, carrier: "tuple[str, str, str]", now: float
+    key: str, robot: str, jwt_file: "tuple[str, str, str]", now: float
 ) -> "str | None":
     """The key digest of a registry whose JWT is in a file, from the JWT there now; None when
     it cannot be read, names nobody, or has expired (Quay would refuse it: no answer)."""
-    quay_url, audience, path = carrier
+    quay_url, audience, path = jwt_file
     if not path.startswith("/"):
         return None  # written by an older version, unresolved: the full path decides
     jwt = read_token_jwt(path)
@@ -549,10 +549,10 @@ def cached_answer(key: str) -> "tuple[str, str, bool] | None":
         entry = lookup_snapshot(snapshot, config, stamp, key)
         if entry is None:
             return None
-        digest, margin, robot, ahead, carrier = entry
+        digest, margin, robot, ahead, jwt_file = entry
         now = time.time()
-        if carrier is not None:
-            from_jwt = token_file_digest(key, robot, carrier, now)
+        if jwt_file is not None:
+            from_jwt = token_file_digest(key, robot, jwt_file, now)
             if from_jwt is None:
                 return None
             digest = from_jwt
@@ -609,9 +609,11 @@ def write_line(text: str) -> None:
 
 
 def called_as_kubelet_provider(program: str) -> bool:
-    """The kubelet runs a provider by the name in its config: quay-credential-provider."""
+    """The kubelet runs a provider by the name in its config: quay-credential-provider, or a
+    name that starts with it (``quay-credential-provider-partner`` for a second Quay)."""
     name = program.replace("\\", "/").rsplit("/", 1)[-1]
-    return name in (KUBELET_PROVIDER, f"{KUBELET_PROVIDER}.pyz")
+    name = name[: -len(".pyz")] if name.endswith(".pyz") else name
+    return name == KUBELET_PROVIDER or name.startswith(f"{KUBELET_PROVIDER}-")
 
 
 def answer_or_decline(

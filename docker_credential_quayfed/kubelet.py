@@ -22,7 +22,6 @@ and a non-zero exit with nothing on stdout.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed import __version__, claims, log, paths
 from docker_credential_quayfed.config import RegistryConfig
-from docker_credential_quayfed.errors import ConfigError, QuayfedError, UsageError
+from docker_credential_quayfed.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.broker import Outcome
     from docker_credential_quayfed.config import Config, KubeletHost
+    from docker_credential_quayfed.request import RequestContext
 
 PROGRAM = "quay-credential-provider"
 API_VERSION = "credentialprovider.kubelet.k8s.io/v1"
@@ -52,6 +52,8 @@ TLS_ANNOTATIONS = ("quay.io/ignore-tls-verify", "quay.io/plain-http", "quay.io/c
 
 #: the credential depends on the registry, not on the image's path (see docs/kubelet.md)
 CACHE_KEY_TYPE = "Registry"
+#: for an annotation naming several robots: each image's answer holds its organization's robot
+IMAGE_CACHE_KEY_TYPE = "Image"
 #: how long the kubelet keeps "no credentials" for a service account that names no robot
 #: (``unannotated = "skip"``): annotating the account changes the kubelet's key at once
 UNANNOTATED_CACHE_SECONDS = 3600
@@ -60,19 +62,17 @@ UNANNOTATED_CACHE_SECONDS = 3600
 MAX_REQUEST = 1 << 16
 _FALSE_WORDS = ("", "0", "false", "no", "off")
 
-USAGE = f"""\
-usage: {PROGRAM} [--config PATH] [--cache-dir PATH]
-       docker-credential-quayfed kubelet [--config PATH] [--cache-dir PATH]
-
-Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a
-CredentialProviderRequest on stdin, writes a CredentialProviderResponse on stdout.
-
-  --config PATH     the TOML configuration (default: $DOCKER_CREDENTIAL_QUAYFED_CONFIG)
-  --cache-dir PATH  the cache: robot tokens, discovery documents, kept JWTs and logins
-                    (default: $DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR)
-
-See docs/kubelet.md for the kubelet's CredentialProviderConfig.
-"""
+_SYNOPSIS = " ".join(f"[{flag} {names}]" for flag, names, _ in paths.KUBELET_FLAGS)
+USAGE = (
+    f"usage: {PROGRAM} {_SYNOPSIS}\n"
+    f"       docker-credential-quayfed kubelet {_SYNOPSIS}\n\n"
+    "Kubelet image credential provider (credentialprovider.kubelet.k8s.io/v1): reads a\n"
+    "CredentialProviderRequest on stdin, writes a CredentialProviderResponse on stdout.\n\n"
+    + "".join(f"  {flag} {names}\n      {text}\n" for flag, names, text in paths.KUBELET_FLAGS)
+    + "\nEvery executable of the provider takes the same arguments, whatever name it is linked\n"
+    "as; a leading 'kubelet' is allowed, so one CredentialProviderConfig serves them all.\n"
+    "See docs/kubelet.md for the kubelet's CredentialProviderConfig.\n"
+)
 
 
 # -- the wire format -----------------------------------------------------------------------------
@@ -148,10 +148,10 @@ def registry_of(image: str) -> str:
     if "/" not in image or not ("." in first or ":" in first or first == "localhost"):
         raise problem
     try:
-        key = registry_key(first)
+        host = registry_key(first)
     except UsageError:
         raise problem from None
-    if key != first.lower():
+    if host != first.lower():
         raise problem
     return first
 
@@ -168,12 +168,19 @@ def go_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def encode_response(registry: str, credentials: tuple[str, str] | None, cache_for: float) -> str:
-    """The CredentialProviderResponse: ``auth`` for ``registry`` (none: no credentials)."""
+def encode_response(
+    registry: str,
+    credentials: tuple[str, str] | None,
+    cache_for: float,
+    cache_key_type: str = CACHE_KEY_TYPE,
+) -> str:
+    """The CredentialProviderResponse: ``auth`` for ``registry`` (none: no credentials).
+    ``registry`` may carry a path (``quay.io/org``): the kubelet then matches only images under
+    it."""
     response: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": RESPONSE_KIND,
-        "cacheKeyType": CACHE_KEY_TYPE,
+        "cacheKeyType": cache_key_type,
         "cacheDuration": go_duration(cache_for),
     }
     if credentials is not None:
@@ -183,13 +190,13 @@ def encode_response(registry: str, credentials: tuple[str, str] | None, cache_fo
 
 
 # -- the flow ------------------------------------------------------------------------------------
-def answer(text: str, config_path: Path, cache_dir: Path) -> str:
+def answer(text: str, config_path: Path, context: RequestContext) -> str:
     """The response JSON for the request ``text``; raises a QuayfedError when there is none."""
     request = parse_request(text)
     registry = registry_of(request.image)
     if request.service_account_token:
-        return pod_identity(request, registry, config_path, cache_dir)
-    return node_identity(registry, _load(config_path), cache_dir)
+        return pod_identity(request, registry, config_path, context)
+    return node_identity(registry, _load(config_path), context)
 
 
 def _load(config_path: Path) -> Config:
@@ -199,16 +206,12 @@ def _load(config_path: Path) -> Config:
     return config.load(BY_NAME, config_path)
 
 
-def host_key(host: str) -> str:
-    """A registry host as config tables name it: lower case, no default https port."""
-    key = host.strip().lower()
-    return key[: -len(":443")] if key.endswith(":443") and not key.startswith("[") else key
-
-
-def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: Path) -> str:
+def pod_identity(
+    request: Request, registry: str, config_path: Path, context: RequestContext
+) -> str:
     """Exchange the pod's service-account token for the robot its annotation names."""
     from docker_credential_quayfed import broker
-    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.protocol import table_key
 
     token = request.service_account_token
     for name in TLS_ANNOTATIONS:
@@ -219,12 +222,7 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
                 'remove it from the service account; the node\'s [kubelet."HOST"] table sets '
                 "ca_bundle, and verification is never turned off",
             )
-    robot = request.annotation(ROBOT_ANNOTATION)
-    if robot and not _robot_name(robot):
-        raise UsageError(
-            f"{ROBOT_ANNOTATION} = {_shown(robot)} is not a full robot name",
-            'write it as "namespace+shortname"',
-        )
+    robots = _robots(request.annotation(ROBOT_ANNOTATION))
     overrides = {request.annotation(name) for name in HOST_ANNOTATIONS} - {""}
     if len(overrides) > 1:
         raise UsageError(
@@ -233,9 +231,22 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
         )
     override = _override_host(overrides.pop()) if overrides else ""
     settings = _load(config_path)
-    own = _kubelet_table(settings, host_key(registry))
-    if not robot:
-        return _unannotated(request, registry, own, settings, cache_dir)
+    own = _kubelet_table(settings, table_key(registry))
+    if not robots:
+        return _unannotated(request, registry, own, settings, context)
+    # Several robots (one per organization): the image's namespace chooses, and the answer is
+    # for that namespace's path alone, cached per image, so no robot of another organization
+    # is ever sent and the kubelet's own lookup gives each organization its robot.
+    answered_for, key_type = registry, CACHE_KEY_TYPE
+    robot = robots[0]
+    if len(robots) > 1:
+        organization = _namespace(request.image)
+        chosen = [r for r in robots if r.partition("+")[0] == organization]
+        answered_for, key_type = f"{registry}/{organization}", IMAGE_CACHE_KEY_TYPE
+        if not chosen:
+            log.debug(f"{request.image}: no robot of organization {organization} is named")
+            return encode_response(answered_for, None, UNANNOTATED_CACHE_SECONDS, key_type)
+        robot = chosen[0]
     node = own
     if override and override != own.key:
         node = _override_table(settings, own, override)
@@ -260,8 +271,8 @@ def pod_identity(request: Request, registry: str, config_path: Path, cache_dir: 
         config_file=node.config_file,
     )
     log.debug(f"{registry}: {subject} (iss {issuer}) asks for {robot} at {pod.quay_base_url}")
-    outcome = broker.robot_token(pod, TokenCache(cache_dir), started=_started(), oidc_token=token)
-    return _respond(registry, outcome, node.refresh_margin)
+    outcome = broker.robot_token(pod, context, oidc_token=token)
+    return _respond(answered_for, outcome, node.refresh_margin, key_type)
 
 
 def _kubelet_table(settings: Config, host: str) -> KubeletHost:
@@ -296,7 +307,7 @@ def _override_table(settings: Config, own: KubeletHost, override: str) -> Kubele
 
 
 def _unannotated(
-    request: Request, registry: str, own: KubeletHost, settings: Config, cache_dir: Path
+    request: Request, registry: str, own: KubeletHost, settings: Config, context: RequestContext
 ) -> str:
     """A service account that names no robot: what its host's ``unannotated`` says."""
     token = request.service_account_token
@@ -315,27 +326,28 @@ def _unannotated(
                 f'[registries."{own.key}"] table for the node\'s identity',
                 f'add one to {settings.path}, or set unannotated = "skip"',
             )
-        return node_identity(registry, settings, cache_dir)
+        return node_identity(registry, settings, context)
     log.debug(f"{registry}: the service account names no robot: no credentials from this node")
     return encode_response(registry, None, UNANNOTATED_CACHE_SECONDS)
 
 
-def node_identity(registry: str, settings: Config, cache_dir: Path) -> str:
+def node_identity(registry: str, settings: Config, context: RequestContext) -> str:
     """The node's own ``[registries."HOST"]`` answers, as ``get`` does."""
     from docker_credential_quayfed import broker
-    from docker_credential_quayfed.cache import TokenCache
-    from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.protocol import table_key
 
-    key = host_key(registry_key(registry))
-    configured = settings.registries.get(key)
+    host = table_key(registry)
+    configured = settings.registries.get(host)
     if configured is None:
-        log.debug(f"{key} has no [registries] table and the request no token: no credentials")
+        log.debug(f"{host} has no [registries] table and the request no token: no credentials")
         return encode_response(registry, None, 0)
-    outcome = broker.robot_token(configured, TokenCache(cache_dir), started=_started())
+    outcome = broker.robot_token(configured, context)
     return _respond(registry, outcome, configured.refresh_margin)
 
 
-def _respond(registry: str, outcome: Outcome, refresh_margin: int) -> str:
+def _respond(
+    registry: str, outcome: Outcome, refresh_margin: int, key_type: str = CACHE_KEY_TYPE
+) -> str:
     from docker_credential_quayfed import broker
 
     token = outcome.token
@@ -345,22 +357,48 @@ def _respond(registry: str, outcome: Outcome, refresh_margin: int) -> str:
     if outcome.how != broker.STALE:
         cache_for = token.refresh_at(refresh_margin) - time.time()
     log.debug(f"{registry}: robot token {outcome.how}; kubelet caches it {go_duration(cache_for)}")
-    return encode_response(registry, (token.robot, token.token), cache_for)
+    return encode_response(registry, (token.robot, token.token), cache_for, key_type)
 
 
 def _override_host(value: str) -> str:
-    from docker_credential_quayfed.protocol import registry_key
+    from docker_credential_quayfed.protocol import registry_key, table_key
 
     try:
-        key = registry_key(value)
+        host = registry_key(value)
     except UsageError:
-        key = ""
-    if not key or key != value.strip().lower():
+        host = ""
+    if not host or host != value.strip().lower():
         raise UsageError(
             f"{HOST_ANNOTATIONS[0]} = {_shown(value)} is not a registry host",
             "write the bare host[:port] of Quay, e.g. quay.example.com",
         )
-    return host_key(key)
+    return table_key(host)
+
+
+def _robots(annotation: str) -> list[str]:
+    """The robots an annotation names: one, or several (one per organization) separated by
+    commas; refused when one is no full robot name or two share an organization."""
+    named = [robot.strip() for robot in annotation.split(",") if robot.strip()]
+    for robot in named:
+        if not _robot_name(robot):
+            raise UsageError(
+                f"{ROBOT_ANNOTATION} = {_shown(annotation)}: {_shown(robot)} is not a full "
+                "robot name",
+                'write it as "namespace+shortname", several separated by commas',
+            )
+    organizations = [robot.partition("+")[0] for robot in named]
+    if len(set(organizations)) != len(organizations):
+        raise UsageError(
+            f"{ROBOT_ANNOTATION} = {_shown(annotation)} names two robots of one organization",
+            "name one robot per organization: the image's namespace chooses among them",
+        )
+    return named
+
+
+def _namespace(image: str) -> str:
+    """The image's first path component after the host (``quay.io/org/app`` -> ``org``)."""
+    path = image.split("/", 1)[1] if "/" in image else ""
+    return path.split("/", 1)[0].split(":", 1)[0].split("@", 1)[0]
 
 
 def _robot_name(robot: str) -> bool:
@@ -407,41 +445,34 @@ def _check_audience(token: str, node: KubeletHost) -> None:
         )
 
 
-def _started() -> float:
-    from docker_credential_quayfed import actions
-
-    return actions.STARTED
-
-
 # -- the command -------------------------------------------------------------------------------
 def main(argv: Sequence[str]) -> int:
-    """Run one request: the response on stdout and 0, or one line on stderr and non-zero."""
-    log.name_program(_program(sys.argv[0] if sys.argv else ""))
-    try:
-        options = _options(list(argv))
-        if options is None:
-            return 0
-        config_path, cache_dir = options
-        # One directory for everything this process keeps: discovery documents, kept JWTs,
-        # logins, locks and a background refresh all find it through the environment.
-        os.environ[paths.CACHE_DIR_ENV] = str(cache_dir)
-        response = answer(_read_stdin(), config_path, cache_dir)
-    except QuayfedError as exc:
-        log.error(exc.message)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug or an OS error: one line, never a traceback
-        from docker_credential_quayfed.errors import unexpected
+    """Run one request: the response on stdout and 0. An error is raised to ``cli``, which
+    alone turns every error into one line on stderr and an exit code."""
+    from docker_credential_quayfed.cache import TokenCache
+    from docker_credential_quayfed.request import RequestContext
 
-        log.error(unexpected(exc))
-        return 1
+    started = time.monotonic()
+    log.name_program(_program(sys.argv[0] if sys.argv else ""))
+    options = _options(list(argv))
+    if options is None:
+        return 0
+    config_path, cache_dir = options
+    # One directory for everything this request keeps (discovery documents, kept JWTs,
+    # logins, locks), passed down by argument; the timeout counts from the start.
+    chosen_by = "--cache-dir" if _names_cache_dir(argv) else paths.CACHE_DIR_ENV
+    context = RequestContext(TokenCache(cache_dir, chosen_by), started=started, commands=False)
+    response = answer(_read_stdin(), config_path, context)
     try:
         sys.stdout.write(response + "\n")
         sys.stdout.flush()
     except (OSError, ValueError):
         return 1
     return 0
+
+
+def _names_cache_dir(argv: Sequence[str]) -> bool:
+    return any(arg == "--cache-dir" or arg.startswith("--cache-dir=") for arg in argv)
 
 
 def _program(started_as: str) -> str:
@@ -455,6 +486,9 @@ def _program(started_as: str) -> str:
 def _options(args: list[str]) -> tuple[Path, Path] | None:
     """(config file, cache directory) from argv and the environment; None after --help."""
     chosen: dict[str, str] = {}
+    if args[:1] == ["kubelet"]:  # as docker-credential-quayfed's own subcommand is named
+        args = args[1:]
+    known = [flag for flag, _, _ in paths.KUBELET_FLAGS]
     while args:
         arg = args.pop(0)
         if arg in ("-h", "--help"):
@@ -464,7 +498,7 @@ def _options(args: list[str]) -> tuple[Path, Path] | None:
             sys.stdout.write(f"{PROGRAM} {__version__}\n")
             return None
         name, equals, value = arg.partition("=")
-        if name not in ("--config", "--cache-dir"):
+        if name not in known:
             raise UsageError(f"unknown argument {_shown(arg)}", f"see '{PROGRAM} --help'")
         if not equals:
             if not args:

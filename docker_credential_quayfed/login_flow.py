@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from docker_credential_quayfed import log, oidc, transport, urls
 from docker_credential_quayfed.errors import GrantRefused, IssuerError, NetworkError
-from docker_credential_quayfed.sources import oauth
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.sources.base import SourceContext
@@ -87,7 +86,7 @@ def device_login(
 ) -> dict[str, Any]:
     """Run the device authorization grant; the issuer's token response once approved."""
     registry = context.registry
-    found = context.discover()
+    found = oidc.discovery(context)
     endpoint = found.device_authorization_endpoint
     if not endpoint:
         raise IssuerError(
@@ -98,13 +97,20 @@ def device_login(
     form = {"scope": registry.scope}
     if registry.audience:
         form["audience"] = registry.audience
+    # Keycloak applies a client's PKCE requirement to the device grant as well ("Missing
+    # parameter: code_challenge_method"); an issuer that offers S256 gets a challenge.
+    verifier = None
+    if "S256" in found.code_challenge_methods:
+        verifier, form["code_challenge"] = pkce_pair()
+        form["code_challenge_method"] = "S256"
+        log.secret(verifier)
     started = clock()
     body = oidc.token_response(
         context.session,
         endpoint,
         form,
         deadline=context.deadline,
-        client_auth=oauth.authenticate(context, form, found.token_endpoint),
+        client_auth=oidc.authenticate(context, form, found.token_endpoint),
         what="device authorization",
     )
     device_code = body.get("device_code")
@@ -138,6 +144,8 @@ def device_login(
             if clock() >= expires:
                 raise _expired(registry.key)
             form = {"grant_type": DEVICE_GRANT, "device_code": device_code}
+            if verifier is not None:
+                form["code_verifier"] = verifier
             try:
                 return _token_request(context, found.token_endpoint, form)
             except GrantRefused as exc:
@@ -153,6 +161,13 @@ def device_login(
                     ) from None
                 if exc.code == "expired_token":
                     raise _expired(registry.key) from None
+                if exc.code == "invalid_grant":
+                    # the code is spent or unknown (Keycloak: "Device code not valid", also
+                    # after its own error on an earlier poll): only a new login can help
+                    raise IssuerError(
+                        f"the login code for {registry.key} is no longer valid: {exc.problem}",
+                        f"run: docker-credential-quayfed login {registry.key} again",
+                    ) from None
                 raise
     finally:
         countdown.done()
@@ -208,7 +223,7 @@ def browser_login(
     from docker_credential_quayfed import loopback
 
     registry = context.registry
-    found = context.discover()
+    found = oidc.discovery(context)
     if not found.authorization_endpoint:
         raise IssuerError(
             f"the issuer {registry.issuer} announces no authorization endpoint",
@@ -266,7 +281,7 @@ def _token_request(context: SourceContext, endpoint: str, form: dict[str, str]) 
         endpoint,
         form,
         deadline=transport.Deadline(context.registry.timeout),
-        client_auth=oauth.authenticate(context, form, endpoint),
+        client_auth=oidc.authenticate(context, form, endpoint),
     )
 
 

@@ -199,10 +199,7 @@ def _refresh_expiry(body: dict[str, Any], refresh: str, now: float) -> float | N
     seconds = body.get("refresh_expires_in")
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
         return now + float(seconds) if seconds > 0 else None
-    try:
-        return claims.numeric_claim(claims.unverified_claims(refresh), "exp")
-    except claims.NotAJWT:
-        return None
+    return claims.expiry(refresh)
 
 
 # -- JWT reuse across robots ------------------------------------------------------------------
@@ -221,10 +218,7 @@ def reusable_jwt(cache: TokenCache, principal: Principal, now: float) -> str | N
     token = (cache.read_private(jwt_name(principal)) or "").strip()
     if not token:
         return None
-    try:
-        expires = claims.numeric_claim(claims.unverified_claims(token), "exp")
-    except claims.NotAJWT:
-        return None
+    expires = claims.expiry(token)
     if expires is None or expires - now < JWT_REUSE_MARGIN:
         return None
     log.secret(token)

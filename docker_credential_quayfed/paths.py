@@ -21,8 +21,21 @@ __all__ = [
     "CACHE_DIR_ENV",
     "CONFIG_ENV",
     "DEBUG_ENV",
+    "KUBELET_FLAGS",
     "cache_dir",
     "config_file",
     "environ",
     "resolve_path",
 ]
+
+#: the kubelet provider's flags, defined once (its own reader, --help, the man page and the
+#: shell completions): (flag, what it names, help)
+KUBELET_FLAGS = (
+    ("--config", "PATH", "the TOML configuration (default: $DOCKER_CREDENTIAL_QUAYFED_CONFIG)"),
+    (
+        "--cache-dir",
+        "PATH",
+        "the cache: robot tokens, discovery documents, kept JWTs and logins "
+        "(default: $DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR)",
+    ),
+)

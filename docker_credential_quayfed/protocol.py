@@ -67,6 +67,13 @@ def registry_key(server: str) -> str:
     return host
 
 
+def table_key(server: str) -> str:
+    """``server`` as the config's tables name a host: :func:`registry_key` without the default
+    https port (an image of ``quay.io:443`` is pulled from ``quay.io``)."""
+    key = registry_key(server)
+    return key[: -len(":443")] if key.endswith(":443") and not key.startswith("[") else key
+
+
 def parse_store(payload: str) -> Credentials:
     """The JSON ``store`` receives: ``{"ServerURL", "Username", "Secret"}``."""
     import json

@@ -120,8 +120,8 @@ MUTANTS = (
         (
             (
                 "broker.py",
-                "        handed = oidc_token\n",
-                "        handed = oidc_token\n"
+                "        carried_jwt = oidc_token\n",
+                "        carried_jwt = oidc_token\n"
                 "        principal = identity.Principal(\n"
                 "            principal.kind,\n"
                 "            principal.issuer,\n"
@@ -158,9 +158,9 @@ MUTANTS = (
                 "                    from docker_credential_quayfed import fastpath\n"
                 "                    from docker_credential_quayfed.cache import decode_token\n"
                 "\n"
-                '                    pattern = f"{fastpath.key_file_prefix(key)}*.token"\n'
+                '                    pattern = f"{fastpath.key_file_prefix(host)}*.token"\n'
                 "                    for path in sorted(cache.directory.glob(pattern)):\n"
-                "                        other = decode_token(path.read_text(), key)\n"
+                "                        other = decode_token(path.read_text(), host)\n"
                 "                        if other is not None and other.robot == registry.robot:\n"
                 "                            if other.valid(clock(), SKEW):\n"
                 "                                return Outcome(other, STALE)\n"
@@ -175,20 +175,10 @@ MUTANTS = (
         (
             (
                 "config.py",
-                "    base = str(path.parent)\n"
-                "    for name in PATH_SETTINGS:\n"
                 "        if values.get(name):\n"
-                "            values[name] = paths.resolve_path(values[name], base)\n"
-                '    if values.get("ca_bundle"):\n'
-                '        _check_ca_bundle(values["ca_bundle"], where, problems)\n'
-                '    if not 0 <= values.get("refresh_margin", 300) <= MAX_REFRESH_MARGIN:\n',
-                "    base = str(path.parent)\n"
-                "    for name in PATH_SETTINGS:\n"
+                "            values[name] = paths.resolve_path(values[name], str(path.parent))\n",
                 '        if values.get(name) and name != "token_file":\n'
-                "            values[name] = paths.resolve_path(values[name], base)\n"
-                '    if values.get("ca_bundle"):\n'
-                '        _check_ca_bundle(values["ca_bundle"], where, problems)\n'
-                '    if not 0 <= values.get("refresh_margin", 300) <= MAX_REFRESH_MARGIN:\n',
+                "            values[name] = paths.resolve_path(values[name], str(path.parent))\n",
             ),
             (
                 "fastpath.py",
@@ -207,10 +197,10 @@ MUTANTS = (
             (
                 "commands/login.py",
                 "    revoked = False\n"
-                "    with _holding_the_login(cache, sharing, registry.timeout):\n",
+                "    with _holding_the_login(request, sharing, registry.timeout):\n",
                 "    revoked = False\n    with contextlib.nullcontext():\n",
             ),
-            ("broker.py", "    _check_still_theirs(registry, cache, credential)\n", ""),
+            ("broker.py", "    _check_still_theirs(registry, request, credential)\n", ""),
         ),
     ),
     Mutant(

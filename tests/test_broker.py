@@ -23,6 +23,7 @@ from docker_credential_quayfed.errors import (
     QuayfedError,
     SecretError,
 )
+from docker_credential_quayfed.request import RequestContext
 from tests.jwt_factory import fake_jwt
 
 KEY = "quay.example.com"
@@ -54,9 +55,9 @@ class FakeMint:
     def __call__(
         self,
         registry: RegistryConfig,
-        clock: Callable[[], float],
+        request: RequestContext,
         budget: float = 0.0,
-        handed: str = "",
+        carried_jwt: str = "",
         credential: object = None,
     ) -> RobotToken:
         self.budgets.append(budget)
@@ -117,10 +118,10 @@ def test_a_fresh_cached_token_is_served_without_minting(
 ) -> None:
     clock = Clock()
     cached = fresh_token(clock.now)
-    cache.write(broker.key_for(registry), cached)
+    cache.write(broker.key_for(registry, RequestContext(cache)), cached)
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now + 1)))
 
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token) == (broker.CACHED, cached)
     assert fake.calls == 0
@@ -130,15 +131,15 @@ def test_a_token_due_for_refresh_is_replaced_by_a_minted_one_and_written(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now))
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
 
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token) == (broker.MINTED, minted)
     assert fake.calls == 1
-    assert cache.read(broker.key_for(registry)) == minted
+    assert cache.read(broker.key_for(registry, RequestContext(cache))) == minted
 
 
 def test_with_nothing_cached_a_token_is_minted_and_then_served_from_cache(
@@ -148,9 +149,9 @@ def test_with_nothing_cached_a_token_is_minted_and_then_served_from_cache(
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
 
-    first = broker.robot_token(registry, cache, clock=clock)
+    first = broker.robot_token(registry, RequestContext(cache, clock))
     clock.now += 60
-    second = broker.robot_token(registry, cache, clock=clock)
+    second = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (first.how, second.how) == (broker.MINTED, broker.CACHED)
     assert second.token == minted
@@ -161,12 +162,12 @@ def test_time_passing_on_the_clock_makes_a_cached_token_due(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), fresh_token(clock.now))
+    cache.write(broker.key_for(registry, RequestContext(cache)), fresh_token(clock.now))
     later = fresh_token(clock.now + HOUR - 100)
     fake = install(monkeypatch, FakeMint(later))
 
     clock.now += HOUR - 100  # 100 s left: inside the 300 s refresh margin
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token) == (broker.MINTED, later)
     assert fake.calls == 1
@@ -176,11 +177,11 @@ def test_force_mints_even_when_the_cached_token_is_fresh(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), fresh_token(clock.now))
+    cache.write(broker.key_for(registry, RequestContext(cache)), fresh_token(clock.now))
     minted = robot_token(clock.now, clock.now + HOUR, "forced")
     fake = install(monkeypatch, FakeMint(minted))
 
-    outcome = broker.robot_token(registry, cache, clock=clock, force=True)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock), force=True)
 
     assert (outcome.how, outcome.token) == (broker.MINTED, minted)
     assert fake.calls == 1
@@ -191,14 +192,16 @@ def test_a_network_failure_with_a_valid_token_in_hand_serves_it_and_is_remembere
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(broker.key_for(registry), in_hand)
+    cache.write(broker.key_for(registry, RequestContext(cache)), in_hand)
     fake = install(monkeypatch, FakeMint(NetworkError("Quay at https://q kept answering 503")))
 
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token, fake.calls) == (broker.STALE, in_hand, 1)
     noted = cache.recent_failure(
-        broker.key_for(registry), broker.settings_digest(registry), broker.FAILURE_WINDOW
+        broker.key_for(registry, RequestContext(cache)),
+        broker.settings_digest(registry),
+        broker.FAILURE_WINDOW,
     )
     assert noted is not None and "kept answering 503" in noted[1]
 
@@ -208,15 +211,15 @@ def test_a_remembered_failure_answers_the_next_get_without_minting_until_forced(
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(broker.key_for(registry), in_hand)
+    cache.write(broker.key_for(registry, RequestContext(cache)), in_hand)
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
     clock.now += 1
-    again = broker.robot_token(registry, cache, clock=clock)
+    again = broker.robot_token(registry, RequestContext(cache, clock))
     assert (again.how, again.token, fake.calls) == (broker.STALE, in_hand, 1)
 
-    forced = broker.robot_token(registry, cache, clock=clock, force=True)
+    forced = broker.robot_token(registry, RequestContext(cache, clock), force=True)
     assert (forced.how, fake.calls) == (broker.STALE, 2)
 
 
@@ -227,9 +230,9 @@ def test_a_remembered_failure_with_no_token_in_hand_raises_at_once(
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
     with pytest.raises(NetworkError):
-        broker.robot_token(registry, cache, clock=clock)
+        broker.robot_token(registry, RequestContext(cache, clock))
     with pytest.raises(NetworkError) as caught:
-        broker.robot_token(registry, cache, clock=clock)
+        broker.robot_token(registry, RequestContext(cache, clock))
 
     assert fake.calls == 1
     assert "cannot connect" in caught.value.message
@@ -240,13 +243,13 @@ def test_a_failure_is_forgotten_once_the_window_has_passed(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now))
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
 
     # A zero window makes every remembered failure old, without waiting for the wall clock.
     monkeypatch.setattr(broker, "FAILURE_WINDOW", 0.0)
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
 
     assert fake.calls == 2
 
@@ -256,13 +259,15 @@ def test_changed_settings_do_not_inherit_a_remembered_failure(
 ) -> None:
     clock = Clock()
     before, after = registry_config(timeout=25.0), registry_config(timeout=20.0)
-    assert broker.key_for(before) == broker.key_for(after)
+    assert broker.key_for(before, RequestContext(cache)) == broker.key_for(
+        after, RequestContext(cache)
+    )
     fake = install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
     with pytest.raises(NetworkError):
-        broker.robot_token(before, cache, clock=clock)
+        broker.robot_token(before, RequestContext(cache, clock))
     with pytest.raises(NetworkError):
-        broker.robot_token(after, cache, clock=clock)
+        broker.robot_token(after, RequestContext(cache, clock))
 
     assert fake.calls == 2
 
@@ -271,16 +276,21 @@ def test_a_successful_mint_clears_the_remembered_failure(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now))
     install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
     install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
-    outcome = broker.robot_token(registry, cache, clock=clock, force=True)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock), force=True)
 
     assert outcome.how == broker.MINTED
     digest = broker.settings_digest(registry)
-    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW) is None
+    assert (
+        cache.recent_failure(
+            broker.key_for(registry, RequestContext(cache)), digest, broker.FAILURE_WINDOW
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -299,16 +309,21 @@ def test_an_auth_failure_serves_the_token_in_hand_but_is_not_remembered(
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(broker.key_for(registry), in_hand)
+    cache.write(broker.key_for(registry, RequestContext(cache)), in_hand)
     fake = install(monkeypatch, FakeMint(failure))
 
-    first = broker.robot_token(registry, cache, clock=clock)
-    second = broker.robot_token(registry, cache, clock=clock)
+    first = broker.robot_token(registry, RequestContext(cache, clock))
+    second = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (first.how, first.token, second.how) == (broker.STALE, in_hand, broker.STALE)
     assert fake.calls == 2
     digest = broker.settings_digest(registry)
-    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW) is None
+    assert (
+        cache.recent_failure(
+            broker.key_for(registry, RequestContext(cache)), digest, broker.FAILURE_WINDOW
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("kind", [NetworkError, QuayError, IssuerError, SecretError])
@@ -321,7 +336,7 @@ def test_with_no_token_in_hand_a_failure_propagates_as_its_own_class(
     install(monkeypatch, FakeMint(kind("it failed", "fix it")))
 
     with pytest.raises(QuayfedError) as caught:
-        broker.robot_token(registry, cache, clock=Clock())
+        broker.robot_token(registry, RequestContext(cache, Clock()))
 
     assert type(caught.value) is kind
     assert caught.value.message == "it failed; fix it"
@@ -331,11 +346,14 @@ def test_an_expired_cached_token_is_not_a_fallback(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), robot_token(clock.now - HOUR, clock.now - 1, "expired"))
+    cache.write(
+        broker.key_for(registry, RequestContext(cache)),
+        robot_token(clock.now - HOUR, clock.now - 1, "expired"),
+    )
     install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
 
     with pytest.raises(NetworkError):
-        broker.robot_token(registry, cache, clock=clock)
+        broker.robot_token(registry, RequestContext(cache, clock))
 
 
 def test_a_token_with_too_little_life_left_is_served_without_minting(
@@ -344,10 +362,10 @@ def test_a_token_with_too_little_life_left_is_served_without_minting(
     clock = Clock()
     in_hand = due_token(clock.now, left=6.0)
     assert broker.SKEW == 5.0
-    cache.write(broker.key_for(registry), in_hand)
+    cache.write(broker.key_for(registry, RequestContext(cache)), in_hand)
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token) == (broker.STALE, in_hand)
     assert fake.calls == 0
@@ -357,11 +375,13 @@ def test_a_token_within_the_skew_of_expiry_is_not_served(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now, left=broker.SKEW))
+    cache.write(
+        broker.key_for(registry, RequestContext(cache)), due_token(clock.now, left=broker.SKEW)
+    )
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
 
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token, fake.calls) == (broker.MINTED, minted, 1)
 
@@ -370,10 +390,10 @@ def test_the_refresh_budget_is_capped_while_a_long_lived_token_is_in_hand(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now, left=200.0))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now, left=200.0))
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
 
     assert registry.timeout > broker.STALE_REFRESH_BUDGET
     assert broker.MIN_REFRESH_BUDGET <= fake.budgets[0] <= broker.STALE_REFRESH_BUDGET
@@ -384,10 +404,10 @@ def test_the_refresh_budget_never_outlives_the_token_in_hand(
 ) -> None:
     clock = Clock()
     left = 10.0
-    cache.write(broker.key_for(registry), due_token(clock.now, left=left))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now, left=left))
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
 
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
 
     assert fake.calls == 1
     assert broker.MIN_REFRESH_BUDGET <= fake.budgets[0] <= left - broker.SKEW
@@ -398,7 +418,7 @@ def test_with_no_token_in_hand_the_whole_timeout_is_the_budget(
 ) -> None:
     fake = install(monkeypatch, FakeMint(fresh_token(START)))
 
-    broker.robot_token(registry_config(timeout=20.0), cache, clock=Clock())
+    broker.robot_token(registry_config(timeout=20.0), RequestContext(cache, Clock()))
 
     assert broker.STALE_REFRESH_BUDGET < fake.budgets[0] <= 20.0
 
@@ -407,7 +427,7 @@ def test_a_token_that_expires_while_minting_fails_is_not_served(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now, left=60.0))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now, left=60.0))
 
     def time_passes() -> None:
         clock.now += 60.0
@@ -415,7 +435,7 @@ def test_a_token_that_expires_while_minting_fails_is_not_served(
     install(monkeypatch, FakeMint(NetworkError("Quay timed out"), during=time_passes))
 
     with pytest.raises(NetworkError, match="Quay timed out"):
-        broker.robot_token(registry, cache, clock=clock)
+        broker.robot_token(registry, RequestContext(cache, clock))
 
 
 def test_another_process_holding_the_lock_gets_the_token_in_hand_served(
@@ -423,13 +443,13 @@ def test_another_process_holding_the_lock_gets_the_token_in_hand_served(
 ) -> None:
     clock = Clock()
     in_hand = due_token(clock.now)
-    cache.write(broker.key_for(registry), in_hand)
+    cache.write(broker.key_for(registry, RequestContext(cache)), in_hand)
     fake = install(monkeypatch, FakeMint(fresh_token(clock.now)))
     # A short wait keeps the test fast; the decision is the same at any length.
     monkeypatch.setattr(broker, "STALE_LOCK_WAIT", 0.05)
 
-    with cache.lock(broker.key_for(registry), timeout=1.0):
-        outcome = broker.robot_token(registry, cache, clock=clock)
+    with cache.lock(broker.key_for(registry, RequestContext(cache)), timeout=1.0):
+        outcome = broker.robot_token(registry, RequestContext(cache, clock))
 
     assert (outcome.how, outcome.token, fake.calls) == (broker.STALE, in_hand, 0)
 
@@ -438,18 +458,25 @@ def test_erase_clears_a_remembered_failure(
     registry: RegistryConfig, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    cache.write(broker.key_for(registry), due_token(clock.now))
+    cache.write(broker.key_for(registry, RequestContext(cache)), due_token(clock.now))
     install(monkeypatch, FakeMint(NetworkError("cannot connect to https://q")))
-    broker.robot_token(registry, cache, clock=clock)
+    broker.robot_token(registry, RequestContext(cache, clock))
     digest = broker.settings_digest(registry)
-    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW)
+    assert cache.recent_failure(
+        broker.key_for(registry, RequestContext(cache)), digest, broker.FAILURE_WINDOW
+    )
 
     assert cache.erase(KEY) == 1
 
-    assert cache.recent_failure(broker.key_for(registry), digest, broker.FAILURE_WINDOW) is None
+    assert (
+        cache.recent_failure(
+            broker.key_for(registry, RequestContext(cache)), digest, broker.FAILURE_WINDOW
+        )
+        is None
+    )
     minted = fresh_token(clock.now)
     fake = install(monkeypatch, FakeMint(minted))
-    outcome = broker.robot_token(registry, cache, clock=clock)
+    outcome = broker.robot_token(registry, RequestContext(cache, clock))
     assert (outcome.how, outcome.token, fake.calls) == (broker.MINTED, minted, 1)
 
 
@@ -525,7 +552,7 @@ def test_checked_robot_token_refuses_a_token_too_large_to_read_back(
     largest = fake_jwt({"iat": START, "exp": START + HOUR, "pad": "x" * 40000})
     entry = broker.checked_robot_token(registry, largest, START)
     cache = TokenCache(tmp_path)
-    key = broker.key_for(registry)
+    key = broker.key_for(registry, RequestContext(cache))
     cache.write(key, entry)
     assert cache.read(key) == entry
 
@@ -560,7 +587,7 @@ def test_a_token_minted_while_the_login_changed_hands_is_discarded(
         key=KEY, robot=ROBOT, issuer=DEVICE_ISSUER, source="device", client_id="cli"
     )
     _log_in(cache, device, "uuid-a")
-    first = broker.key_for(device)
+    first = broker.key_for(device, RequestContext(cache))
     if flow == "refresh-ahead":
         cache.write(first, robot_token(START - 3000, START + 500, "ahead"))
     install(
@@ -568,10 +595,10 @@ def test_a_token_minted_while_the_login_changed_hands_is_discarded(
     )
     with pytest.raises(LoginRequired):
         if flow == "get":
-            broker.robot_token(device, cache, clock=Clock())
+            broker.robot_token(device, RequestContext(cache, Clock()))
         else:
-            broker.refresh_ahead(device, cache, clock=Clock())
-    second = broker.key_for(device)
+            broker.refresh_ahead(device, RequestContext(cache, Clock()))
+    second = broker.key_for(device, RequestContext(cache))
     assert second != first, "two people with one username share a key"
     assert cache.read(second) is None
     if flow == "get":

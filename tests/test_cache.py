@@ -13,8 +13,10 @@ from docker_credential_quayfed.cache import RobotToken, TokenCache, robot_token_
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CacheError
 from docker_credential_quayfed.identity import Principal, credential_key
+from docker_credential_quayfed.request import RequestContext
 from docker_credential_quayfed.sources import BY_NAME
 from tests.jwt_factory import fake_jwt
+from tests.support.requests import request_here
 
 REGISTRY = "quay.example.com"
 KEY = credential_key(
@@ -169,8 +171,8 @@ def remembered(tmp_path: Path, issued_at: float) -> tuple[TokenCache, RobotToken
     settings = config.load(BY_NAME)
     cache = TokenCache(tmp_path / "cache")
     entry = token(issued_at)
-    cache.write(broker.key_for(settings.registry(REGISTRY)), entry)
-    broker.remember(settings, cache)
+    cache.write(broker.key_for(settings.registry(REGISTRY), request_here()), entry)
+    broker.snapshot_config(settings, RequestContext(cache))
     return cache, entry
 
 
@@ -212,11 +214,14 @@ def test_an_environment_identity_follows_the_environment(
     )
     monkeypatch.setenv("T", fake_jwt({"iss": "https://i", "sub": "job-1", "exp": 2e9}))
     monkeypatch.setenv("GITHUB_RUN_ID", "1")
-    seen = (broker.key_for(env_table), broker.key_for(actions_table))
+    seen = (
+        broker.key_for(env_table, request_here()),
+        broker.key_for(actions_table, request_here()),
+    )
     monkeypatch.setenv("T", fake_jwt({"iss": "https://i", "sub": "job-2", "exp": 2e9}))
     monkeypatch.setenv("GITHUB_RUN_ID", "2")
-    assert broker.key_for(env_table) != seen[0]
-    assert broker.key_for(actions_table) != seen[1]
+    assert broker.key_for(env_table, request_here()) != seen[0]
+    assert broker.key_for(actions_table, request_here()) != seen[1]
 
 
 def test_a_snapshot_of_thousands_of_registries_still_answers_the_last(

@@ -20,16 +20,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from docker_credential_quayfed import config, sources, transport
+from docker_credential_quayfed import config, oidc, sources, transport
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import ConfigError, IssuerError, SecretError
-from docker_credential_quayfed.sources import SourceContext, oauth
+from docker_credential_quayfed.sources import SourceContext
 from quay_sandbox.issuer import IssuerClient, IssuerUser, KeycloakIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
 from tests.support import leaks, trusting
 from tests.support.oidc_provider import OIDCProvider
+from tests.support.requests import request_here
 
 ENDPOINT = "https://idp.example.com/realms/quay/protocol/openid-connect/token"
 SECRET = "client-secret-of-7c1d"
@@ -70,7 +71,9 @@ def table(issuer: str, **settings: str) -> RegistryConfig:
 
 
 def context_for(registry: RegistryConfig, session: httpx.Client | None = None) -> SourceContext:
-    return SourceContext(registry, session or httpx.Client(), transport.Deadline(10))
+    return SourceContext(
+        registry, session or httpx.Client(), transport.Deadline(10), request_here()
+    )
 
 
 def fetch(registry: RegistryConfig, ca_cert: Path) -> str:
@@ -95,7 +98,7 @@ def test_client_secret_basic_is_the_default_and_returns_the_basic_pair(
     )
     form: dict[str, str] = {"grant_type": "client_credentials"}
 
-    assert oauth.authenticate(context_for(registry), form, ENDPOINT) == ("ci", SECRET)
+    assert oidc.authenticate(context_for(registry), form, ENDPOINT) == ("ci", SECRET)
     assert form == {"grant_type": "client_credentials"}
 
 
@@ -110,7 +113,7 @@ def test_client_secret_post_puts_id_and_secret_in_the_form(monkeypatch: pytest.M
     )
     form: dict[str, str] = {}
 
-    assert oauth.authenticate(context_for(registry), form, ENDPOINT) is None
+    assert oidc.authenticate(context_for(registry), form, ENDPOINT) is None
     assert form == {"client_id": "ci", "client_secret": SECRET}
 
 
@@ -120,7 +123,7 @@ def test_a_public_client_sends_only_its_id() -> None:
     )
     form: dict[str, str] = {}
 
-    assert oauth.authenticate(context_for(registry), form, ENDPOINT) is None
+    assert oidc.authenticate(context_for(registry), form, ENDPOINT) is None
     assert form == {"client_id": "cli"}
 
 
@@ -141,8 +144,8 @@ def test_private_key_jwt_signs_a_short_assertion_for_the_endpoint(
     first: dict[str, str] = {}
     second: dict[str, str] = {}
 
-    assert oauth.authenticate(context_for(registry), first, ENDPOINT) is None
-    oauth.authenticate(context_for(registry), second, ENDPOINT)
+    assert oidc.authenticate(context_for(registry), first, ENDPOINT) is None
+    oidc.authenticate(context_for(registry), second, ENDPOINT)
 
     assert first["client_id"] == "ci"
     assert (
@@ -153,7 +156,7 @@ def test_private_key_jwt_signs_a_short_assertion_for_the_endpoint(
     assert (header["alg"], header["kid"]) == (algorithm, "quayfed-1")
     claims = jwt.decode(assertion, key.public_key(), algorithms=[algorithm], audience=ENDPOINT)
     assert (claims["iss"], claims["sub"]) == ("ci", "ci")
-    assert claims["exp"] - claims["iat"] == oauth.ASSERTION_LIFETIME == 60
+    assert claims["exp"] - claims["iat"] == oidc.ASSERTION_LIFETIME == 60
     assert abs(claims["iat"] - time.time()) < 5
     other = jwt.decode(second["client_assertion"], options={"verify_signature": False})
     assert other["jti"] != claims["jti"] and len(claims["jti"]) >= 20
@@ -169,7 +172,7 @@ def test_private_key_jwt_without_client_key_id_sends_no_kid(tmp_path: Path) -> N
     )
     form: dict[str, str] = {}
 
-    oauth.authenticate(context_for(registry), form, ENDPOINT)
+    oidc.authenticate(context_for(registry), form, ENDPOINT)
 
     assert "kid" not in jwt.get_unverified_header(form["client_assertion"])
 
@@ -190,7 +193,7 @@ def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
     registry = signed_registry(tmp_path / "absent.pem")
 
     with pytest.raises(SecretError) as caught:
-        oauth.authenticate(context_for(registry), {}, ENDPOINT)
+        oidc.authenticate(context_for(registry), {}, ENDPOINT)
 
     assert "cannot read the client key file" in one_line(caught.value)
     assert "absent.pem (client_key_file): No such file or directory" in str(caught.value)
@@ -203,11 +206,11 @@ def test_an_unreadable_key_file_is_named(tmp_path: Path) -> None:
     directory.mkdir()
     if os.geteuid() != 0:  # root reads a 000 file: the directory case still runs
         with pytest.raises(SecretError, match="Permission denied") as caught:
-            oauth.authenticate(context_for(signed_registry(locked)), {}, ENDPOINT)
+            oidc.authenticate(context_for(signed_registry(locked)), {}, ENDPOINT)
         one_line(caught.value)
 
     with pytest.raises(SecretError, match="not a regular file") as caught:
-        oauth.authenticate(context_for(signed_registry(directory)), {}, ENDPOINT)
+        oidc.authenticate(context_for(signed_registry(directory)), {}, ENDPOINT)
 
     one_line(caught.value)
 
@@ -232,7 +235,7 @@ def test_a_file_that_is_not_a_usable_key_is_refused(
     path.chmod(0o600)
 
     with pytest.raises(SecretError, match=expected) as caught:
-        oauth.authenticate(context_for(signed_registry(path)), {}, ENDPOINT)
+        oidc.authenticate(context_for(signed_registry(path)), {}, ENDPOINT)
 
     one_line(caught.value)
 
@@ -244,7 +247,7 @@ def test_a_key_file_others_can_read_gets_the_secret_file_warning(
     path.chmod(0o644)
     form: dict[str, str] = {}
 
-    oauth.authenticate(context_for(signed_registry(path)), form, ENDPOINT)
+    oidc.authenticate(context_for(signed_registry(path)), form, ENDPOINT)
 
     assert form["client_assertion"]
     err = capsys.readouterr().err
@@ -259,7 +262,7 @@ def test_without_cryptography_the_error_names_the_fix(
     registry = signed_registry(key_file(tmp_path, RSA_KEY))
 
     with pytest.raises(ConfigError) as caught:
-        oauth.authenticate(context_for(registry), {}, ENDPOINT)
+        oidc.authenticate(context_for(registry), {}, ENDPOINT)
 
     assert "needs the Python package cryptography" in one_line(caught.value)
     assert "docker-credential-quayfed[keys]" in str(caught.value)
@@ -420,7 +423,7 @@ def test_the_realm_checks_the_assertion_like_keycloak(
         realm.token_endpoint,
         data={
             "grant_type": "client_credentials",
-            "client_assertion_type": oauth.ASSERTION_TYPE,
+            "client_assertion_type": oidc.ASSERTION_TYPE,
             "client_assertion": assertion_for(realm, **claims),
         },
         verify=trusting(test_pki.ca_cert),
@@ -434,7 +437,7 @@ def test_the_realm_checks_the_assertion_like_keycloak(
 def test_the_realm_refuses_a_reused_assertion(realm: KeycloakIssuer, test_pki: TestPKI) -> None:
     form = {
         "grant_type": "client_credentials",
-        "client_assertion_type": oauth.ASSERTION_TYPE,
+        "client_assertion_type": oidc.ASSERTION_TYPE,
         "client_assertion": assertion_for(realm),
     }
     tls = trusting(test_pki.ca_cert)

@@ -9,6 +9,7 @@ import pytest
 from docker_credential_quayfed import broker, config
 from docker_credential_quayfed.errors import ConfigError, NotConfiguredError
 from docker_credential_quayfed.sources import BY_NAME, SOURCES
+from tests.support.requests import request_here
 
 GOOD = """
 [registries."quay.example.com"]
@@ -57,7 +58,7 @@ def test_identity_differs_by_user_and_robot(tmp_path: Path) -> None:
     b = config.load(BY_NAME, write(tmp_path, GOOD.replace('"jdoe"', '"other"'))).registry(
         "quay.example.com"
     )
-    assert broker.key_for(a) != broker.key_for(b)
+    assert broker.key_for(a, request_here()) != broker.key_for(b, request_here())
 
 
 def test_unconfigured_registry_is_named(tmp_path: Path) -> None:

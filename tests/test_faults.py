@@ -49,6 +49,7 @@ from docker_credential_quayfed.sources import BY_NAME
 from tests.helper_process import helper_command
 from tests.support.hostile import FAULTS, ISSUER, QUAY, ROBOT_LIFETIME, Case, HostileServer
 from tests.support.records import record
+from tests.support.requests import request_here
 
 # Heavy: run by the README's test command and docs/reliability.py, not on every Python.
 pytestmark = pytest.mark.reliability
@@ -263,7 +264,9 @@ def write_config(directory: Path, case: Case, on_failure: str) -> Path:
 
 
 def identity(config_path: Path) -> CredentialKey:
-    return broker.key_for(product_config.load(BY_NAME, config_path).registry(REGISTRY))
+    return broker.key_for(
+        product_config.load(BY_NAME, config_path).registry(REGISTRY), request_here()
+    )
 
 
 def cache_refresh_due_token(directory: Path, case: Case) -> str:

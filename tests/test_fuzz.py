@@ -48,6 +48,7 @@ from docker_credential_quayfed.sources import BY_NAME
 from tests.jwt_factory import fake_jwt
 from tests.support import leaks
 from tests.support.records import record
+from tests.support.requests import request_here
 
 # Heavy: run by the README's test command and docs/reliability.py, not on every Python.
 pytestmark = pytest.mark.reliability
@@ -277,7 +278,7 @@ class World:
             token = robot_jwt(robot)
             leaks.known(token, "robot token cached by the fuzz tests")
             self.tokens[key] = token
-            self.identities[key] = broker.key_for(registries[key])
+            self.identities[key] = broker.key_for(registries[key], request_here())
             path = cache.write(self.identities[key], robot_token_from_jwt(key, robot, token, now))
             self.cached[key] = (path, path.read_bytes())
         for _ in range(2):

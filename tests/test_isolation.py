@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,10 @@ from docker_credential_quayfed import (
     login_flow,
     transport,
 )
+from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.errors import QuayfedError
 from docker_credential_quayfed.kubelet import answer as kubelet_answer
+from docker_credential_quayfed.request import RequestContext
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
@@ -297,7 +299,7 @@ def kubelet_in_process(request: str, config_path: Path, cache_dir: Path) -> Ran:
     """One CredentialProviderRequest through the provider's flow, in this process."""
     with _streams("") as (out, err):
         try:
-            response = kubelet_answer(request, config_path, cache_dir)
+            response = kubelet_answer(request, config_path, RequestContext(TokenCache(cache_dir)))
             code = 0
         except QuayfedError as exc:
             log.error(exc.message)
@@ -784,7 +786,8 @@ class Isolation(RuleBasedStateMachine):
         self.world.count("logout_races")
         attempted = emulator.counters_snapshot()["exchanges_attempted"]
         emulator.inject_fault("hang", seconds=0.25)
-        child = threading.Thread(target=background.refresh, args=(refreshing,), daemon=True)
+        request = RequestContext(TokenCache(self.cache_dir))
+        child = threading.Thread(target=background.refresh, args=(refreshing, request), daemon=True)
         child.start()
         deadline = time.monotonic() + 10
         while emulator.counters_snapshot()["exchanges_attempted"] == attempted:
@@ -1062,10 +1065,10 @@ def _quiet_retries() -> types.SimpleNamespace:
     return types.SimpleNamespace(**{**vars(time), "sleep": lambda seconds: None})
 
 
-def _refresh_ahead_in_process(key: str) -> None:
+def _refresh_ahead_in_process(host: str, request: Callable[[], RequestContext]) -> None:
     """The detached refresh-ahead child, in this process: run to its end at once (a fork of
     the test process would carry its servers' threads)."""
-    background.refresh(key)
+    background.refresh(host, request())
 
 
 def test_an_answer_goes_only_to_whom_quay_would_issue_it(world: World) -> None:

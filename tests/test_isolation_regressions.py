@@ -24,6 +24,7 @@ from docker_credential_quayfed.errors import (
     NetworkError,
     QuayfedError,
 )
+from docker_credential_quayfed.request import RequestContext
 from docker_credential_quayfed.sources import BY_NAME
 from tests.jwt_factory import fake_jwt
 
@@ -74,7 +75,7 @@ def test_a_pod_naming_a_longer_robot_than_the_allowed_one_is_refused(tmp_path: P
         }
     )
     with pytest.raises(ConfigError) as refused:
-        kubelet.answer(request, config_path, tmp_path / "cache")
+        kubelet.answer(request, config_path, RequestContext(TokenCache(tmp_path / "cache")))
     assert f"robot {NEIGHBOUR} is not in robots" in refused.value.message
 
 
@@ -118,20 +119,21 @@ def test_an_outage_never_serves_another_identitys_token(
     registry = pod_registry()
     cache = TokenCache(tmp_path / "cache")
     holder, other = pod_jwt("sa1"), pod_jwt("sa3")
-    held = broker.identify(registry, Deadline(registry.timeout), holder)[0]
+
+    def clock() -> float:
+        return START
+
+    request = RequestContext(cache, clock=clock)
+    held = broker.identify(registry, request, Deadline(registry.timeout), holder)[0]
     # sa1's token: still valid for 200 s, past its refresh point, so a get tries to mint.
     minted = fake_jwt({"sub": ROBOT, "iat": START + 200 - HOUR, "exp": START + 200})
     cache.write(held, robot_token_from_jwt(HOST, ROBOT, minted, START))
     failing = FailingMint(outage)
     monkeypatch.setattr(broker, "mint", failing)
-
-    def clock() -> float:
-        return START
-
     with pytest.raises(QuayfedError) as raised:
-        broker.robot_token(registry, cache, clock=clock, oidc_token=other)
+        broker.robot_token(registry, request, oidc_token=other)
     assert raised.value is outage and failing.calls == 1, "sa3 was not even asked for"
 
     # The stale-serve itself still serves the token's own identity.
-    outcome = broker.robot_token(registry, cache, clock=clock, oidc_token=holder)
+    outcome = broker.robot_token(registry, request, oidc_token=holder)
     assert (outcome.how, outcome.token.token) == (broker.STALE, minted)

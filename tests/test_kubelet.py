@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 
 from docker_credential_quayfed import broker, config, fastpath, kubelet
+from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.deadline import Deadline
 from docker_credential_quayfed.errors import ConfigError, UsageError
+from docker_credential_quayfed.protocol import table_key
+from docker_credential_quayfed.request import RequestContext
 from docker_credential_quayfed.sources import BY_NAME
 from quay_sandbox.issuer import KubernetesIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.support.oidc_provider import KubeIssuer, OIDCProvider
+from tests.support.requests import request_here
 from tests.test_kubelet_golden import (
     NODE_ROBOT,
     PULLER_ROBOT,
@@ -143,17 +147,18 @@ def test_encode_response() -> None:
     request_body = json.loads(request("q.example.com:8443/a", "sa"))
     assert response_problems(with_auth, request_body) == []
     assert response_problems(without, request_body) == []
-    # the kubelet uses an auth key only for images it matches: the port is part of the host
+    # auth answers for the registry as the image names it, the port included
     elsewhere = json.loads(request("q.example.com/a", "sa"))
-    assert any("does not match the image" in p for p in response_problems(with_auth, elsewhere))
+    assert any("neither the image's registry" in p for p in response_problems(with_auth, elsewhere))
 
 
 def test_an_image_naming_port_443_is_answered_for_that_form() -> None:
-    """The kubelet's URLsMatch tells quay.example.com from quay.example.com:443: ``auth`` names
-    the host as the image does, and the node's table is found either way."""
+    """The kubelet's URLsMatch tells quay.example.com from quay.example.com:443
+    (tests/test_kubelet_code.py): ``auth`` names the host as the image does, and the node's
+    table is found either way."""
     image = "quay.example.com:443/org/app"
     registry = kubelet.registry_of(image)
-    assert registry == "quay.example.com:443" and kubelet.host_key(registry) == "quay.example.com"
+    assert registry == "quay.example.com:443" and table_key(registry) == "quay.example.com"
     response = json.loads(kubelet.encode_response(registry, ("o+r", "tok"), 60))
     assert response_problems(response, json.loads(request(image, "sa"))) == []
     bare = json.loads(kubelet.encode_response("quay.example.com", ("o+r", "tok"), 60))
@@ -478,14 +483,15 @@ def test_service_account_identity() -> None:
 
     def key(issuer: str, subject: str, audience: str = "q.example.com") -> str:
         claims = {"iss": issuer, "sub": subject, "aud": audience, "exp": time.time() + 600}
-        return broker.identify(pod, Deadline(5), _jwt({"kid": "k"}, claims))[0].digest
+        request = request_here()
+        return broker.identify(pod, request, Deadline(5), _jwt({"kid": "k"}, claims))[0].digest
 
     one = key("https://k8s", "system:serviceaccount:a:b")
     other = key("https://k8s", "system:serviceaccount:a:c")
     elsewhere = key("https://other", "system:serviceaccount:a:b")
     other_audience = key("https://k8s", "system:serviceaccount:a:b", "other.example.com")
     assert len({one, other, elsewhere, other_audience}) == 4
-    assert kubelet.host_key("Quay.io:443") == "quay.io"
+    assert table_key("Quay.io:443") == "quay.io"
 
 
 @pytest.mark.parametrize(
@@ -508,7 +514,7 @@ def test_annotations_refused_before_any_file_is_read(
         kubelet.answer(
             request("quay.example.com/org/app", token, **merged),
             tmp_path / "absent.toml",
-            tmp_path / "cache",
+            RequestContext(TokenCache(tmp_path / "cache")),
         )
     assert not (tmp_path / "cache").exists()
 
@@ -729,5 +735,90 @@ def test_cache_dir_holds_everything_the_provider_keeps(
     ]
     kept = {p.name for p in cache_dir.iterdir()}
     assert oidc.discovery_name(oidc_provider.issuer) in kept
-    assert logins.jwt_name(broker.key_for(registry).principal) in kept
+    assert logins.jwt_name(broker.key_for(registry, request_here()).principal) in kept
     assert any(name.endswith(".token") for name in kept)
+
+
+def test_a_cache_dir_it_cannot_use_is_named_as_the_kubelet_gave_it(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, tmp_path: Path
+) -> None:
+    """The hint names --cache-dir when that flag chose the directory (the node has no
+    DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR to set), and the variable otherwise."""
+    foreign = tmp_path / "not-a-directory"
+    foreign.write_text("a file where the cache should be")
+    ask = request(
+        f"{quay.host}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+        **robot_annotation(),
+    )  # fmt: skip
+    flagged = node.run(ask, args=("--config", str(node.config), "--cache-dir", str(foreign)))
+    assert "point --cache-dir at a writable private directory" in flagged.refused()
+    by_variable = node.run(
+        ask,
+        args=("--config", str(node.config)),
+        env={**node.env, "DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR": str(foreign)},
+    )
+    assert "point DOCKER_CREDENTIAL_QUAYFED_CACHE_DIR at a" in by_variable.refused()
+
+
+def test_the_provider_s_hints_name_no_command_the_node_may_lack(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """A remembered network failure: get's hint says 'docker-credential-quayfed erase'; a node
+    may have only quay-credential-provider, so the provider's says when it tries again."""
+    ask = request(
+        f"{quay.host}/quay_federation/app", kube_issuer.mint("apps", "puller-a"),
+        **robot_annotation(),
+    )  # fmt: skip
+    quay.set_down()
+    first = node.run(ask).refused()
+    second = node.run(ask).refused()
+    quay.set_down(False)
+    assert "not retrying" in second, (first, second)
+    assert "docker-credential-quayfed" not in second.split(":", 1)[1]
+    assert "the next try comes once that time has passed" in second
+
+
+# -- several organizations: one robot each ---------------------------------------------------------
+def test_an_annotation_naming_a_robot_per_organization_answers_the_image_s_own(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """The image's namespace chooses the robot; the answer is for that namespace's path, per
+    image, and holds no robot of another organization."""
+    node.config.write_text(
+        node.config.read_text().replace(
+            'robots = ["quay_federation+puller_*"]',
+            'robots = ["quay_federation+puller_*", "partner_org+puller"]',
+            1,
+        )
+    )
+    quay.federate("partner_org+puller", kube_issuer.issuer, "system:serviceaccount:apps:puller-a")
+    token = kube_issuer.mint("apps", "puller-a")
+    named = robot_annotation(f"{PULLER_ROBOT}, partner_org+puller")
+    ours = node.run(request(f"{quay.host}/quay_federation/app:1", token, **named)).response()
+    assert ours["cacheKeyType"] == "Image"
+    assert list(ours["auth"]) == [f"{quay.host}/quay_federation"]
+    assert ours["auth"][f"{quay.host}/quay_federation"]["username"] == PULLER_ROBOT
+    theirs = node.run(request(f"{quay.host}/partner_org/app:1", token, **named)).response()
+    assert list(theirs["auth"]) == [f"{quay.host}/partner_org"]
+    assert theirs["auth"][f"{quay.host}/partner_org"]["username"] == "partner_org+puller"
+    nobody = node.run(request(f"{quay.host}/third_org/app:1", token, **named)).response()
+    assert "auth" not in nobody and nobody["cacheKeyType"] == "Image"
+    one = node.run(request(f"{quay.host}/quay_federation/app:1", token, **robot_annotation()))
+    assert list(one.response()["auth"]) == [quay.host], "one robot: answered as before"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ("org+alpha, org+beta", "names two robots of one organization"),
+        ("org+alpha, not a robot", "is not a full robot name"),
+    ],
+)
+def test_an_annotation_of_several_robots_is_checked(
+    node: GoldenNode, quay: QuayEmulator, kube_issuer: KubeIssuer, annotation: str, message: str
+) -> None:
+    ask = request(
+        f"{quay.host}/org/app:1", kube_issuer.mint("apps", "puller-a"),
+        **robot_annotation(annotation),
+    )  # fmt: skip
+    assert message in node.run(ask).refused()

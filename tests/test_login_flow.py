@@ -3,6 +3,8 @@ login store's pure logic: what each answer of the issuer makes ``login`` do."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from docker_credential_quayfed.sources import SourceContext
 from quay_sandbox.server import serve_wsgi
 from quay_sandbox.tls import TestPKI
 from tests.jwt_factory import fake_jwt
+from tests.support.requests import request_here
 
 
 class ScriptedIssuer:
@@ -29,11 +32,15 @@ class ScriptedIssuer:
         self.device = device
         self.base = ""
         self.token_forms: list[dict[str, list[str]]] = []
+        self.device_forms: list[dict[str, list[str]]] = []
+        #: code_challenge_methods_supported in discovery (Keycloak offers S256)
+        self.challenge_methods: list[str] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ["PATH_INFO"]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         form = parse_qs(environ["wsgi.input"].read(length).decode())
+        body: dict[str, Any]
         if path == "/.well-known/openid-configuration":
             status, body = (
                 200,
@@ -41,9 +48,15 @@ class ScriptedIssuer:
                     "issuer": self.base,
                     "token_endpoint": f"{self.base}/token",
                     "device_authorization_endpoint": f"{self.base}/device",
+                    **(
+                        {"code_challenge_methods_supported": self.challenge_methods}
+                        if self.challenge_methods
+                        else {}
+                    ),
                 },
             )
         elif path == "/device":
+            self.device_forms.append(form)
             status, body = 200, self.device
         elif path == "/token":
             self.token_forms.append(form)
@@ -89,7 +102,7 @@ def context_for(base: str, ca: Path) -> Iterator[SourceContext]:
         ca_bundle=str(ca),
     )
     with broker.registry_client(registry) as session:
-        yield SourceContext(registry, session, transport.Deadline(10))
+        yield SourceContext(registry, session, transport.Deadline(10), request_here())
 
 
 class Recorder:
@@ -143,6 +156,32 @@ def test_pending_then_tokens_polls_at_the_interval(issuer_factory: Any, test_pki
     assert "dc-secret" not in out.text
 
 
+def test_no_pkce_unless_the_issuer_offers_s256(issuer_factory: Any, test_pki: TestPKI) -> None:
+    _, app, result = run_device(issuer_factory, test_pki, [TOKENS])
+    assert isinstance(result, dict)
+    assert "code_challenge" not in app.device_forms[0]
+    assert "code_verifier" not in app.token_forms[0]
+
+
+def test_an_issuer_offering_s256_gets_pkce_in_the_device_grant(
+    issuer_factory: Any, test_pki: TestPKI
+) -> None:
+    """Keycloak refuses a device authorization request without a code challenge when the
+    client requires PKCE; the polls then carry the verifier that matches it."""
+    app, server = issuer_factory([PENDING, TOKENS])
+    app.challenge_methods = ["plain", "S256"]
+    out = Recorder()
+    for context in context_for(server.url, test_pki.ca_cert):
+        login_flow.device_login(context, out, out.sleep, out.clock)  # type: ignore[arg-type]
+    device_form = app.device_forms[0]
+    assert device_form["code_challenge_method"] == ["S256"]
+    verifiers = {form["code_verifier"][0] for form in app.token_forms}
+    assert len(app.token_forms) == 2 and len(verifiers) == 1, "one verifier for every poll"
+    digest = hashlib.sha256(verifiers.pop().encode("ascii")).digest()
+    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    assert device_form["code_challenge"] == [challenge]
+
+
 def test_slow_down_adds_five_seconds_each_time(issuer_factory: Any, test_pki: TestPKI) -> None:
     out, _, result = run_device(issuer_factory, test_pki, [SLOW_DOWN, SLOW_DOWN, TOKENS])
     assert isinstance(result, dict)
@@ -160,6 +199,12 @@ def test_the_complete_uri_is_shown_when_offered(issuer_factory: Any, test_pki: T
     [
         ((400, {"error": "access_denied"}), "was denied at the issuer"),
         ((400, {"error": "expired_token"}), "expired before it was approved"),
+        (
+            (400, {"error": "invalid_grant", "error_description": "Device code not valid"}),
+            "the login code for quay.example.com is no longer valid: the issuer refused the "
+            "device_code grant (HTTP 400, invalid_grant: Device code not valid); "
+            "run: docker-credential-quayfed login quay.example.com again",
+        ),
         ((401, {"error": "invalid_client"}), "check client_id and the client secret"),
     ],
 )

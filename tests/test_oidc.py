@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from docker_credential_quayfed import log, oidc, transport
-from docker_credential_quayfed.errors import IssuerError
+from docker_credential_quayfed.errors import GrantRefused, IssuerError
 from tests.jwt_factory import fake_jwt
 
 ISSUER = "https://idp.example.com/realms/quay"
@@ -235,6 +235,23 @@ def test_request_token_maps_the_issuers_error_code_to_its_fix(code: str, fix: st
     message = caught.value.message
     assert f"{code}: Invalid user credentials" in message
     assert f"; {fix}" in message
+
+
+def test_keycloaks_unauthorized_client_for_a_wrong_secret_asks_for_the_secret() -> None:
+    """Keycloak 26 answers a wrong client secret with 401 unauthorized_client, "Invalid client
+    or Invalid client credentials": the fix is the secret, not enabling the grant."""
+    answer = {
+        "error": "unauthorized_client",
+        "error_description": "Invalid client or Invalid client credentials",
+    }
+
+    with pytest.raises(GrantRefused) as caught:
+        request_token(serving(401, json=answer), grant="client_credentials")
+
+    message = caught.value.message
+    assert "HTTP 401, unauthorized_client: Invalid client or Invalid client credentials" in message
+    assert "; check client_id and the client secret" in message
+    assert caught.value.code == "invalid_client"
 
 
 def test_request_token_without_an_error_body_names_the_status() -> None:

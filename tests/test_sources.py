@@ -21,6 +21,7 @@ from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import IssuerError, SecretError
 from docker_credential_quayfed.sources import SourceContext
 from tests.jwt_factory import fake_jwt
+from tests.support.requests import request_here
 
 ISSUER = "https://idp.example.com/realms/quay"
 TOKEN_ENDPOINT = f"{ISSUER}/protocol/openid-connect/token"
@@ -61,7 +62,7 @@ class Issuer:
 
 def fetch(registry: RegistryConfig, handler: Handler) -> str:
     with httpx.Client(transport=httpx.MockTransport(handler)) as session:
-        context = SourceContext(registry, session, transport.Deadline(10))
+        context = SourceContext(registry, session, transport.Deadline(10), request_here())
         return sources.for_registry(registry).fetch(context)
 
 

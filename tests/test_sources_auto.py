@@ -27,6 +27,7 @@ from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
 from tests.jwt_factory import fake_jwt
 from tests.support.oidc_provider import KubeIssuer, OIDCProvider
+from tests.support.requests import request_here
 from tests.test_integration import ROBOT, Setup, answer_of, base_settings
 from tests.test_sources import registry_config
 
@@ -70,7 +71,7 @@ def no_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 def fetch(registry: RegistryConfig, session: httpx.Client | None = None) -> str:
     client = session or httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(599)))
     with client:
-        context = SourceContext(registry, client, transport.Deadline(10))
+        context = SourceContext(registry, client, transport.Deadline(10), request_here())
         return sources.for_registry(registry).fetch(context)
 
 
@@ -280,26 +281,28 @@ def test_the_cache_identity_follows_the_detected_platform_and_job(
     keys = []
     monkeypatch.setenv("GITLAB_CI", "true")
     monkeypatch.setenv("QUAY_ID_TOKEN", token_for("gitlab"))
-    keys.append(broker.key_for(registry_config("auto")))
-    assert broker.key_for(registry_config("auto")) == keys[0], "stable within one job"
+    keys.append(broker.key_for(registry_config("auto"), request_here()))
+    assert broker.key_for(registry_config("auto"), request_here()) == keys[0], (
+        "stable within one job"
+    )
     assert keys[0].principal.subject == "gitlab"
     monkeypatch.setenv("QUAY_ID_TOKEN", token_for("gitlab-next-job"))
-    keys.append(broker.key_for(registry_config("auto")))
+    keys.append(broker.key_for(registry_config("auto"), request_here()))
     monkeypatch.delenv("GITLAB_CI")
     monkeypatch.setenv("CIRCLECI", "true")
     monkeypatch.setenv("CIRCLE_OIDC_TOKEN_V2", token_for("circleci"))
-    keys.append(broker.key_for(registry_config("auto")))
+    keys.append(broker.key_for(registry_config("auto"), request_here()))
     monkeypatch.delenv("CIRCLECI")
     projected = tmp_path / "token"
     projected.write_text(token_for("kubernetes"))
-    keys.append(broker.key_for(registry_config("auto", token_file=str(projected))))
+    keys.append(broker.key_for(registry_config("auto", token_file=str(projected)), request_here()))
     projected.write_text(token_for("another-service-account"))
-    keys.append(broker.key_for(registry_config("auto", token_file=str(projected))))
+    keys.append(broker.key_for(registry_config("auto", token_file=str(projected)), request_here()))
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_RUN_ID", "7")
-    keys.append(broker.key_for(registry_config("auto")))
+    keys.append(broker.key_for(registry_config("auto"), request_here()))
     monkeypatch.setenv("GITHUB_RUN_ID", "8")
-    keys.append(broker.key_for(registry_config("auto")))
+    keys.append(broker.key_for(registry_config("auto"), request_here()))
 
     assert len({key.digest for key in keys}) == len(keys)
     assert keys[2].principal.subject == "circleci" and keys[3].principal.subject == "kubernetes"

@@ -23,6 +23,7 @@ from quay_sandbox.quay import QuayEmulator
 from tests.helper_process import run_helper
 from tests.jwt_factory import fake_jwt
 from tests.support.oidc_provider import OIDCProvider
+from tests.support.requests import request_here
 from tests.test_integration import ROBOT, Setup, answer_of, base_settings
 from tests.test_sources import registry_config
 
@@ -39,7 +40,7 @@ def script(tmp_path: Path, body: str, name: str = "print-token") -> Path:
 
 def fetch(registry: RegistryConfig, seconds: float = 10) -> str:
     with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(599))) as session:
-        context = SourceContext(registry, session, transport.Deadline(seconds))
+        context = SourceContext(registry, session, transport.Deadline(seconds), request_here())
         return sources.for_registry(registry).fetch(context)
 
 

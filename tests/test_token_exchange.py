@@ -20,16 +20,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from docker_credential_quayfed import config, sources, transport
+from docker_credential_quayfed import config, oidc, sources, transport
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import IssuerError
-from docker_credential_quayfed.sources import SourceContext, oauth
+from docker_credential_quayfed.sources import SourceContext
 from quay_sandbox.issuer import IssuerClient, IssuerUser, KeycloakIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
 from tests.jwt_factory import fake_jwt
 from tests.support import leaks
+from tests.support.requests import request_here
 
 ISSUER = "https://idp.example.com/realms/quay"
 TOKEN_ENDPOINT = f"{ISSUER}/protocol/openid-connect/token"
@@ -56,7 +57,7 @@ class Issuer:
         self.status = status
         self.body = body or {
             "access_token": EXCHANGED,
-            "issued_token_type": oauth.TOKEN_TYPE_URIS["access_token"],
+            "issued_token_type": oidc.TOKEN_TYPE_URIS["access_token"],
             "token_type": "Bearer",
         }
         self.forms: list[dict[str, list[str]]] = []
@@ -72,8 +73,8 @@ class Issuer:
 
 def exchange(registry: RegistryConfig, handler: Issuer, subject: str = SUBJECT) -> str:
     with httpx.Client(transport=httpx.MockTransport(handler)) as session:
-        context = SourceContext(registry, session, transport.Deadline(10))
-        return oauth.exchange_for_audience(context, subject)
+        context = SourceContext(registry, session, transport.Deadline(10), request_here())
+        return oidc.exchange_for_audience(context, subject)
 
 
 @pytest.fixture
@@ -197,7 +198,7 @@ def user_token(
         **auth,
     )
     session = transport.client(registry.ca_bundle)
-    context = SourceContext(registry, session, transport.Deadline(10))
+    context = SourceContext(registry, session, transport.Deadline(10), request_here())
     return registry, sources.for_registry(registry).fetch(context), session
 
 
@@ -217,8 +218,8 @@ def test_keycloak_exchanges_an_access_token_for_the_quay_audience(
     before = realm.token_exchanges
 
     with closing(session):
-        exchanged = oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), subject
+        exchanged = oidc.exchange_for_audience(
+            SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
     claims = jwt.decode(
@@ -250,8 +251,8 @@ def test_keycloak_exchange_with_a_private_key_jwt_client(
     )
 
     with closing(session):
-        exchanged = oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), subject
+        exchanged = oidc.exchange_for_audience(
+            SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
     claims = jwt.decode(exchanged, options={"verify_signature": False})
@@ -281,8 +282,8 @@ def test_keycloak_refusals_are_one_line_with_the_fix(
     )
 
     with closing(session), pytest.raises(IssuerError) as caught:
-        oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), subject
+        oidc.exchange_for_audience(
+            SourceContext(registry, session, transport.Deadline(10), request_here()), subject
         )
 
     message = str(caught.value)
@@ -306,8 +307,8 @@ def test_keycloak_refuses_a_subject_token_it_did_not_sign(
     leaks.known(forged, "forged JWT")
 
     with closing(session), pytest.raises(IssuerError, match="invalid_request: Invalid token"):
-        oauth.exchange_for_audience(
-            SourceContext(registry, session, transport.Deadline(10)), forged
+        oidc.exchange_for_audience(
+            SourceContext(registry, session, transport.Deadline(10), request_here()), forged
         )
 
 

@@ -116,8 +116,10 @@ def _add_kubelet(commands: Any) -> None:
         "/etc/docker-credential-quayfed/config.toml < request.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    kubelet.add_argument("--config", metavar="PATH", help="the TOML file (default as for get)")
-    kubelet.add_argument("--cache-dir", metavar="PATH", help="the token cache directory")
+    from docker_credential_quayfed.paths import KUBELET_FLAGS
+
+    for flag, names, text in KUBELET_FLAGS:
+        kubelet.add_argument(flag, metavar=names, help=text)
 
 
 def print_help(command: str) -> int:

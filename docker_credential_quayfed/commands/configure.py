@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed.commands.help import describe, new_request
 
 
 def add_parser(commands: Any) -> None:
@@ -131,13 +131,12 @@ def _run_configure(args: argparse.Namespace) -> int:
 def _run_unconfigure(args: argparse.Namespace) -> int:
     from docker_credential_quayfed import config_files as edit
     from docker_credential_quayfed import paths
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.protocol import registry_key
 
     host = registry_key(args.host)
     _report("config", edit.remove_registry(Path(paths.config_file()), host))
     for path in edit.client_files(args.clients):
         _report("credHelpers", edit.remove_cred_helper(path, host))
-    removed = TokenCache(Path(paths.cache_dir())).erase(host)
+    removed = new_request().cache.erase(host)
     print(f"cache: {removed} cached token(s) erased")
     return 0

@@ -26,9 +26,10 @@ from docker_credential_quayfed import (
     urls,
 )
 from docker_credential_quayfed.cache import RobotToken
-from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed.commands.help import describe, new_request
 from docker_credential_quayfed.config import RegistryConfig
 from docker_credential_quayfed.errors import CheckFailed, QuayfedError
+from docker_credential_quayfed.request import RequestContext
 from docker_credential_quayfed.sources import BY_NAME
 from docker_credential_quayfed.text import printable
 
@@ -74,8 +75,11 @@ def _skip(report: Report, *names: str) -> None:
 class _Checker:
     """The state carried from one step to the next for one registry."""
 
-    def __init__(self, registry: RegistryConfig, session: httpx.Client) -> None:
+    def __init__(
+        self, registry: RegistryConfig, session: httpx.Client, request: RequestContext
+    ) -> None:
         self.registry = registry
+        self.request = request
         self.session = session
         self.deadline = transport.Deadline(max(registry.timeout, 30.0))
         self.discovery: oidc.Discovery | None = None
@@ -107,10 +111,9 @@ class _Checker:
     def login_state(self) -> tuple[str, str]:
         """source = "device": is someone logged in, since when, with which scopes."""
         from docker_credential_quayfed import logins
-        from docker_credential_quayfed.cache import TokenCache
 
         registry, now = self.registry, time.time()
-        login = logins.read(TokenCache(config.default_cache_dir()), registry)
+        login = logins.read(self.request.cache, registry)
         if login is None or login.expired(now):
             raise CheckFailed(
                 "the login has expired" if login else "nobody is logged in",
@@ -148,14 +151,21 @@ class _Checker:
                 "check the issuer's JWKS endpoint",
             )
         self.jwks = {"keys": keys}
-        rsa = [k.get("kid", "?") for k in keys if isinstance(k, dict) and k.get("kty") == "RSA"]
-        if not rsa:
-            return WARN, f"{len(keys)} key(s), none RSA: Quay accepts only RSA keys"
-        return OK, f"{len(keys)} key(s); RSA kids: {', '.join(map(str, rsa))}"
+        rsa = [k for k in keys if isinstance(k, dict) and k.get("kty") == "RSA"]
+        # Keycloak also publishes an RSA key for encryption (use "enc", RSA-OAEP): no JWT it
+        # signs can name that one
+        signing = [str(k.get("kid", "?")) for k in rsa if k.get("use") != "enc"]
+        left_out = len(rsa) - len(signing)
+        if not signing:
+            return WARN, f"{len(keys)} key(s), none RSA for signing: Quay accepts only RSA keys"
+        detail = f"{len(keys)} key(s); RSA signing kids: {', '.join(signing)}"
+        if left_out:
+            detail += f" ({left_out} RSA encryption key(s) left out)"
+        return OK, detail
 
     def mint(self) -> tuple[str, str]:
         self.oidc_token, minted = broker.fetch_oidc_token(
-            self.registry, self.session, self.deadline, reuse=False
+            self.registry, self.session, self.deadline, self.request, reuse=False
         )
         self.minted = minted
         header = claims.split(self.oidc_token)[0]
@@ -213,9 +223,10 @@ class _Checker:
         audiences = [a for e in matching for a in (e.get("audiences") or [])]
         carried = [a for a in audience_of(self.minted).split("\n") if a]
         if not audiences:
+            carried_text = ",".join(carried) or "(none)"
             return WARN, (
-                f"the entry for {named} lists no audiences: Quay deprecates such entries and "
-                f"will check aud; run: {add}"
+                f"the entry for {named} lists no audiences, which Quay deprecates (it will "
+                f"check aud); on a Quay that keeps them, {add} writes the JWT's aud={carried_text}"
             )
         if not set(audiences) & set(carried):
             return WARN, (
@@ -339,11 +350,10 @@ def _local_checks(report: Report, host: str) -> RegistryConfig | None:
 
     def background_refresh() -> tuple[str, str]:
         from docker_credential_quayfed import background
-        from docker_credential_quayfed.cache import TokenCache
 
         if not registry.refresh_ahead:
             return OK, "refresh_ahead = false: gets refresh at the refresh point"
-        failed = background.last_failure(TokenCache(config.default_cache_dir()), host)
+        failed = background.last_failure(new_request().cache, host)
         if failed is not None:
             return WARN, f"{failed} (see {background.LOG_NAME} in the cache directory)"
         return OK, "no failed background refresh in the last day"
@@ -407,7 +417,7 @@ def diagnose(host: str) -> Report:
         _skip(report, *remote)
         return report
     with broker.registry_client(registry) as session:
-        checker = _Checker(registry, session)
+        checker = _Checker(registry, session, new_request())
         steps: list[tuple[str, Callable[[], tuple[str, str]]]] = [
             ("discovery", checker.discover),
             ("JWKS", checker.fetch_jwks),

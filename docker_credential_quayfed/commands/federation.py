@@ -7,8 +7,8 @@ import json
 import os
 from typing import Any
 
-from docker_credential_quayfed import broker, config, quay, secret_reader, transport
-from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed import broker, config, log, quay, secret_reader, transport
+from docker_credential_quayfed.commands.help import describe, new_request
 from docker_credential_quayfed.errors import ConfigError, QuayError, UsageError
 from docker_credential_quayfed.sources import BY_NAME
 from docker_credential_quayfed.text import printable
@@ -142,7 +142,7 @@ def _minted_entry(host: str, with_audience: bool) -> dict[str, Any]:
     registry = config.load(BY_NAME).registry(host)
     deadline = transport.Deadline(registry.timeout)
     with transport.hard_deadline(deadline), broker.registry_client(registry) as session:
-        _, minted = broker.fetch_oidc_token(registry, session, deadline)
+        _, minted = broker.fetch_oidc_token(registry, session, deadline, new_request())
     entry: dict[str, Any] = {
         "issuer": str(minted.get("iss", "")),
         "subject": str(minted.get("sub", "")),
@@ -166,16 +166,34 @@ def _audiences(entry: dict[str, Any]) -> list[str] | None:
     return sorted(str(audience) for audience in found)
 
 
-def _audiences_lost(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[str]:
-    """The entries of ``sent`` whose audiences Quay's list ``stored`` does not hold."""
+def _with(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``current`` with each of ``wanted`` in it: a missing pair added, and one already there
+    given the audiences asked for (Quay matches on the pair); every other field kept."""
+    asked = {_pair(entry): entry for entry in wanted}
+    present = {_pair(entry) for entry in current}
+    updated = [
+        {**entry, "audiences": asked[_pair(entry)]["audiences"]}
+        if _pair(entry) in asked
+        and _audiences(asked[_pair(entry)]) is not None
+        and _audiences(asked[_pair(entry)]) != _audiences(entry)
+        else entry
+        for entry in current
+    ]
+    return updated + [entry for entry in wanted if _pair(entry) not in present]
+
+
+def _audiences_lost(
+    sent: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> dict[tuple[str, str], str]:
+    """The entries of ``sent`` whose audiences Quay's list ``stored`` does not hold, each
+    with what was lost."""
     by_pair = {_pair(entry): entry for entry in stored}
-    return [
-        f"{','.join(wanted)} of {issuer} {subject}"
+    return {
+        _pair(entry): f"{','.join(wanted)} of {' '.join(_pair(entry))}"
         for entry in sent
-        for issuer, subject in [_pair(entry)]
         for wanted in [_audiences(entry)]
         if wanted is not None and _audiences(by_pair.get(_pair(entry), {})) != wanted
-    ]
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,9 +210,12 @@ def run(args: argparse.Namespace) -> int:
             )
 
         def write(
-            body: list[dict[str, Any]], read: list[dict[str, Any]] | None
+            body: list[dict[str, Any]],
+            read: list[dict[str, Any]] | None,
+            implied: frozenset[tuple[str, str]] = frozenset(),
         ) -> list[dict[str, Any]]:
-            """Replace the list with ``body``, built from ``read`` (None: from nothing)."""
+            """Replace the list with ``body``, built from ``read`` (None: from nothing).
+            ``implied``: new entries whose audiences nobody asked for (``--from-config``)."""
             # Quay has no compare-and-swap: a read just before the write, and one after, are
             # how a racing writer is noticed.
             if read is not None and call("GET") != read:
@@ -216,10 +237,17 @@ def run(args: argparse.Namespace) -> int:
                     "if an entry is missing",
                 )
             lost = _audiences_lost(body, stored)
-            if lost:
+            if lost and set(lost) <= implied and not any(map(_audiences, stored)):
+                # A Quay whose API keeps no audiences (before their introduction): the new
+                # entry is what it can hold, and nothing that was restricted became open.
+                log.warn(
+                    f"Quay kept no audiences for {'; '.join(lost.values())} (its API drops "
+                    "them): the entry accepts a JWT for any audience, as this Quay checks none"
+                )
+            elif lost:
                 raise QuayError(
-                    f"Quay dropped the audiences {'; '.join(lost)} from the federation of "
-                    f"{args.robot}: those entries now accept a JWT for any audience",
+                    f"Quay dropped the audiences {'; '.join(lost.values())} from the federation "
+                    f"of {args.robot}: those entries now accept a JWT for any audience",
                     f"set them again in Quay's UI, or on a Quay whose API keeps no audiences "
                     f"write new entries with --no-audience; check with 'federation show "
                     f"{args.robot}'",
@@ -232,29 +260,17 @@ def run(args: argparse.Namespace) -> int:
             entries = write(_pairs(args), None)
         elif action == "add":
             wanted = _pairs(args)
+            implied: frozenset[tuple[str, str]] = frozenset()
             if args.from_config:
-                wanted.append(_minted_entry(args.from_config, not args.no_audience))
+                minted = _minted_entry(args.from_config, not args.no_audience)
+                wanted.append(minted)
+                implied = frozenset([_pair(minted)]) if not args.audience else frozenset()
             if not wanted:
                 raise UsageError("nothing to add", "give --issuer and --subject, or --from-config")
             current = call("GET")
-            present = {_pair(entry): entry for entry in current}
-            missing = [pair for pair in wanted if _pair(pair) not in present]
-            # An entry already there takes the audiences asked for (Quay matches on the pair).
-            restricted = {
-                _pair(pair): pair["audiences"]
-                for pair in wanted
-                if _pair(pair) in present
-                and _audiences(pair) is not None
-                and _audiences(pair) != _audiences(present[_pair(pair)])
-            }
-            updated = [
-                {**entry, "audiences": restricted[_pair(entry)]}
-                if _pair(entry) in restricted
-                else entry
-                for entry in current
-            ]
-            changed = missing or restricted
-            entries = write(updated + missing, current) if changed else current
+            wanted_list = _with(current, wanted)
+            changed = wanted_list != current
+            entries = write(wanted_list, current, implied) if changed else current
         else:
             if args.all:
                 entries = write([], None)

@@ -8,14 +8,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed.commands.help import describe, new_request
 from docker_credential_quayfed.text import printable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.config import Config, RegistryConfig
+    from docker_credential_quayfed.request import RequestContext
 
 
 def add_parser(commands: Any) -> None:
@@ -91,16 +91,9 @@ def _device_registry(host: str) -> tuple[Config, RegistryConfig]:
     return settings, registry
 
 
-def _cache() -> TokenCache:
-    from docker_credential_quayfed import config
-    from docker_credential_quayfed.cache import TokenCache
-
-    return TokenCache(config.default_cache_dir())
-
-
 @contextlib.contextmanager
 def _holding_the_login(
-    cache: TokenCache, sharing: list[RegistryConfig], timeout: float
+    request: RequestContext, sharing: list[RegistryConfig], timeout: float
 ) -> Iterator[None]:
     """Hold the lock of every credential minted from the login (as its person stands now),
     then the login's own lock: in the order a get takes them (its credential's, then the
@@ -108,7 +101,8 @@ def _holding_the_login(
     and none can write after it."""
     from docker_credential_quayfed import broker, logins
 
-    keys = sorted({broker.key_for(other) for other in sharing}, key=lambda key: key.digest)
+    cache = request.cache
+    keys = sorted({broker.key_for(r, request) for r in sharing}, key=lambda key: key.digest)
     with contextlib.ExitStack() as held:
         for key in keys:
             held.enter_context(cache.lock(key, timeout=timeout))
@@ -116,12 +110,13 @@ def _holding_the_login(
         yield
 
 
-def _forget_what_the_login_minted(cache: TokenCache, sharing: list[RegistryConfig]) -> int:
+def _forget_what_the_login_minted(request: RequestContext, sharing: list[RegistryConfig]) -> int:
     """Drop the JWTs kept for the login's person and every robot token of the registries
     sharing it; returns how many robot tokens went."""
     from docker_credential_quayfed import broker, logins
 
-    for name in {logins.jwt_name(broker.key_for(other).principal) for other in sharing}:
+    cache = request.cache
+    for name in {logins.jwt_name(broker.key_for(r, request).principal) for r in sharing}:
         cache.remove(name)
     return sum(cache.erase(other.key) for other in sharing)
 
@@ -132,9 +127,10 @@ def _run_login(args: argparse.Namespace) -> int:
     from docker_credential_quayfed.sources import SourceContext
 
     settings, registry = _device_registry(args.host)
-    cache = _cache()
+    request = new_request()
+    cache = request.cache
     with broker.registry_client(registry) as session:
-        context = SourceContext(registry, session, transport.Deadline(registry.timeout))
+        context = SourceContext(registry, session, transport.Deadline(registry.timeout), request)
         if args.browser:
             body = login_flow.browser_login(context)
             grant = "authorization_code"
@@ -154,13 +150,13 @@ def _run_login(args: argparse.Namespace) -> int:
             'set token_type = "id_token" with scope "openid", or fix the client at the issuer',
         )
     sharing = logins.sharing(settings, registry)
-    with _holding_the_login(cache, sharing, registry.timeout):
+    with _holding_the_login(request, sharing, registry.timeout):
         # What an earlier login minted (whoever it named) must not outlive it.
-        _forget_what_the_login_minted(cache, sharing)
+        _forget_what_the_login_minted(request, sharing)
         logins.write(cache, registry, login)
-        logins.keep_jwt(cache, broker.key_for(registry).principal, token)
-    outcome = broker.robot_token(registry, cache, force=True)
-    actions.remember(settings, cache)
+        logins.keep_jwt(cache, broker.key_for(registry, request).principal, token)
+    outcome = broker.robot_token(registry, request, force=True)
+    actions.keep_snapshot(settings, request)
     who = f" as {printable(login.shown)}"
     print(
         f"Logged in to {registry.key}{who}; robot {outcome.token.robot} token valid until "
@@ -171,25 +167,27 @@ def _run_login(args: argparse.Namespace) -> int:
 
 
 def _run_logout(args: argparse.Namespace) -> int:
-    from docker_credential_quayfed import broker, log, logins, transport
+    from docker_credential_quayfed import broker, log, logins, oidc, transport
     from docker_credential_quayfed.errors import QuayfedError
-    from docker_credential_quayfed.sources import SourceContext, oauth
+    from docker_credential_quayfed.sources import SourceContext
 
     settings, registry = _device_registry(args.host)
-    cache = _cache()
+    request = new_request()
+    cache = request.cache
     sharing = logins.sharing(settings, registry)
     revoked = False
-    with _holding_the_login(cache, sharing, registry.timeout):
+    with _holding_the_login(request, sharing, registry.timeout):
         login = logins.read(cache, registry)
         if login is not None:
             try:
                 with broker.registry_client(registry) as session:
-                    context = SourceContext(registry, session, transport.Deadline(registry.timeout))
-                    revoked = oauth.revoke(context, login.refresh_token)
+                    deadline = transport.Deadline(registry.timeout)
+                    context = SourceContext(registry, session, deadline, request)
+                    revoked = oidc.revoke(context, login.refresh_token)
             except QuayfedError as exc:
                 log.warn(exc.message)
         # What the login minted, for every registry that shares it: kept JWTs, robot tokens.
-        erased = _forget_what_the_login_minted(cache, sharing)
+        erased = _forget_what_the_login_minted(request, sharing)
         logins.forget(cache, registry)
     hosts = ", ".join(other.key for other in sharing)
     if login is None:
@@ -213,23 +211,25 @@ def _run_status(args: argparse.Namespace) -> int:
     if not registries:
         print(f"no registries configured in {settings.path}")
         return 0
-    cache = _cache()
+    request = new_request()
     healthy = True
     for registry in registries:
-        line, ok = describe_registry(registry, cache, time.time())
+        line, ok = describe_registry(registry, request, time.time())
         healthy = healthy and ok
         print(printable(line))
     sys.stdout.flush()
     return 0 if healthy else 1
 
 
-def describe_registry(registry: RegistryConfig, cache: TokenCache, now: float) -> tuple[str, bool]:
+def describe_registry(
+    registry: RegistryConfig, request: RequestContext, now: float
+) -> tuple[str, bool]:
     """One line on a registry's login and robot token; False when it needs a login."""
     from docker_credential_quayfed import broker, logins
     from docker_credential_quayfed.errors import QuayfedError
 
     try:
-        robot = cache.read(broker.key_for(registry))
+        robot = request.cache.read(broker.key_for(registry, request))
     except QuayfedError:  # a carried JWT that cannot be read: nothing can be served either
         robot = None
     if robot is not None and robot.expires_at > now:
@@ -241,7 +241,7 @@ def describe_registry(registry: RegistryConfig, cache: TokenCache, now: float) -
         robot_part = f"robot {registry.robot}: no cached token"
     if registry.source != "device":
         return f"{registry.key}: source {registry.source}; {robot_part}", True
-    login = logins.read(cache, registry)
+    login = logins.read(request.cache, registry)
     if login is None or login.expired(now):
         state = "login expired" if login else "not logged in"
         return (

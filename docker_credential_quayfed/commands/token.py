@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from docker_credential_quayfed.commands.help import describe
+from docker_credential_quayfed.commands.help import describe, new_request
 
 
 def add_parser(commands: Any) -> None:
@@ -39,15 +39,12 @@ def _run_token(args: argparse.Namespace) -> int:
     import time
 
     from docker_credential_quayfed import broker, config
-    from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.protocol import registry_key
     from docker_credential_quayfed.sources import BY_NAME
 
     host = registry_key(args.host)
     registry = config.load(BY_NAME).registry(host)
-    outcome = broker.robot_token(
-        registry, TokenCache(config.default_cache_dir()), force=args.refresh
-    )
+    outcome = broker.robot_token(registry, new_request(), force=args.refresh)
     token = outcome.token
     if args.json:
         print(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
     from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.identity import Principal
+    from docker_credential_quayfed.request import RequestContext
 
 #: where a Kubernetes/OpenShift pod's projected token for Quay is read when token_file is unset
 DEFAULT_TOKEN_FILE = "/var/run/secrets/tokens/quay"
@@ -130,16 +131,18 @@ class AutoSource(TokenSource):
     optional = ("audience", "token_env", "token_file")
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         found = detect(registry)
         return "no environment" if found is None else f"{found.platform}: {found.identity}"
 
-    def principal(self, registry: RegistryConfig, deadline: Deadline) -> tuple[Principal, str]:
+    def principal(
+        self, registry: RegistryConfig, request: RequestContext, deadline: Deadline
+    ) -> tuple[Principal, str]:
         """The detected environment's: a carried JWT's claims, or the job minting it."""
         found = _detected(registry)
         if found.source.carries_jwt:
-            return found.source.principal(registry, deadline)
-        return super().principal(registry, deadline)
+            return found.source.principal(registry, request, deadline)
+        return super().principal(registry, request, deadline)
 
     def fetch(self, context: SourceContext) -> str:
         return _detected(context.registry).source.fetch(context)

@@ -8,75 +8,18 @@ the man page all read these declarations; nothing else lists the sources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from docker_credential_quayfed.errors import SecretError
+from docker_credential_quayfed.request import SourceContext
+
+__all__ = ["SourceContext", "TokenSource", "run_token_command"]
 
 if TYPE_CHECKING:
-    import httpx
-
     from docker_credential_quayfed.config import RegistryConfig
     from docker_credential_quayfed.deadline import Deadline
     from docker_credential_quayfed.identity import Principal
-    from docker_credential_quayfed.oidc import Discovery
-
-
-@dataclass
-class SourceContext:
-    """What a source may use: its settings, the HTTP session and the time left."""
-
-    registry: RegistryConfig
-    session: httpx.Client
-    deadline: Deadline
-    #: fetch the discovery document even when a recent one is on disk
-    fresh_discovery: bool = False
-    #: set once discover() answered from disk (a failure then retries with a fresh one)
-    discovered_from_cache: bool = False
-
-    def secret(self, setting: str, what: str) -> str:
-        """The secret named by ``<setting>_env``, ``_file`` or ``_command``, within the deadline."""
-        from docker_credential_quayfed import secret_reader
-
-        return secret_reader.resolve(
-            what,
-            env=getattr(self.registry, f"{setting}_env"),
-            file=getattr(self.registry, f"{setting}_file"),
-            command=getattr(self.registry, f"{setting}_command"),
-            where=setting,
-            timeout=self.deadline.remaining(),
-        )
-
-    def discover(self) -> Discovery:
-        """The issuer's discovery document, its endpoints held to the registry's settings:
-        from the cache directory while recent (``fresh_discovery`` forces a fetch)."""
-        import time
-
-        from docker_credential_quayfed import config, oidc
-        from docker_credential_quayfed.cache import TokenCache
-
-        registry = self.registry
-        cache = TokenCache(config.default_cache_dir())
-        if not self.fresh_discovery:
-            found = oidc.cached_discovery(
-                cache,
-                registry.issuer,
-                time.time(),
-                endpoint_hosts=registry.endpoint_hosts,
-                allow_http=registry.allow_insecure_http,
-            )
-            if found is not None:
-                self.discovered_from_cache = True
-                return found
-        found = oidc.discover(
-            self.session,
-            registry.issuer,
-            self.deadline,
-            endpoint_hosts=registry.endpoint_hosts,
-            allow_http=registry.allow_insecure_http,
-        )
-        oidc.keep_discovery(cache, registry.issuer, found, time.time())
-        return found
+    from docker_credential_quayfed.request import RequestContext
 
 
 class TokenSource:
@@ -106,13 +49,15 @@ class TokenSource:
     carries_jwt: ClassVar[bool] = False
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         """What tells this source's credential from another when it mints the JWT itself: the
-        value of ``identity_key``; a source whose identity comes from its environment says
-        more."""
+        value of ``identity_key``; a source whose identity comes from its environment (or,
+        for a login, the request's cache) says more."""
         return str(getattr(registry, cls.identity_key)) if cls.identity_key else ""
 
-    def principal(self, registry: RegistryConfig, deadline: Deadline) -> tuple[Principal, str]:
+    def principal(
+        self, registry: RegistryConfig, request: RequestContext, deadline: Deadline
+    ) -> tuple[Principal, str]:
         """Who the JWT Quay will see names, and that JWT when learning it needed it ("" when
         this source mints it later): a carried JWT's own claims; otherwise the issuer and
         the configured credential that decide them."""
@@ -129,7 +74,7 @@ class TokenSource:
                 ) from None
         configured = (
             registry.client_id,
-            self.identity_of(registry),
+            self.identity_of(registry, request),
             registry.scope,
             registry.audience,
             registry.token_type,

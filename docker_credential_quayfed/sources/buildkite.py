@@ -10,6 +10,7 @@ from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.request import RequestContext
 
 AGENT = "buildkite-agent"
 
@@ -32,7 +33,7 @@ class BuildkiteSource(TokenSource):
         return f"{pipeline} job {os.environ.get('BUILDKITE_JOB_ID', '?')}"
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         return cls.detect(registry) or ""
 
     def fetch(self, context: SourceContext) -> str:

@@ -11,6 +11,7 @@ from docker_credential_quayfed.sources.base import TokenSource
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
     from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.request import RequestContext
 
 TOKEN_VARIABLE = "CIRCLE_OIDC_TOKEN_V2"
 
@@ -34,7 +35,7 @@ class CircleCISource(TokenSource):
         return f"{project} job {job}"
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         return cls.detect(registry) or ""
 
     def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from docker_credential_quayfed.sources import oauth
+from docker_credential_quayfed.config import CLIENT_SECRET_KEYS, GRANT_OPTIONS
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 
@@ -11,12 +11,14 @@ class ClientCredentialsSource(TokenSource):
     summary = "client credentials grant: a confidential client's id and secret or private key"
     required = ("client_id",)
     # A secret, or the key of client_auth = "private_key_jwt" (config checks they agree).
-    one_of = ((*oauth.CLIENT_SECRET_KEYS, "client_key_file"),)
-    optional = ("client_auth", "client_key_id", *oauth.GRANT_OPTIONS)
-    secret_keys = (*oauth.CLIENT_SECRET_KEYS, "client_key_file")
+    one_of = ((*CLIENT_SECRET_KEYS, "client_key_file"),)
+    optional = ("client_auth", "client_key_id", *GRANT_OPTIONS)
+    secret_keys = (*CLIENT_SECRET_KEYS, "client_key_file")
     identity_key = "client_id"
     reusable = True
 
     def fetch(self, context: SourceContext) -> str:
-        form = {"grant_type": "client_credentials", **oauth.common_form(context)}
-        return oauth.request_token(context, form)
+        from docker_credential_quayfed import oidc
+
+        form = {"grant_type": "client_credentials", **oidc.common_form(context)}
+        return oidc.grant(context, form)

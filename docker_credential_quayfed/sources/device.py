@@ -13,13 +13,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from docker_credential_quayfed import log, logins
+from docker_credential_quayfed.config import CLIENT_AUTH_KEYS, CLIENT_SECRET_KEYS, GRANT_OPTIONS
 from docker_credential_quayfed.errors import GrantRefused, LoginRequired, QuayfedError
-from docker_credential_quayfed.sources import oauth
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 if TYPE_CHECKING:
     from docker_credential_quayfed.cache import TokenCache
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.request import RequestContext
 
 #: waiting for another process that is renewing the same login
 LOGIN_LOCK_WAIT = 5.0
@@ -30,30 +31,24 @@ class DeviceLoginSource(TokenSource):
     summary = "a person's login (login HOST: device code, or --browser), renewed silently"
     required = ("client_id",)
     optional = (
-        *oauth.CLIENT_SECRET_KEYS,
-        *oauth.CLIENT_AUTH_KEYS,
-        *oauth.GRANT_OPTIONS,
+        *CLIENT_SECRET_KEYS,
+        *CLIENT_AUTH_KEYS,
+        *GRANT_OPTIONS,
     )
-    secret_keys = oauth.CLIENT_SECRET_KEYS
+    secret_keys = CLIENT_SECRET_KEYS
     reusable = True
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         """The logged-in person (the ``iss`` and ``sub`` of the login's token): a robot token
         minted from one person's login is never served after another logs in, even one who
         shares the first one's username."""
-        from docker_credential_quayfed import config
-        from docker_credential_quayfed.cache import TokenCache
-
-        login = logins.read(TokenCache(config.default_cache_dir()), registry)
+        login = logins.read(request.cache, registry)
         return f"login {login.person}" if login is not None else "no login"
 
     def fetch(self, context: SourceContext) -> str:
-        from docker_credential_quayfed import config
-        from docker_credential_quayfed.cache import TokenCache
-
         registry = context.registry
-        cache = TokenCache(config.default_cache_dir())
+        cache = context.request.cache
         wait = min(LOGIN_LOCK_WAIT, context.deadline.remaining())
         # One renewal at a time: a rotated refresh token is good for one use only.
         with cache.lock_file(logins.lock_name(registry), timeout=max(wait, 0.0)):
@@ -73,9 +68,9 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
     from docker_credential_quayfed import oidc
 
     registry = context.registry
-    found = context.discover()
+    found = oidc.discovery(context)
     form = {"grant_type": "refresh_token", "refresh_token": login.refresh_token}
-    client_auth = oauth.authenticate(context, form, found.token_endpoint)
+    client_auth = oidc.authenticate(context, form, found.token_endpoint)
 
     def keep_refresh_token(body: dict[str, Any]) -> None:
         # The old refresh token is spent once the issuer answers: store the new one first,
@@ -88,7 +83,7 @@ def renew(context: SourceContext, cache: TokenCache, login: logins.Login) -> str
             # ours to keep, and the rotated refresh token must not outlive the logout.
             if renewed is not None and renewed.refresh_token != login.refresh_token:
                 with contextlib.suppress(QuayfedError):
-                    oauth.revoke(context, renewed.refresh_token)
+                    oidc.revoke(context, renewed.refresh_token)
             raise LoginRequired(
                 f"{registry.key} was logged out while its login was being renewed",
                 f"run: docker-credential-quayfed login {registry.key}",

@@ -12,6 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
     from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.request import RequestContext
 
 
 class EnvTokenSource(TokenSource):
@@ -23,7 +24,7 @@ class EnvTokenSource(TokenSource):
     identity_key = "token_env"
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         """The variable and a digest of the token in it: a new token is a new credential."""
         import hashlib
 

@@ -10,6 +10,7 @@ from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
+    from docker_credential_quayfed.request import RequestContext
 
 
 class GitHubActionsSource(TokenSource):
@@ -19,7 +20,7 @@ class GitHubActionsSource(TokenSource):
     optional = ("audience",)
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         """This job's run, attempt and job id: a token is never served to another job."""
         return " ".join(
             os.environ.get(name, "?")

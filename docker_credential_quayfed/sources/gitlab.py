@@ -11,6 +11,7 @@ from docker_credential_quayfed.sources.base import TokenSource
 if TYPE_CHECKING:
     from docker_credential_quayfed.config import RegistryConfig
     from docker_credential_quayfed.deadline import Deadline
+    from docker_credential_quayfed.request import RequestContext
 
 #: the variable read when token_env is not set
 DEFAULT_TOKEN_ENV = "QUAY_ID_TOKEN"
@@ -35,7 +36,7 @@ class GitLabSource(TokenSource):
         return f"{project} job {os.environ.get('CI_JOB_ID', '?')} {_variable(registry)}"
 
     @classmethod
-    def identity_of(cls, registry: RegistryConfig) -> str:
+    def identity_of(cls, registry: RegistryConfig, request: RequestContext) -> str:
         return cls.detect(registry) or _variable(registry)
 
     def read_jwt(self, registry: RegistryConfig, deadline: Deadline) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from docker_credential_quayfed.sources import oauth
+from docker_credential_quayfed.config import CLIENT_AUTH_KEYS, CLIENT_SECRET_KEYS, GRANT_OPTIONS
 from docker_credential_quayfed.sources.base import SourceContext, TokenSource
 
 PASSWORD_KEYS = ("password_env", "password_file", "password_command")
@@ -13,17 +13,19 @@ class PasswordSource(TokenSource):
     summary = "password grant: a user's name and password at the issuer"
     required = ("client_id", "username")
     one_of = (PASSWORD_KEYS,)
-    optional = (*oauth.CLIENT_SECRET_KEYS, *oauth.CLIENT_AUTH_KEYS, *oauth.GRANT_OPTIONS)
-    secret_keys = (*PASSWORD_KEYS, *oauth.CLIENT_SECRET_KEYS, "client_key_file")
+    optional = (*CLIENT_SECRET_KEYS, *CLIENT_AUTH_KEYS, *GRANT_OPTIONS)
+    secret_keys = (*PASSWORD_KEYS, *CLIENT_SECRET_KEYS, "client_key_file")
     identity_key = "username"
     reusable = True
 
     def fetch(self, context: SourceContext) -> str:
+        from docker_credential_quayfed import oidc
+
         password = context.secret("password", "password")
         form = {
             "grant_type": "password",
             "username": context.registry.username,
             "password": password,
-            **oauth.common_form(context),
+            **oidc.common_form(context),
         }
-        return oauth.request_token(context, form)
+        return oidc.grant(context, form)
