@@ -338,6 +338,9 @@ ISOLATION_FIELDS = {
     "installed_runs": "installed runs",
     "kubelet_requests": "kubelet requests",
     "served_checked": "answers checked",
+    "kubelet_past_filters": "kubelet requests past the filters",
+    "logins": "logins",
+    "logout_races": "logout races",
     "seconds": "seconds",
     "failures": "failures",
 }
@@ -415,6 +418,24 @@ def page(records: Path, rerun: str) -> str:
     lines += isolation_section(read(records, "isolation"), runs)
     lines += leaks_section(read(records, "leaks"))
     return "\n".join(lines).rstrip() + "\n"
+
+
+#: sections another script writes into the page (docs/mutation.py): a full run keeps them
+FOREIGN_SECTIONS = ("## Mutation",)
+
+
+def keep_foreign_sections(old_page: str, new_page: str) -> str:
+    """``new_page`` with each FOREIGN_SECTIONS section of ``old_page`` put back, before the
+    leak recorder's section (where the script that writes it puts it)."""
+    old, new = old_page.splitlines(), new_page.splitlines()
+    for heading in FOREIGN_SECTIONS:
+        start = next((n for n, line in enumerate(old) if line.startswith(heading)), None)
+        if start is None or any(line.startswith(heading) for line in new):
+            continue
+        end = next((n for n in range(start + 1, len(old)) if old[n].startswith("## ")), len(old))
+        at = next((n for n, line in enumerate(new) if line.startswith("## Secrets")), len(new))
+        new = [*new[:at], *old[start:end], *new[at:]]
+    return "\n".join(new).rstrip() + "\n"
 
 
 # -- one suite's figures into the page that holds the others --------------------------------
@@ -538,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             problems = broken(records)
     if args.only and args.out.exists():
         text = splice(args.out.read_text(), text, args.only)
+    elif args.out.exists():
+        text = keep_foreign_sections(args.out.read_text(), text)
     args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
     for problem in problems:
