@@ -109,7 +109,10 @@ def test_a_failing_suite_puts_its_breaches_in_the_verdict(
 
 def test_a_full_run_keeps_the_mutation_section_another_script_wrote() -> None:
     reliability = load_script(ROOT / "docs" / "reliability.py")
-    old = "# Reliability\n\n## Isolation\n\nold\n\n## Mutation (`x`)\n\ntable\n\n## Secrets in output\n"
+    old = (
+        "# Reliability\n\n## Isolation\n\nold\n\n## Mutation (`x`)\n\ntable\n\n"
+        "## Secrets in output\n"
+    )
     new = "# Reliability\n\n## Isolation\n\nnew\n\n## Secrets in output\n\nrows\n"
     kept = reliability.keep_foreign_sections(old, new)
     assert "## Mutation (`x`)\n\ntable\n" in kept and "new" in kept and "old" not in kept
