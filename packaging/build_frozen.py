@@ -297,6 +297,93 @@ def write_tarball(output: Path, tarball: Path) -> None:
     os.replace(partial, tarball)
 
 
+TOOLCHAIN = Path(__file__).resolve().parent / "frozen" / "toolchain.sh"
+
+
+def source_pins(toolchain: Path = TOOLCHAIN) -> dict[str, tuple[str, str]]:
+    """The Debian source packages the interpreter is built from: {what: (package, version)}."""
+    found = re.findall(r"^(\w+)_SOURCE=([\w.+-]+)=(\S+)$", toolchain.read_text(), re.M)
+    return {what.lower(): (package, version) for what, package, version in found}
+
+
+def bundled_distributions(root: str = "docker-credential-quayfed") -> dict[str, str]:
+    """The Python distributions the frozen provider holds: the package and what it requires
+    (without extras), as installed beside the interpreter that froze it."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    pending = [root]
+    while pending:
+        name = pending.pop()
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement for another Python (tomli before 3.11)
+        key = dist.metadata["Name"].lower()
+        if key in found:
+            continue
+        found[key] = dist.version
+        for requirement in dist.requires or ():
+            if "extra ==" in requirement:
+                continue
+            match = re.match(r"[A-Za-z0-9_.-]+", requirement)
+            if match:
+                pending.append(match.group(0))
+    return dict(sorted(found.items()))
+
+
+def write_release_files(tarball: Path, version: str) -> tuple[Path, Path]:
+    """Beside the tarball: its SHA-256 (``sha256sum -c`` reads it) and a CycloneDX 1.5 SBOM
+    of what it holds (the package, its Python dependencies, the interpreter and the C
+    libraries linked into it, each with the Debian source version it was built from)."""
+    import hashlib
+    import json
+    import uuid
+
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    checksum = tarball.with_name(tarball.name + ".sha256")
+    checksum.write_text(f"{digest}  {tarball.name}\n")
+    components: list[dict[str, object]] = [
+        {
+            "type": "library",
+            "name": name,
+            "version": dist_version,
+            "purl": f"pkg:pypi/{name}@{dist_version}",
+        }
+        for name, dist_version in bundled_distributions().items()
+        if name != "docker-credential-quayfed"
+    ]
+    for what, (package, source_version) in source_pins().items():
+        components.append(
+            {
+                "type": "application" if what == "cpython" else "library",
+                "name": what,
+                "version": source_version,
+                "purl": f"pkg:deb/debian/{package}@{source_version}?arch=source",
+            }
+        )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(source_date_epoch()))
+    sbom = {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'sha256:' + digest)}",
+        "version": 1,
+        "metadata": {
+            "timestamp": stamp,
+            "component": {
+                "type": "application",
+                "name": NAME,
+                "version": version,
+                "hashes": [{"alg": "SHA-256", "content": digest}],
+            },
+        },
+        "components": components,
+    }
+    bom = tarball.with_name(tarball.name.removesuffix(".tar.gz") + ".cdx.json")
+    bom.write_text(json.dumps(sbom, indent=2, sort_keys=True) + "\n")
+    return checksum, bom
+
+
 def install(built: Path, output: Path) -> None:
     """``built`` (PyInstaller's folder) as ``output``'s folder, and ``output`` linking to its
     executable; whatever was there before (an older onefile executable too) is replaced."""
@@ -338,6 +425,7 @@ def freeze(output: Path, max_glibc: str) -> tuple[Path, dict[str, str]]:
     check_runs(output)
     tarball = tarball_of(output, version)
     write_tarball(output, tarball)
+    write_release_files(tarball, version)
     return tarball, report
 
 

@@ -382,3 +382,50 @@ def test_a_kill_of_the_started_process_leaves_nothing_behind(node: tuple[GoldenN
         assert process.stdin is not None
         process.stdin.close()
     assert processes_in(root) == {}
+
+
+def test_release_files_carry_a_checksum_and_an_sbom(tmp_path: Path) -> None:
+    """Beside the tarball: a SHA-256 that ``sha256sum -c`` accepts, and a CycloneDX SBOM
+    naming the package's Python dependencies and the Debian sources of the interpreter."""
+    import hashlib
+    from importlib import metadata
+
+    builder = build_frozen()
+    tarball = tmp_path / "quay-credential-provider-0.1.0-linux-x86_64.tar.gz"
+    tarball.write_bytes(b"not really a tarball, but bytes to hash")
+    checksum, bom = builder.write_release_files(tarball, "0.1.0")
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert checksum.read_text() == f"{digest}  {tarball.name}\n"
+    checked = subprocess.run(
+        ["sha256sum", "-c", checksum.name], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    sbom = json.loads(bom.read_text())
+    assert (sbom["bomFormat"], sbom["specVersion"]) == ("CycloneDX", "1.5")
+    assert sbom["metadata"]["component"]["hashes"] == [{"alg": "SHA-256", "content": digest}]
+    by_name = {component["name"]: component for component in sbom["components"]}
+    for name in ("httpx", "pyjwt", "platformdirs", "certifi"):
+        assert by_name[name]["version"] == metadata.version(name), name
+        assert by_name[name]["purl"] == f"pkg:pypi/{name}@{metadata.version(name)}"
+    pins = builder.source_pins()
+    assert set(pins) >= {"cpython", "openssl", "zlib", "libffi"}
+    assert by_name["cpython"]["version"] == pins["cpython"][1]
+    assert by_name["openssl"]["purl"].startswith("pkg:deb/debian/openssl@")
+    again = json.loads(builder.write_release_files(tarball, "0.1.0")[1].read_text())
+    assert again == sbom, "the SBOM is reproducible"
+
+
+def test_the_built_tarball_has_its_release_files(frozen_provider: Path) -> None:
+    tarballs = sorted(frozen_provider.parent.glob("quay-credential-provider-*.tar.gz"))
+    assert tarballs, f"no tarball beside {frozen_provider}"
+    for tarball in tarballs:
+        checksum = tarball.with_name(tarball.name + ".sha256")
+        bom = tarball.with_name(tarball.name.removesuffix(".tar.gz") + ".cdx.json")
+        assert checksum.is_file() and bom.is_file(), tarball
+        checked = subprocess.run(
+            ["sha256sum", "-c", checksum.name],
+            cwd=tarball.parent,
+            capture_output=True,
+            text=True,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
