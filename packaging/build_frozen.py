@@ -313,6 +313,13 @@ def bundled_distributions(root: str = "docker-credential-quayfed") -> dict[str, 
 
     found: dict[str, str] = {}
     pending = [root]
+    try:
+        metadata.distribution(root)
+    except metadata.PackageNotFoundError:  # frozen from the source tree: its declared ones
+        import tomllib
+
+        declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        pending = [_requirement_name(str(requirement)) for requirement in declared["dependencies"]]
     while pending:
         name = pending.pop()
         try:
@@ -326,10 +333,14 @@ def bundled_distributions(root: str = "docker-credential-quayfed") -> dict[str, 
         for requirement in dist.requires or ():
             if "extra ==" in requirement:
                 continue
-            match = re.match(r"[A-Za-z0-9_.-]+", requirement)
-            if match:
-                pending.append(match.group(0))
+            pending.append(_requirement_name(requirement))
     return dict(sorted(found.items()))
+
+
+def _requirement_name(requirement: str) -> str:
+    """The distribution a requirement names (``httpx>=0.23.3`` -> ``httpx``)."""
+    match = re.match(r"[A-Za-z0-9_.-]+", requirement.strip())
+    return match.group(0) if match else requirement.strip()
 
 
 def write_release_files(tarball: Path, version: str) -> tuple[Path, Path]:

@@ -422,6 +422,8 @@ def test_the_built_tarball_has_its_release_files(frozen_provider: Path) -> None:
         checksum = tarball.with_name(tarball.name + ".sha256")
         bom = tarball.with_name(tarball.name.removesuffix(".tar.gz") + ".cdx.json")
         assert checksum.is_file() and bom.is_file(), tarball
+        named = {component["name"] for component in json.loads(bom.read_text())["components"]}
+        assert {"httpx", "pyjwt", "platformdirs", "cpython", "openssl"} <= named, named
         checked = subprocess.run(
             ["sha256sum", "-c", checksum.name],
             cwd=tarball.parent,
