@@ -457,10 +457,9 @@ def main(argv: Sequence[str]) -> int:
     options = _options(list(argv))
     if options is None:
         return 0
-    config_path, cache_dir = options
+    config_path, cache_dir, chosen_by = options
     # One directory for everything this request keeps (discovery documents, kept JWTs,
     # logins, locks), passed down by argument; the timeout counts from the start.
-    chosen_by = "--cache-dir" if _names_cache_dir(argv) else paths.CACHE_DIR_ENV
     context = RequestContext(TokenCache(cache_dir, chosen_by), started=started, commands=False)
     response = answer(_read_stdin(), config_path, context)
     try:
@@ -471,10 +470,6 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _names_cache_dir(argv: Sequence[str]) -> bool:
-    return any(arg == "--cache-dir" or arg.startswith("--cache-dir=") for arg in argv)
-
-
 def _program(started_as: str) -> str:
     """The provider's ``name`` in the kubelet's configuration: the file it was started by."""
     name = started_as.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".pyz")
@@ -483,8 +478,9 @@ def _program(started_as: str) -> str:
     return name
 
 
-def _options(args: list[str]) -> tuple[Path, Path] | None:
-    """(config file, cache directory) from argv and the environment; None after --help."""
+def _options(args: list[str]) -> tuple[Path, Path, str] | None:
+    """(config file, cache directory, what chose it: --cache-dir or the variable) from argv
+    and the environment; None after --help."""
     chosen: dict[str, str] = {}
     if args[:1] == ["kubelet"]:  # as docker-credential-quayfed's own subcommand is named
         args = args[1:]
@@ -509,7 +505,8 @@ def _options(args: list[str]) -> tuple[Path, Path] | None:
         chosen[name] = paths.resolve_path(value.strip())
     config_path = chosen.get("--config") or paths.config_file()
     cache_dir = chosen.get("--cache-dir") or paths.cache_dir()
-    return Path(config_path), Path(cache_dir)
+    chosen_by = "--cache-dir" if chosen.get("--cache-dir") else paths.CACHE_DIR_ENV
+    return Path(config_path), Path(cache_dir), chosen_by
 
 
 def _read_stdin() -> str:
