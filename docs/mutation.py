@@ -205,20 +205,21 @@ MUTANTS = (
     ),
     Mutant(
         "login-by-preferred-username",
-        "a login's person is its preferred_username, not its iss and sub",
-        note=(
-            "nanoidp makes a user's sub and preferred_username both the username, so no two "
-            "people here share a preferred_username with different subs; and login and logout "
-            "erase every robot token of the registries sharing the login whoever it named, so "
-            "the person's name in the key shows only through a login racing a refresh"
-        ),
-        replacements=(
+        "a login's person is its preferred_username, not its iss and sub, and a login keeps "
+        "what the previous person's login minted (the finding as it was)",
+        (
             (
                 "logins.py",
                 "        person = (issuer, subject, "
                 'username if isinstance(username, str) else "")\n',
                 "        shown = username if isinstance(username, str) and username else subject\n"
                 '        person = (issuer, shown, username if isinstance(username, str) else "")\n',
+            ),
+            (
+                "commands/login.py",
+                "        # What an earlier login minted (whoever it named) must not outlive it.\n"
+                "        _forget_what_the_login_minted(request, sharing)\n",
+                "",
             ),
         ),
     ),

@@ -341,6 +341,7 @@ ISOLATION_FIELDS = {
     "kubelet_past_filters": "kubelet requests past the filters",
     "logins": "logins",
     "logout_races": "logout races",
+    "usernames_reused": "usernames given to another",
     "seconds": "seconds",
     "failures": "failures",
 }

@@ -1,9 +1,12 @@
 """Small OIDC issuers for the ``demo`` command and for tests.
 
 :class:`KeycloakIssuer` imitates one Keycloak realm (issuer ``{base}/realms/{realm}``): discovery,
-JWKS, and a token endpoint with the password and client_credentials grants, standard token
-exchange (RFC 8693, Keycloak's "token exchange v2"), clients that authenticate with a secret or
-with a signed JWT (private_key_jwt, RFC 7523), Keycloak's error bodies and UUID subjects.
+JWKS, and a token endpoint with the password and client_credentials grants, the device
+authorization grant (RFC 8628, PKCE included) with refresh tokens and their revocation (RFC
+7009), standard token exchange (RFC 8693, Keycloak's "token exchange v2"), clients that
+authenticate with a secret or with a signed JWT (private_key_jwt, RFC 7523), Keycloak's error
+bodies and UUID subjects. A user replaced by another of the same username (deleted and created
+again: a new ``sub``) loses every refresh token, as Keycloak ends a deleted user's sessions.
 :class:`KubernetesIssuer` imitates an API server's service-account issuer: discovery and JWKS,
 plus :meth:`KubernetesIssuer.mint` for projected-token files.
 The interop tests use the third-party nanoidp instead (``tests/support/oidc_provider.py``).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import secrets
 import threading
 import time
@@ -69,11 +73,39 @@ _INVALID_CLIENT = "Invalid client or Invalid client credentials"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+#: Keycloak's defaults: a device code lives 600 s, and is polled at most every 5 s
+DEVICE_CODE_LIFETIME = 600
+DEVICE_POLL_INTERVAL = 5
+#: a refresh token's life without offline_access (Keycloak's SSO session idle: 30 minutes)
+REFRESH_LIFETIME = 1800
 _SIGNED_JWT_FAILED = "Client authentication with signed JWT failed: "
 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
     return Response.json(status, {"error": error, "error_description": description})
+
+
+@dataclass
+class _DeviceCode:
+    """A device authorization waiting for its person (``sub``: None until approved)."""
+
+    client_id: str
+    scope: str
+    user_code: str
+    expires_at: float
+    challenge: str | None
+    sub: str | None = None
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What a refresh token stands for: whose it is, for which client and scope."""
+
+    client_id: str
+    sub: str
+    scope: str
+    expires_at: float | None
 
 
 class _ServedIssuer:
@@ -133,6 +165,38 @@ class KeycloakIssuer(_ServedIssuer):
         self.token_exchanges = 0
         #: jti of every client assertion accepted: Keycloak refuses one used twice
         self._assertion_ids: set[str] = set()
+        self._device_codes: dict[str, _DeviceCode] = {}
+        #: refresh token -> its session (a refresh issues a new one; the old stays valid, as
+        #: with Keycloak's default "Revoke Refresh Token: off")
+        self._sessions: dict[str, _Session] = {}
+
+    def replace_user(self, user: IssuerUser) -> None:
+        """The realm's user of that username is deleted and ``user`` created in its place: the
+        old person's refresh tokens stop working (their ``sub`` no longer exists)."""
+        with self._lock:
+            self.users[user.username] = user
+
+    def approve_device(self, verification_uri: str, user_code: str, username: str) -> None:
+        """What the person does on the verification page: sign in and approve the code."""
+        if not verification_uri.startswith(f"{self.issuer}/device"):
+            raise ValueError(f"not this realm's verification page: {verification_uri}")
+        with self._lock:
+            user = self.users[username]
+            for waiting in self._device_codes.values():
+                if waiting.user_code == user_code and waiting.sub is None:
+                    waiting.sub = user.sub
+                    return
+        raise ValueError(f"no device code waits for user code {user_code}")
+
+    def refresh_tokens(self) -> int:
+        """How many refresh tokens still work (issued, not revoked, not expired)."""
+        now = time.time()
+        with self._lock:
+            return sum(
+                1
+                for session in self._sessions.values()
+                if session.expires_at is None or session.expires_at > now
+            )
 
     @property
     def issuer(self) -> str:
@@ -149,12 +213,16 @@ class KeycloakIssuer(_ServedIssuer):
             "authorization_endpoint": f"{issuer}/protocol/openid-connect/auth",
             "token_endpoint": f"{issuer}/protocol/openid-connect/token",
             "jwks_uri": f"{issuer}/protocol/openid-connect/certs",
+            "device_authorization_endpoint": f"{issuer}/protocol/openid-connect/auth/device",
+            "revocation_endpoint": f"{issuer}/protocol/openid-connect/revoke",
             "grant_types_supported": [
                 "password",
                 "client_credentials",
                 "refresh_token",
+                DEVICE_GRANT,
                 TOKEN_EXCHANGE,
             ],
+            "code_challenge_methods_supported": ["plain", "S256"],
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -163,7 +231,7 @@ class KeycloakIssuer(_ServedIssuer):
                 "client_secret_post",
                 "private_key_jwt",
             ],
-            "scopes_supported": ["openid", "profile", "email"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
         }
 
     def mint(
@@ -204,6 +272,10 @@ class KeycloakIssuer(_ServedIssuer):
                 response = Response.json(405, {"error": "RESTEASY003650: No resource method found"})
             else:
                 response = self._token(request)
+        elif path == f"{prefix}/protocol/openid-connect/auth/device" and request.method == "POST":
+            response = self._device_authorization(request)
+        elif path == f"{prefix}/protocol/openid-connect/revoke" and request.method == "POST":
+            response = self._revoke(request)
         else:
             response = Response.json(404, {"error": "Unable to find matching target resource"})
         return response(start_response)
@@ -222,32 +294,32 @@ class KeycloakIssuer(_ServedIssuer):
             return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
         return form.get("client_id"), form.get("client_secret")
 
+    def _client(self, request: Request, form: Mapping[str, str]) -> IssuerClient | Response:
+        """The client the request authenticates (a public one: by its client_id alone)."""
+        if "client_assertion" in form or "client_assertion_type" in form:
+            return self._signed_jwt_client(form)
+        client_id, secret = self._client_credentials(request, form)
+        found = self.clients.get(client_id or "")
+        if found is None or found.jwt_public_key is not None:
+            return _oauth_error(401, "invalid_client", _INVALID_CLIENT)
+        if not found.public and not (secret and secrets.compare_digest(secret, found.secret or "")):
+            return _oauth_error(401, "invalid_client", _INVALID_CLIENT)
+        return found
+
     def _token(self, request: Request) -> Response:
         with self._lock:
             self.token_requests += 1
         form = request.form()
-        if "client_assertion" in form or "client_assertion_type" in form:
-            authenticated = self._signed_jwt_client(form)
-            if isinstance(authenticated, Response):
-                return authenticated
-            client = authenticated
-        else:
-            client_id, secret = self._client_credentials(request, form)
-            found = self.clients.get(client_id or "")
-            if found is None or found.jwt_public_key is not None:
-                return _oauth_error(
-                    401, "invalid_client", "Invalid client or Invalid client credentials"
-                )
-            client = found
-            if not client.public and not (
-                secret and secrets.compare_digest(secret, client.secret or "")
-            ):
-                return _oauth_error(
-                    401, "invalid_client", "Invalid client or Invalid client credentials"
-                )
+        client = self._client(request, form)
+        if isinstance(client, Response):
+            return client
         grant_type = form.get("grant_type")
         if grant_type == TOKEN_EXCHANGE:
             return self._token_exchange(client, form)
+        if grant_type == DEVICE_GRANT:
+            return self._device_token(client, form)
+        if grant_type == "refresh_token":
+            return self._refresh(client, form)
         audience = form.get("audience") or None
         scope = form.get("scope", "")
         if grant_type == "password":
@@ -412,6 +484,103 @@ class KeycloakIssuer(_ServedIssuer):
         }
         return Response.json(200, body, headers=[("Cache-Control", "no-store")])
 
+    def _device_authorization(self, request: Request) -> Response:
+        form = request.form()
+        client = self._client(request, form)
+        if isinstance(client, Response):
+            return client
+        challenge = form.get("code_challenge")
+        method = form.get("code_challenge_method", "plain")
+        if challenge is not None and method not in ("plain", "S256"):
+            return _oauth_error(400, "invalid_request", "Invalid parameter: code challenge method")
+        device_code = secrets.token_urlsafe(32)
+        letters = "BCDFGHJKLMNPQRSTVWXZ"
+        user_code = "-".join("".join(secrets.choice(letters) for _ in range(4)) for _ in range(2))
+        stored = challenge if method == "plain" or challenge is None else f"S256:{challenge}"
+        waiting = _DeviceCode(
+            client.client_id,
+            form.get("scope", ""),
+            user_code,
+            time.time() + DEVICE_CODE_LIFETIME,
+            stored,
+        )
+        with self._lock:
+            self._device_codes[device_code] = waiting
+        page = f"{self.issuer}/device"
+        return Response.json(
+            200,
+            {
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": page,
+                "verification_uri_complete": f"{page}?user_code={user_code}",
+                "expires_in": DEVICE_CODE_LIFETIME,
+                "interval": DEVICE_POLL_INTERVAL,
+            },
+        )
+
+    def _device_token(self, client: IssuerClient, form: Mapping[str, str]) -> Response:
+        with self._lock:
+            waiting = self._device_codes.get(form.get("device_code", ""))
+            if waiting is None or waiting.client_id != client.client_id:
+                return _oauth_error(400, "invalid_grant", "Device code not valid")
+            if waiting.expires_at <= time.time():
+                del self._device_codes[form["device_code"]]
+                return _oauth_error(400, "expired_token", "Device code is expired")
+            if waiting.sub is None:
+                return _oauth_error(
+                    400, "authorization_pending", "The authorization request is still pending"
+                )
+            del self._device_codes[form["device_code"]]
+        if waiting.challenge is not None and not _pkce_holds(
+            waiting.challenge, form.get("code_verifier")
+        ):
+            return _oauth_error(400, "invalid_grant", "PKCE verification failed")
+        return self._session_response(client, waiting.sub, waiting.scope)
+
+    def _refresh(self, client: IssuerClient, form: Mapping[str, str]) -> Response:
+        with self._lock:
+            session = self._sessions.get(form.get("refresh_token", ""))
+        if session is None or (
+            session.expires_at is not None and session.expires_at <= time.time()
+        ):
+            return _oauth_error(400, "invalid_grant", "Invalid refresh token")
+        if session.client_id != client.client_id:
+            return _oauth_error(
+                400,
+                "invalid_grant",
+                "Invalid refresh token. Token client and authorized client don't match",
+            )
+        return self._session_response(client, session.sub, session.scope)
+
+    def _session_response(self, client: IssuerClient, sub: str, scope: str) -> Response:
+        """Tokens for the user whose ``sub`` it is, with a refresh token; a user deleted since
+        (no user has that ``sub`` now) has no session left."""
+        with self._lock:
+            user = next((u for u in self.users.values() if u.sub == sub), None)
+        if user is None:
+            return _oauth_error(400, "invalid_grant", "Session not active")
+        offline = "offline_access" in scope.split()
+        refresh = secrets.token_urlsafe(32)
+        lifetime = None if offline else REFRESH_LIFETIME
+        expires_at = None if lifetime is None else time.time() + lifetime
+        with self._lock:
+            self._sessions[refresh] = _Session(client.client_id, sub, scope, expires_at)
+        return self._token_response(
+            client, sub, user.username, scope, None, True, refresh=(refresh, lifetime or 0)
+        )
+
+    def _revoke(self, request: Request) -> Response:
+        form = request.form()
+        client = self._client(request, form)
+        if isinstance(client, Response):
+            return client
+        with self._lock:
+            session = self._sessions.get(form.get("token", ""))
+            if session is not None and session.client_id == client.client_id:
+                del self._sessions[form["token"]]
+        return Response(200, b"")  # RFC 7009: an unknown token is no error
+
     def _token_response(
         self,
         client: IssuerClient,
@@ -420,6 +589,7 @@ class KeycloakIssuer(_ServedIssuer):
         scope: str,
         audience: str | None,
         user_grant: bool,
+        refresh: tuple[str, int] | None = None,
     ) -> Response:
         extra = {"preferred_username": username, "scope": scope or "profile email"}
         aud = audience or client.client_id
@@ -432,11 +602,24 @@ class KeycloakIssuer(_ServedIssuer):
             "not-before-policy": 0,
             "scope": extra["scope"],
         }
+        if refresh is not None:
+            body["refresh_token"], body["refresh_expires_in"] = refresh
         if user_grant and "openid" in scope.split():
             body["id_token"] = self.mint(
                 sub, audience=aud, azp=client.client_id, extra={**extra, "typ": "ID"}
             )
         return Response.json(200, body, headers=[("Cache-Control", "no-store")])
+
+
+def _pkce_holds(stored: str, verifier: str | None) -> bool:
+    """RFC 7636: the verifier matches the challenge (``S256:...``: its SHA-256, else plain)."""
+    if not verifier:
+        return False
+    if stored.startswith("S256:"):
+        digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+        made = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        return secrets.compare_digest(made, stored[5:])
+    return secrets.compare_digest(verifier, stored)
 
 
 class KubernetesIssuer(_ServedIssuer):

@@ -3,6 +3,8 @@ issuers, and the ``python -m quay_sandbox`` entry point."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ import jwt
 import pytest
 
 from quay_sandbox.issuer import (
+    DEVICE_GRANT,
     IssuerClient,
     IssuerUser,
     KeycloakIssuer,
@@ -196,6 +199,118 @@ def test_client_credentials_refusals(realm: KeycloakIssuer, tls: ssl.SSLContext)
     assert bad_secret.status_code == 401 and bad_secret.json()["error"] == "invalid_client"
     unknown = token_request(realm, tls, {"grant_type": "password", "client_id": "nobody"})
     assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"
+
+
+@pytest.fixture
+def device_realm(test_pki: TestPKI) -> Iterator[KeycloakIssuer]:
+    issuer = KeycloakIssuer(
+        users=[IssuerUser("jdoe", "secret")],
+        clients=[IssuerClient("cli"), IssuerClient("other")],
+    )
+    with issuer.start(pki=test_pki):
+        yield issuer
+
+
+def device_code(realm: KeycloakIssuer, tls: ssl.SSLContext, **extra: str) -> dict[str, Any]:
+    answer = httpx.post(
+        realm.discovery()["device_authorization_endpoint"],
+        data={"client_id": "cli", "scope": "openid", **extra},
+        verify=tls,
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def test_device_grant_waits_for_approval_then_gives_a_refresh_token(
+    device_realm: KeycloakIssuer, tls: ssl.SSLContext
+) -> None:
+    code = device_code(device_realm, tls)
+    assert code["interval"] == 5 and code["expires_in"] == 600
+    poll = {"grant_type": DEVICE_GRANT, "client_id": "cli", "device_code": code["device_code"]}
+    pending = token_request(device_realm, tls, poll)
+    assert (pending.status_code, pending.json()["error"]) == (400, "authorization_pending")
+    with pytest.raises(ValueError, match="no device code waits"):
+        device_realm.approve_device(code["verification_uri"], "WRONG-CODE", "jdoe")
+    device_realm.approve_device(code["verification_uri_complete"], code["user_code"], "jdoe")
+    body = token_request(device_realm, tls, poll).json()
+    claims = decode(device_realm, body["id_token"], "cli")
+    assert claims["sub"] == device_realm.users["jdoe"].sub
+    assert claims["preferred_username"] == "jdoe"
+    assert body["refresh_expires_in"] == 1800 and body["refresh_token"]
+    spent = token_request(device_realm, tls, poll)
+    assert (spent.status_code, spent.json()["error"]) == (400, "invalid_grant")
+    other = token_request(
+        device_realm, tls, {**poll, "client_id": "other", "device_code": code["device_code"]}
+    )
+    assert other.json()["error"] == "invalid_grant"
+
+
+def test_device_grant_checks_pkce(device_realm: KeycloakIssuer, tls: ssl.SSLContext) -> None:
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    code = device_code(
+        device_realm,
+        tls,
+        code_challenge=challenge.rstrip(b"=").decode(),
+        code_challenge_method="S256",
+    )
+    device_realm.approve_device(code["verification_uri"], code["user_code"], "jdoe")
+    poll = {"grant_type": DEVICE_GRANT, "client_id": "cli", "device_code": code["device_code"]}
+    wrong = token_request(device_realm, tls, {**poll, "code_verifier": "w" * 50})
+    assert wrong.json() == {
+        "error": "invalid_grant",
+        "error_description": "PKCE verification failed",
+    }
+    code = device_code(
+        device_realm,
+        tls,
+        code_challenge=challenge.rstrip(b"=").decode(),
+        code_challenge_method="S256",
+    )
+    device_realm.approve_device(code["verification_uri"], code["user_code"], "jdoe")
+    poll["device_code"] = code["device_code"]
+    assert (
+        "id_token" in token_request(device_realm, tls, {**poll, "code_verifier": verifier}).json()
+    )
+
+
+def test_refresh_revoke_and_a_user_made_again(
+    device_realm: KeycloakIssuer, tls: ssl.SSLContext
+) -> None:
+    code = device_code(device_realm, tls, scope="openid offline_access")
+    device_realm.approve_device(code["verification_uri"], code["user_code"], "jdoe")
+    poll = {"grant_type": DEVICE_GRANT, "client_id": "cli", "device_code": code["device_code"]}
+    first = token_request(device_realm, tls, poll).json()
+    assert first["refresh_expires_in"] == 0  # offline_access: no fixed end
+    refresh = {"grant_type": "refresh_token", "client_id": "cli"}
+    second = token_request(device_realm, tls, {**refresh, "refresh_token": first["refresh_token"]})
+    assert second.status_code == 200 and second.json()["refresh_token"] != first["refresh_token"]
+    assert device_realm.refresh_tokens() == 2
+    wrong_client = token_request(
+        device_realm,
+        tls,
+        {**refresh, "client_id": "other", "refresh_token": first["refresh_token"]},
+    )
+    assert wrong_client.json()["error"] == "invalid_grant"
+    revoked = httpx.post(
+        device_realm.discovery()["revocation_endpoint"],
+        data={"client_id": "cli", "token": first["refresh_token"]},
+        verify=tls,
+        timeout=10,
+    )
+    assert revoked.status_code == 200 and device_realm.refresh_tokens() == 1
+    gone = token_request(device_realm, tls, {**refresh, "refresh_token": first["refresh_token"]})
+    assert gone.json()["error"] == "invalid_grant"
+    # jdoe is deleted and a new jdoe created: the same username, another person
+    old_sub = device_realm.users["jdoe"].sub
+    device_realm.replace_user(IssuerUser("jdoe", "secret2"))
+    assert device_realm.users["jdoe"].sub != old_sub
+    ended = token_request(
+        device_realm, tls, {**refresh, "refresh_token": second.json()["refresh_token"]}
+    )
+    assert ended.json() == {"error": "invalid_grant", "error_description": "Session not active"}
 
 
 def test_token_endpoint_refuses_get(realm: KeycloakIssuer, tls: ssl.SSLContext) -> None:

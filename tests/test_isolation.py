@@ -7,10 +7,12 @@ against the nanoidp realm, the Kubernetes-like issuer and two Quay emulators. It
 each credential: token files (one named ``~/tok``, read from a home directory while the working
 directory, holding a ``~/tok`` of its own, moves) and a variable that change hands between CI
 jobs and service accounts, a second issuer that reuses a job's ``sub``, a person named by a
-password source, people logging in and out (``login``, its device code approved at the issuer,
-and ``logout``) of registries that share one login, a logout while the refresh-ahead child is
-minting, JWTs that expire, Quay issuing tokens already inside their refresh-ahead window or
-past their refresh point, Quay down and the issuer refusing, the node's kubelet policy, and
+password source, people logging in and out (``login``, its device code approved at a
+Keycloak-like realm, and ``logout``) of registries that share one login, a username given to
+someone else (deleted and made again at the realm: the same preferred_username, another
+``sub``) who then logs in, a logout while the refresh-ahead child is minting, JWTs that
+expire, Quay issuing tokens already inside their refresh-ahead window or past their refresh
+point, Quay down and the issuer refusing, the node's kubelet policy, and
 kubelet requests with annotations, overrides, audiences and robot names beside the allowed
 patterns. Draws lean towards answers that can be served and towards one robot at one Quay
 asked for by one identity after another, where a crossover would show.
@@ -42,6 +44,7 @@ import tempfile
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +75,7 @@ from docker_credential_quayfed.cache import TokenCache
 from docker_credential_quayfed.errors import QuayfedError
 from docker_credential_quayfed.kubelet import answer as kubelet_answer
 from docker_credential_quayfed.request import RequestContext
+from quay_sandbox.issuer import IssuerClient, IssuerUser, KeycloakIssuer
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
 from tests.helper_process import run_helper
@@ -91,6 +95,11 @@ STEPS = 10
 ALPHA, ALPHAX, BETA = "org+alpha", "org+alphax", "org+beta"
 QUAY_A, QUAY_B = "quay-a.test", "quay-b.test"
 PEOPLE = ("jdoe", "alice")
+#: the people who log in (``login``) have accounts at a Keycloak-like realm, whose ``sub`` is a
+#: UUID and whose username (preferred_username) is only a name: a person deleted and made again
+#: is generation 1, 2, ... of that username, another ``sub``
+GENERATIONS = 3
+LOGIN_CLIENT = "quayfed-login"
 JOBS = ("job-1", "job-2", "job-3")
 #: a job of the second issuer (the Kubernetes-like one) whose ``sub`` is job-1's
 TWIN = "twin"
@@ -106,6 +115,16 @@ FEDERATION: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     (QUAY_B, ALPHA): (("person", "alice"), ("job", "job-1"), ("account", "sa1"),
                       ("account", "sa3")),
 }  # fmt: skip
+# Who logs in: the first jdoe and alice wherever the people are trusted; the second jdoe (the
+# username given to someone else) only for org+beta at Quay A, the second alice nowhere.
+FEDERATION = {
+    place: (
+        *names,
+        *(("login", f"{name}#0") for kind, name in names if kind == "person"),
+        *((("login", "jdoe#1"),) if place == (QUAY_A, BETA) else ()),
+    )
+    for place, names in FEDERATION.items()
+}
 #: federations whose entries for the second issuer list audiences (Quay 3.18 checks ``aud``)
 RESTRICTED: dict[tuple[str, str], tuple[str, ...]] = {(QUAY_B, ALPHA): ("quay-b",)}
 AUDIENCES = {QUAY_A: "quay-a", QUAY_B: "quay-b"}
@@ -198,6 +217,8 @@ class World:
     kube: KubeIssuer
     quays: dict[str, QuayEmulator]
     ca_bundle: Path
+    #: where people log in (``login``): a realm with UUID subjects and device codes
+    realm: KeycloakIssuer
     identities: dict[tuple[str, str], Identity] = field(default_factory=dict)
     figures: dict[str, int] = field(default_factory=dict)
 
@@ -205,12 +226,21 @@ class World:
         self.figures[name] = self.figures.get(name, 0) + by
 
 
+def login_user(person: str, generation: int) -> IssuerUser:
+    """The realm's ``person`` of that generation: the same username, a ``sub`` of its own."""
+    sub = str(uuid.uuid5(uuid.NAMESPACE_URL, f"quayfed-isolation:{person}#{generation}"))
+    return IssuerUser(person, f"{person}-password-{generation}", sub)
+
+
 @pytest.fixture(scope="module")
 def world(
     oidc_provider: OIDCProvider, kube_issuer: KubeIssuer, test_pki: TestPKI
 ) -> Iterator[World]:
     quays: dict[str, QuayEmulator] = {}
-    servers = []
+    realm = KeycloakIssuer(
+        users=[login_user(person, 0) for person in PEOPLE], clients=[IssuerClient(LOGIN_CLIENT)]
+    )
+    servers = [realm.start(pki=test_pki)]
     for host in (QUAY_A, QUAY_B):
         emulator = QuayEmulator(ca_bundle=test_pki.ca_cert)
         servers.append(emulator.start(pki=test_pki))
@@ -221,6 +251,11 @@ def world(
     for job in JOBS:
         identities["job", job] = Identity("job", job, oidc_provider.issuer, job)
     identities["job", TWIN] = Identity("job", TWIN, kube_issuer.issuer, JOBS[0], True)
+    for person in PEOPLE:
+        for generation in range(GENERATIONS):
+            login = f"{person}#{generation}"
+            sub = login_user(person, generation).sub
+            identities["login", login] = Identity("login", login, realm.issuer, sub)
     for account in ACCOUNTS:
         subject = f"system:serviceaccount:{NAMESPACE}:{account}"
         identities["account", account] = Identity(
@@ -236,7 +271,7 @@ def world(
             entries.append(entry)
         quays[host].add_robot(robot, federation=entries)
     try:
-        yield World(oidc_provider, kube_issuer, quays, test_pki.ca_cert, identities)
+        yield World(oidc_provider, kube_issuer, quays, test_pki.ca_cert, realm, identities)
     finally:
         for server in servers:
             server.close()
@@ -313,14 +348,14 @@ class Approver(io.StringIO):
     """What ``login`` writes its device code to: the person approves it at the issuer as soon
     as the code is shown (as in a browser), before the first poll."""
 
-    def __init__(self, provider: OIDCProvider, person: str) -> None:
+    def __init__(self, realm: KeycloakIssuer, person: str) -> None:
         super().__init__()
-        self.provider, self.person = provider, person
+        self.realm, self.person = realm, person
 
     def write(self, text: str) -> int:
         found = CODE_LINE.search(text)
         if found:
-            self.provider.approve_device(found.group(1), found.group(2), self.person)
+            self.realm.approve_device(found.group(1), found.group(2), self.person)
         return super().write(text)
 
 
@@ -425,7 +460,11 @@ class Isolation(RuleBasedStateMachine):
         self.variable: Carried | None = None
         self.password_user = PEOPLE[0]
         self.password_wrong = False
-        self.logged_in: str | None = None
+        #: who the stored login names (None: nobody), and each username's generation now
+        self.logged_in: Identity | None = None
+        self.generation = dict.fromkeys(PEOPLE, 0)
+        for person in PEOPLE:
+            world.realm.replace_user(login_user(person, 0))
         self.kubelet_robots: dict[str, tuple[str, ...]] = {QUAY_A: (), QUAY_B: ()}
         self.overrides: dict[str, tuple[str, ...]] = {QUAY_A: (QUAY_B,), QUAY_B: ()}
         self.unannotated = "skip"
@@ -484,7 +523,11 @@ class Isolation(RuleBasedStateMachine):
                 if registry.source == "password":
                     table.update(username=self.password_user, password_env=PASSWORD_ENV)
                 else:
-                    table.update(scope="openid offline_access")
+                    table.update(
+                        issuer=world.realm.issuer,
+                        client_id=LOGIN_CLIENT,
+                        scope="openid offline_access",
+                    )
             lines.append(f"[registries.{json.dumps(registry.key)}]")
             lines += [f"{name} = {json.dumps(value)}" for name, value in table.items()]
         for host, quay in world.quays.items():
@@ -723,7 +766,7 @@ class Isolation(RuleBasedStateMachine):
         """``login AT``: the device code shown is approved at the issuer by ``person``."""
         clock = StepClock()
         original = login_flow.device_login
-        approver = Approver(self.world.provider, person)
+        approver = Approver(self.world.realm, person)
 
         def device_login(context: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
             return original(context, approver, clock.sleep, clock)
@@ -732,11 +775,32 @@ class Isolation(RuleBasedStateMachine):
             ran = run_in_process(["login", at], "")
         self.world.count("logins")
         assert "Traceback" not in ran.stderr + ran.stdout, ran
-        self.logged_in = person
         registry = BY_KEY[at]
-        identity = self.world.identities["person", person]
+        identity = self.world.identities["login", f"{person}#{self.generation[person]}"]
+        self.logged_in = identity
         if not self.down[registry.quay] and identity.federated(registry.quay, registry.robot):
             assert ran.code == 0, ran
+
+    @rule(
+        person=st.sampled_from(PEOPLE),
+        first=st.sampled_from(LOGIN_REGISTRIES),
+        at=st.sampled_from(LOGIN_REGISTRIES),
+    )
+    def username_given_to_another(self, person: str, first: str, at: str) -> None:
+        """``person`` (logged in at ``first``, unless they are already) is deleted at the realm
+        and someone else created with the username: another ``sub``, the same
+        preferred_username. The newcomer logs in at ``at``; then every registry sharing the
+        login is pulled, twice where the first left a hit (the second through the installed
+        launcher), where the first person's tokens would show."""
+        if self.logged_in is None or not self.logged_in.name.startswith(f"{person}#"):
+            self.log_in(person, first)
+        generation = min(self.generation[person] + 1, GENERATIONS - 1)
+        self.generation[person] = generation
+        self.world.realm.replace_user(login_user(person, generation))
+        self.world.count("usernames_reused")
+        self.log_in(person, at)
+        for which in range(len(LOGIN_REGISTRIES)):
+            self.pull(Pull(which, again=True), LOGIN_REGISTRIES)
 
     @rule(at=st.sampled_from(LOGIN_REGISTRIES), pull=pulls)
     def person_logs_out(self, at: str, pull: Pull) -> None:
@@ -841,7 +905,10 @@ class Isolation(RuleBasedStateMachine):
             # A JWT kept from an earlier grant may still serve; a refused grant is no answer.
             required = not self.password_wrong
         elif self.logged_in is not None:
-            identity, usable = world.identities["person", self.logged_in], True
+            identity, usable = self.logged_in, True
+            # a person deleted at the realm since has no session: only a kept token may serve
+            person, _, generation = identity.name.partition("#")
+            required = self.generation[person] == int(generation)
         found = self.expect(
             registry.key, registry.key, registry.robot, registry.quay, identity, audience, usable
         )
@@ -1108,6 +1175,7 @@ def test_an_answer_goes_only_to_whom_quay_would_issue_it(world: World) -> None:
             served_checked=figures.get("served_checked", 0),
             logins=figures.get("logins", 0),
             logout_races=figures.get("logout_races", 0),
+            usernames_reused=figures.get("usernames_reused", 0),
             seconds=round(time.monotonic() - started, 1),
             failures=failures,
         )
