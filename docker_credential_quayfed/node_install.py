@@ -176,7 +176,7 @@ def read_node_file(path: Path, shown: str) -> bytes | None:
 def write_if_changed(path: Path, data: bytes, mode: int) -> bool:
     """Write ``data`` to ``path`` atomically unless it already holds it with ``mode``."""
     try:
-        current = path.stat(follow_symlinks=False)
+        current = path.lstat()
     except FileNotFoundError:
         current = None
     if (
@@ -196,7 +196,7 @@ def folder_digest(folder: Path) -> str:
     """The first 16 hex digits of the SHA-256 of every entry (path, kind, mode, content)."""
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
-        info = path.stat(follow_symlinks=False)
+        info = path.lstat()
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
         if stat.S_ISLNK(info.st_mode):
             digest.update(b"l" + os.readlink(path).encode() + b"\0")

@@ -626,7 +626,7 @@ def test_the_provider_path_is_always_a_whole_provider(installer_image: str, tmp_
         reader.join(timeout=60)
     assert done.returncode == 0, done.stderr
     image_folder = provider.resolve().parent
-    assert (image_folder / "yaml").is_dir() and len(list(image_folder.rglob("*"))) > 100
+    assert (image_folder / "yaml").is_dir() and (image_folder / "libpython3.11.so.1.0").is_file()
     older_build, image_build = build_in(older), build_in(image_folder)
     assert seen.get(older_build, 0) > 0, "the reader ran before the switch"
     assert set(seen) <= {older_build, image_build}, "a reader found a partial provider"

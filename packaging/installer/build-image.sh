@@ -52,6 +52,7 @@ for library in $(printf '%s\n' "${libraries[@]}" | sort -u); do
     packages+=("${owner%%:*}")
 done
 # The Debian packages the libraries came from, with their versions, for the image's label.
+# shellcheck disable=SC2016  # dpkg-query's own ${fields}
 origin=$(printf '%s\n' "${packages[@]}" | grep . | sort -u |
     xargs -r dpkg-query -W -f '${Package}=${Version}\n' | sort -u | paste -sd ' ')
 
