@@ -82,6 +82,9 @@ REQUIRED = (
     "jwt",
     "platformdirs",
     "certifi",
+    # install-on-node (the installer image) and the YAML reader only it imports (node extra)
+    "docker_credential_quayfed.node_install",
+    "yaml",
 )
 CA_BUNDLE = "certifi/cacert.pem"
 _GLIBC_NEED = re.compile(r"Name: GLIBC_(\S+)")
@@ -320,6 +323,11 @@ def bundled_distributions(root: str = "docker-credential-quayfed") -> dict[str, 
 
         declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
         pending = [_requirement_name(str(requirement)) for requirement in declared["dependencies"]]
+    # and install-on-node's YAML reader (the node extra), which the folder holds too
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pending += [_requirement_name(str(r)) for r in project["optional-dependencies"]["node"]]
     while pending:
         name = pending.pop()
         try:
@@ -468,7 +476,8 @@ def freeze_requirements() -> list[str]:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return [*project["optional-dependencies"]["freeze"], *project["dependencies"]]
+    extras = project["optional-dependencies"]
+    return [*extras["freeze"], *extras["node"], *project["dependencies"]]
 
 
 def build_venv(interpreter: Path, cache: Path) -> Path:
