@@ -190,7 +190,7 @@ def store(stdin: str) -> Answer:
 
 def erase(stdin: str) -> Answer:
     host = protocol.registry_key(stdin)
-    removed = new_request().cache.erase(host)
+    removed = new_request().cache.erase_when_idle(host)
     log.debug(f"erased {removed} cached token(s) for {host}")
     return Answer("")
 

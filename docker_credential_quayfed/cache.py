@@ -164,6 +164,10 @@ def forget_snapshot(cache: TokenCache) -> None:
     cache.remove(fastpath.SNAPSHOT_NAME)
 
 
+#: how long an erase waits for a mint under way (a get's default timeout, 25 s, and some)
+ERASE_WAIT = 30.0
+
+
 class LockTimeout(CacheError):
     """Another process held the refresh lock for longer than we may wait."""
 
@@ -328,6 +332,28 @@ class TokenCache:
                 self._discard(self.directory / name)
                 removed += 1
         return removed
+
+    def erase_when_idle(self, registry: str, timeout: float = ERASE_WAIT) -> int:
+        """``erase``, once every mint under way for ``registry`` (a get, the refresh-ahead
+        child) is done: each of its credentials' locks is held while the tokens go, so none
+        is written after the erase. A lock not given up within ``timeout`` (a hung process) is
+        not waited for longer."""
+        prefix = fastpath.key_file_prefix(registry)
+        try:
+            names = sorted(
+                name
+                for name in os.listdir(self.directory)
+                if name.startswith(prefix) and name.endswith(".lock")
+            )
+        except OSError:
+            names = []
+        with contextlib.ExitStack() as held:
+            for name in names:
+                try:
+                    held.enter_context(self.lock_file(name, timeout))
+                except CacheError as exc:
+                    log.debug(f"erasing {registry} without waiting: {exc.message}")
+            return self.erase(registry)
 
     def lock(self, key: CredentialKey, timeout: float) -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock for this key; raises CacheError after ``timeout`` seconds."""

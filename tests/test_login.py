@@ -458,6 +458,49 @@ def test_logout_during_a_refresh_is_not_undone_by_it(person: Person) -> None:
     assert status.returncode == 1 and "not logged in" in status.stdout
 
 
+@pytest.mark.parametrize("erasing", ["erase", "unconfigure"])
+def test_an_erase_during_a_refresh_is_not_undone_by_it(person: Person, erasing: str) -> None:
+    """``erase`` (and ``unconfigure``) once removed the tokens at once, and a get (or
+    the refresh-ahead child) minting meanwhile wrote its robot token after: the next get was
+    a hit on a token the user had erased. The erase now holds the registry's credential locks,
+    so it waits for the mint under way and removes what it wrote."""
+    person.login()
+    assert person.run("erase", stdin=person.key).returncode == 0
+    person.quay.inject_fault("hang", seconds=3.0)
+    refreshing = subprocess.Popen(
+        [*helper_command(), "get"],
+        env={**os.environ, **person.env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert refreshing.stdin is not None
+        refreshing.stdin.write(person.key)
+        refreshing.stdin.close()
+        deadline = time.monotonic() + 30
+        while person.quay.counters_snapshot()["exchanges_attempted"] < 2:
+            assert time.monotonic() < deadline, "the get never reached Quay"
+            time.sleep(0.02)
+        # The get is inside Quay's exchange: erase now.
+        if erasing == "erase":
+            erased = person.run("erase", stdin=person.key)
+        else:
+            person.env["DOCKER_CONFIG"] = str(person.cache_dir.parent / "docker")
+            erased = person.run("unconfigure", "--docker", person.key)
+        assert erased.returncode == 0, erased
+        refreshing.wait(timeout=60)
+        assert refreshing.stdout is not None
+        stdout = refreshing.stdout.read()
+    finally:
+        if refreshing.poll() is None:
+            refreshing.kill()
+            refreshing.wait()
+    assert json.loads(stdout)["Username"] == ROBOT  # the pull under way got its answer
+    assert not list(person.cache_dir.glob("*.token")), "a robot token outlived the erase"
+
+
 def test_login_as_another_person_drops_what_the_previous_login_minted(person: Person) -> None:
     """Kept JWTs and robot tokens of every registry sharing the login, as logout drops them."""
     person.quay.add_robot(

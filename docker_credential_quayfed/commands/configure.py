@@ -137,6 +137,6 @@ def _run_unconfigure(args: argparse.Namespace) -> int:
     _report("config", edit.remove_registry(Path(paths.config_file()), host))
     for path in edit.client_files(args.clients):
         _report("credHelpers", edit.remove_cred_helper(path, host))
-    removed = new_request().cache.erase(host)
+    removed = new_request().cache.erase_when_idle(host)
     print(f"cache: {removed} cached token(s) erased")
     return 0
