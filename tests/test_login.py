@@ -5,6 +5,7 @@ login, and a pseudo-terminal for the countdown."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -413,14 +414,10 @@ def test_logout_logs_out_every_registry_that_shares_the_login(person: Person) ->
         assert f"login {key}" in after.stderr
 
 
-def test_logout_during_a_refresh_is_not_undone_by_it(person: Person) -> None:
-    """A get refreshing while logout ran once wrote a new refresh token, a kept JWT and a
-    robot token after logout had said "revoked and forgotten": the next get was a hit and
-    status said logged in. Logout now waits for the refresh (it holds the credentials' locks
-    and the login's), then forgets what it wrote."""
-    person.login()
-    assert person.run("erase", stdin=person.key).returncode == 0
-    forget_reusable_jwts(person)  # the next get renews the login, then exchanges
+@contextlib.contextmanager
+def a_get_inside_quays_exchange(person: Person) -> Iterator[list[str]]:
+    """A get runs (Quay holds its exchange for 3 s) while the body runs; afterwards the list
+    holds the get's stdout."""
     person.quay.inject_fault("hang", seconds=3.0)
     refreshing = subprocess.Popen(
         [*helper_command(), "get"],
@@ -430,6 +427,7 @@ def test_logout_during_a_refresh_is_not_undone_by_it(person: Person) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    answered: list[str] = []
     try:
         assert refreshing.stdin is not None
         refreshing.stdin.write(person.key)
@@ -438,16 +436,29 @@ def test_logout_during_a_refresh_is_not_undone_by_it(person: Person) -> None:
         while person.quay.counters_snapshot()["exchanges_attempted"] < 2:
             assert time.monotonic() < deadline, "the get never reached Quay"
             time.sleep(0.02)
-        # The get is inside Quay's exchange, its login renewed: log out now.
-        logout = person.run("logout", person.key)
-        assert logout.returncode == 0, logout
+        yield answered
         refreshing.wait(timeout=60)
         assert refreshing.stdout is not None
-        stdout = refreshing.stdout.read()
+        answered.append(refreshing.stdout.read())
     finally:
         if refreshing.poll() is None:
             refreshing.kill()
             refreshing.wait()
+
+
+def test_logout_during_a_refresh_is_not_undone_by_it(person: Person) -> None:
+    """A get refreshing while logout ran once wrote a new refresh token, a kept JWT and a
+    robot token after logout had said "revoked and forgotten": the next get was a hit and
+    status said logged in. Logout now waits for the refresh (it holds the credentials' locks
+    and the login's), then forgets what it wrote."""
+    person.login()
+    assert person.run("erase", stdin=person.key).returncode == 0
+    forget_reusable_jwts(person)  # the next get renews the login, then exchanges
+    with a_get_inside_quays_exchange(person) as answered:
+        # The get is inside Quay's exchange, its login renewed: log out now.
+        logout = person.run("logout", person.key)
+        assert logout.returncode == 0, logout
+    (stdout,) = answered
     assert json.loads(stdout)["Username"] == ROBOT  # the pull under way got its answer
     assert not list(person.cache_dir.glob("@login-*.json"))
     assert not list(person.cache_dir.glob("*.token")), "a robot token outlived the logout"
@@ -466,23 +477,7 @@ def test_an_erase_during_a_refresh_is_not_undone_by_it(person: Person, erasing: 
     so it waits for the mint under way and removes what it wrote."""
     person.login()
     assert person.run("erase", stdin=person.key).returncode == 0
-    person.quay.inject_fault("hang", seconds=3.0)
-    refreshing = subprocess.Popen(
-        [*helper_command(), "get"],
-        env={**os.environ, **person.env},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert refreshing.stdin is not None
-        refreshing.stdin.write(person.key)
-        refreshing.stdin.close()
-        deadline = time.monotonic() + 30
-        while person.quay.counters_snapshot()["exchanges_attempted"] < 2:
-            assert time.monotonic() < deadline, "the get never reached Quay"
-            time.sleep(0.02)
+    with a_get_inside_quays_exchange(person) as answered:
         # The get is inside Quay's exchange: erase now.
         if erasing == "erase":
             erased = person.run("erase", stdin=person.key)
@@ -490,13 +485,7 @@ def test_an_erase_during_a_refresh_is_not_undone_by_it(person: Person, erasing: 
             person.env["DOCKER_CONFIG"] = str(person.cache_dir.parent / "docker")
             erased = person.run("unconfigure", "--docker", person.key)
         assert erased.returncode == 0, erased
-        refreshing.wait(timeout=60)
-        assert refreshing.stdout is not None
-        stdout = refreshing.stdout.read()
-    finally:
-        if refreshing.poll() is None:
-            refreshing.kill()
-            refreshing.wait()
+    (stdout,) = answered
     assert json.loads(stdout)["Username"] == ROBOT  # the pull under way got its answer
     assert not list(person.cache_dir.glob("*.token")), "a robot token outlived the erase"
 
