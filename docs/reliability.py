@@ -352,11 +352,17 @@ def isolation_section(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) ->
     if not rows:
         return [*lines, not_run("isolation", runs), ""]
     lines += [
-        "A hypothesis state machine runs the helper against nanoidp, the Kubernetes-like issuer "
-        "and two Quay emulators while token files and a variable change hands between CI jobs "
-        "and service accounts, a password source names another person, people log in and out of "
-        "registries sharing one login, JWTs expire, erases run, the node's kubelet policy "
-        "changes and pods ask with annotations, overrides and audiences. After every step: each "
+        "A hypothesis state machine runs the helper against nanoidp, a Keycloak-like realm (UUID "
+        "subjects, device codes, refresh tokens), the Kubernetes-like issuer and two Quay "
+        "emulators while token files (one under `~`, read while the working directory moves) "
+        "and a variable change hands between CI jobs and service accounts, a second issuer "
+        "reuses a job's sub, a password source names another person, people log in and out of "
+        "registries sharing one login through the real commands (a logout while the "
+        "refresh-ahead child mints, a username given to someone else who then logs in), Quay "
+        "issues tokens inside their refresh-ahead window or claiming ten hours, Quay goes down "
+        "and the issuer refuses, JWTs expire, erases run, the node's kubelet policy changes and "
+        "pods ask with annotations, overrides, audiences and robot names beside the allowed "
+        "patterns. After every step: each "
         "robot token served for an identity is one the Quay emulator issued for that robot to "
         "that identity's iss and sub, whose federation allows it, with a credential usable now "
         "and, for the kubelet, within the node's policy; where Quay would issue, an answer came. "
