@@ -163,6 +163,9 @@ def test_the_kind_config_points_every_kubelet_at_the_shipped_files(kindconfig: P
     assert [n["role"] for n in nodes] == ["control-plane", "worker"]
     # Cluster-wide patches reach every node: the first control plane inits, the others join.
     assert all(node_patches == [] for node_patches in patches[1:])
+    # No apiVersion: kind applies each patch to kubeadm's v1beta3 (node images before 1.36) and
+    # v1beta4 alike, turning the kubeletExtraArgs map into v1beta4's list.
+    assert all("apiVersion" not in patch for patch in patches[0])
     providers = shipped_providers()
     for kind in ("InitConfiguration", "JoinConfiguration"):
         flags = kubelet_flags(patches[0], kind)
