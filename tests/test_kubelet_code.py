@@ -6,11 +6,14 @@ before a pull (tests/kubelet_code/main.go). This test plays the API server: it a
 kubelet's service-account and token requests, minting tokens with the test's Kubernetes issuer
 for the audience the kubelet asks for; Quay is the emulator.
 
-Each case runs for every pinned release and every form of the provider: the installed launcher,
-the single-file zipapp and, when $QUAYFED_FROZEN_PROVIDER names it (CI builds it), the
-self-contained executable. The Go program is built with the go command (cached by Go, or taken
-from $QUAYFED_KUBELET_CODE_DIR, where .ci/kubelet-code.sh builds it); without Go, or when the
-module proxy cannot be reached, the tests skip, and under CI=true they fail.
+The Kubernetes 1.33 release (k8s-1.33.mod) runs only the cases of the 1.33
+CredentialProviderConfig (one-quay/credential-providers-1.33.yaml, with the alpha feature gate
+on); every other case runs for every later pinned release and every form of the provider: the
+installed launcher, the single-file zipapp and, when $QUAYFED_FROZEN_PROVIDER names it (CI
+builds it), the self-contained executable. The Go program is built with the go command
+(cached by Go, or taken from $QUAYFED_KUBELET_CODE_DIR, where .ci/kubelet-code.sh builds it);
+without Go, or when the module proxy cannot be reached, the tests skip, and under CI=true they
+fail.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def releases() -> dict[str, Path]:
 
 
 RELEASES = releases()
+#: releases where service-account tokens for providers are alpha (feature gate off by default)
+#: and tokenAttributes has no cacheType: only the 1.33 CredentialProviderConfig runs there
+ALPHA_RELEASES = sorted(r for r in RELEASES if r.startswith("v1.33."))
+FULL_RELEASES = sorted(set(RELEASES) - set(ALPHA_RELEASES))
+ALPHA_GATE = "KubeletServiceAccountTokenForCredentialProviders=true"
 
 
 def go_command() -> str | None:
@@ -111,10 +119,21 @@ def build(release: str, output: Path) -> None:
         unavailable(f"go build of the kubelet's code at {release} failed: {last}")
 
 
-@pytest.fixture(scope="session", params=sorted(RELEASES))
+@pytest.fixture(scope="session", params=FULL_RELEASES)
 def kubelet_code(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go program built against one pinned release of k8s.io/kubernetes."""
-    release = str(request.param)
+    """The Go program built against one pinned release of k8s.io/kubernetes (1.34 and later)."""
+    return program(str(request.param), tmp_path_factory)
+
+
+@pytest.fixture(scope="session", params=ALPHA_RELEASES)
+def alpha_kubelet_code(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The Go program built against the pinned Kubernetes 1.33 release."""
+    return program(str(request.param), tmp_path_factory)
+
+
+def program(release: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     prebuilt = os.environ.get(BUILD_DIR_ENV, "").strip()
     if prebuilt and (Path(prebuilt) / f"kubelet-code-{release}").exists():
         return Path(prebuilt) / f"kubelet-code-{release}"
@@ -205,6 +224,8 @@ class APIServer:
         self.issuer = issuer
         self.accounts: dict[tuple[str, str], ServiceAccount] = {}
         self.token_requests: list[TokenRequest] = []
+        #: 1.34 and later name the service account's UID in a token request; 1.33 does not
+        self.uid_in_token_requests = True
 
     def add(self, namespace: str, name: str, robot: str | None = None) -> ServiceAccount:
         annotations = {kubelet.ROBOT_ANNOTATION: robot} if robot else {}
@@ -219,7 +240,8 @@ class APIServer:
         if question["ask"] == "serviceAccount":
             return {"serviceAccount": {"uid": account.uid, "annotations": account.annotations}}
         assert question["ask"] == "token", question
-        assert question["uid"] == account.uid, "the kubelet asks for the account it was given"
+        expected_uid = account.uid if self.uid_in_token_requests else ""
+        assert question["uid"] == expected_uid, "the kubelet asks for the account it was given"
         bound = question["boundObject"]
         assert bound["kind"] == "Pod", bound
         audiences = tuple(question["audiences"])
@@ -257,11 +279,18 @@ class Kubelet:
     then asked for the credentials of one image after another (its cache lives as long as it)."""
 
     def __init__(
-        self, program: Path, config: Path, bin_dir: Path, api: APIServer, env: dict[str, str]
+        self,
+        program: Path,
+        config: Path,
+        bin_dir: Path,
+        api: APIServer,
+        env: dict[str, str],
+        feature_gates: str = "",
     ) -> None:
         self.api = api
+        gates = ["--feature-gates", feature_gates] if feature_gates else []
         self.process = subprocess.Popen(
-            [str(program), "--config", str(config), "--bin-dir", str(bin_dir)],
+            [str(program), "--config", str(config), "--bin-dir", str(bin_dir), *gates],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -399,12 +428,16 @@ class Node:
         return document
 
     def write(
-        self, layout: str, document: dict[str, Any] | None = None, extra_toml: str = ""
+        self,
+        layout: str,
+        document: dict[str, Any] | None = None,
+        extra_toml: str = "",
+        providers_file: str = "credential-providers.yaml",
     ) -> None:
-        """The CredentialProviderConfig (the shipped one, or ``document`` as YAML) and the
-        shipped config.toml with each host's Quay URL and the test CA."""
+        """The CredentialProviderConfig (the shipped ``providers_file``, or ``document`` as
+        YAML) and the shipped config.toml with each host's Quay URL and the test CA."""
         if document is None and not self.executable.link_args:
-            text = shipped(layout, "credential-providers.yaml")
+            text = shipped(layout, providers_file)
             text = text.replace(SHIPPED_CONFIG, str(self.node_config))
             self.provider_config.write_text(text.replace(SHIPPED_CACHE, str(self.cache_dir)))
         else:
@@ -426,13 +459,16 @@ class Node:
         if not bin_dir.exists():
             install(bin_dir, self.executable, *(n for n in names if n != PROVIDER))
 
-    def start(self) -> Kubelet:
+    def start(self, feature_gates: str = "", config: Path | None = None) -> Kubelet:
+        """The kubelet's code with this node's CredentialProviderConfig (or ``config``, a
+        file or a directory of them)."""
         kubelet_process = Kubelet(
             self.kubelet_code,
-            self.provider_config,
+            config or self.provider_config,
             self.directory / "bin",
             self.api,
             {"XDG_CACHE_HOME": str(self.directory / "xdg-cache")},
+            feature_gates,
         )
         self._started.append(kubelet_process)
         return kubelet_process
@@ -772,6 +808,114 @@ def launcher_node(
 def test_the_kubelet_accepts_the_shipped_configs(launcher_node: Node, layout: str) -> None:
     launcher_node.write(layout)
     assert launcher_node.start().refused is None
+
+
+def test_the_kubelet_refuses_a_key_given_twice(launcher_node: Node) -> None:
+    """Its strict decoder refuses a duplicate key (tests/test_kubelet_golden.py's YAML loader
+    refuses the same)."""
+    launcher_node.write("one-quay")
+    text = launcher_node.provider_config.read_text()
+    doubled = text.replace("defaultCacheDuration: 10m\n", "defaultCacheDuration: 10m\n    "
+                           "defaultCacheDuration: 5m\n")  # fmt: skip
+    assert doubled != text
+    launcher_node.provider_config.write_text(doubled)
+    refused = launcher_node.start().refused
+    assert refused is not None and 'key "defaultCacheDuration" already set in map' in refused
+
+
+ALPHA_CONFIG = "credential-providers-1.33.yaml"
+
+
+def test_from_1_34_on_the_kubelet_refuses_the_1_33_config(launcher_node: Node) -> None:
+    """cacheType is required from 1.34 on: the 1.33 file is for 1.33 only."""
+    launcher_node.write("one-quay", providers_file=ALPHA_CONFIG)
+    refused = launcher_node.start().refused
+    assert refused is not None and "cacheType: Required" in refused
+
+
+@pytest.fixture
+def alpha_node(
+    alpha_kubelet_code: Path, api: APIServer, quay: QuayEmulator, test_pki: TestPKI, tmp_path: Path
+) -> Iterator[Node]:
+    """A node whose kubelet is 1.33's code, with the installed launcher."""
+    launcher = Executable("launcher", Path(sys.executable).with_name(PROVIDER))
+    made = Node(tmp_path, alpha_kubelet_code, launcher, api, {QUAY: quay}, test_pki.ca_cert)
+    yield made
+    for started in made._started:
+        started.close()
+
+
+def test_kubernetes_1_33_pulls_with_the_1_33_config(
+    alpha_node: Node, api: APIServer, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """The 1.33 kubelet with the feature gate on (docs/kubelet.md): the shipped 1.33 file
+    registers, and a pod pulls as its robot with a token for the provider's audience."""
+    federate(quay, "team_a+builder", kube_issuer, "team-a:builder")
+    builder = api.add("team-a", "builder", robot="team_a+builder")
+    api.uid_in_token_requests = False
+    alpha_node.write("one-quay", providers_file=ALPHA_CONFIG)
+    running = alpha_node.start(feature_gates=ALPHA_GATE)
+    assert running.refused is None
+    found = running.lookup(f"{QUAY}/team_a/app:1", builder)
+    assert found.usernames == ["team_a+builder"], found.log
+    assert found.runs == {PROVIDER: 1}
+    assert api.token_requests == [TokenRequest("team-a/builder", (QUAY,), "app-0")]
+
+
+def test_kubernetes_1_33_refuses_cache_type_and_needs_the_gate(alpha_node: Node) -> None:
+    """1.33's strict decoder refuses the 1.34 file's cacheType; without the feature gate it
+    refuses tokenAttributes altogether."""
+    alpha_node.write("one-quay")
+    refused = alpha_node.start(feature_gates=ALPHA_GATE).refused
+    assert refused is not None
+    assert 'unknown field "providers[0].tokenAttributes.cacheType"' in refused
+    alpha_node.write("one-quay", providers_file=ALPHA_CONFIG)
+    refused = alpha_node.start().refused
+    assert refused is not None and "feature gate is disabled" in refused
+
+
+#: the CredentialProviderConfig the Machine Config Operator writes to
+#: /etc/kubernetes/credential-providers/generic-credential-provider.yaml for a
+#: CRIOCredentialProviderConfig (pkg/controller/container-runtime-config/helpers.go,
+#: updateCredentialProviderConfig), with a mirror as its one image
+MCO_GENERIC = {
+    "apiVersion": "kubelet.config.k8s.io/v1",
+    "kind": "CredentialProviderConfig",
+    "providers": [{
+        "name": "crio-credential-provider",
+        "matchImages": [MIRROR],
+        "defaultCacheDuration": "1s",
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "tokenAttributes": {"serviceAccountTokenAudience": "https://kubernetes.default.svc",
+                            "requireServiceAccount": False, "cacheType": "Token"},
+    }],
+}  # fmt: skip
+
+
+def test_the_kubelet_reads_the_openshift_directory_beside_the_operators_file(
+    launcher_node: Node, api: APIServer, quay: QuayEmulator, kube_issuer: KubeIssuer
+) -> None:
+    """packaging/kubernetes/openshift/: --image-credential-provider-config names the
+    directory that holds the shipped file and the operator's own; the kubelet registers the
+    providers of both, runs this one for Quay's images and the operator's for its mirror."""
+    federate(quay, "team_a+builder", kube_issuer, "team-a:builder")
+    builder = api.add("team-a", "builder", robot="team_a+builder")
+    launcher_node.write("one-quay")
+    directory = launcher_node.directory / "credential-providers"
+    directory.mkdir()
+    launcher_node.provider_config.rename(directory / "quay-credential-provider.yaml")
+    (directory / "generic-credential-provider.yaml").write_text(yaml.safe_dump(MCO_GENERIC))
+    crio = launcher_node.directory / "bin" / "crio-credential-provider"
+    crio.write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
+    crio.chmod(0o755)
+    running = launcher_node.start(config=directory)
+    assert running.refused is None
+    found = running.lookup(f"{QUAY}/team_a/app:1", builder)
+    assert found.usernames == ["team_a+builder"], found.log
+    assert found.runs == {PROVIDER: 1}
+    mirrored = running.lookup(f"{MIRROR}/team_a/app:1", builder)
+    assert mirrored.credentials == []
+    assert mirrored.runs == {PROVIDER: 1, "crio-credential-provider": 1}
 
 
 def changed(provider: dict[str, Any], where: str, name: str, value: Any) -> dict[str, Any]:

@@ -394,9 +394,65 @@ LAYOUTS = ("one-quay", "two-quays")
 
 
 def _yaml_documents(text: str) -> list[Any]:
+    """Each YAML document of ``text``; a mapping that gives a key twice is refused, as the
+    kubelet's strict decoder (sigs.k8s.io/yaml) refuses it."""
     import yaml
 
+    for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        duplicate = _duplicate_key(node)
+        if duplicate:
+            raise ValueError(duplicate)
     return [document for document in yaml.safe_load_all(text) if document is not None]
+
+
+def _duplicate_key(node: Any) -> str | None:
+    """Where a mapping under ``node`` (a composed YAML node) gives a key twice, if one does.
+    Keys compare as the text they are written as: converted to JSON, as the kubelet reads
+    YAML, ``1`` and ``"1"`` are one key too."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    return f"key {key.value!r} given twice (line {key.start_mark.line + 1})"
+                seen.add(key.value)
+            found = _duplicate_key(value)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item)
+            if found:
+                return found
+    return None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\na: 2\n",
+        "a: 1\n'a': 2\n",
+        "1: x\n'1': y\n",
+        "outer:\n  - inner: 1\n    inner: 2\n",
+        "ok: 1\n---\nproviders:\n  - name: a\n    args: []\n    args: [x]\n",
+    ],
+    ids=["plain", "quoted", "number and string", "in a list", "in a second document"],
+)
+def test_yaml_with_a_key_given_twice_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        _yaml_documents(text)
+
+
+def test_yaml_without_a_key_given_twice_is_read() -> None:
+    text = "base: &b {x: 1}\nfirst: *b\nsecond:\n  <<: *b\n  y: 2\nlist: [{a: 1}, {a: 2}]\n"
+    assert _yaml_documents(text) == [
+        {"base": {"x": 1}, "first": {"x": 1}, "second": {"x": 1, "y": 2},
+         "list": [{"a": 1}, {"a": 2}]}
+    ]  # fmt: skip
 
 
 def _documented(kind: str) -> list[dict[str, Any]]:
@@ -497,6 +553,19 @@ def test_shipped_credential_provider_configs(layout: str, tmp_path: Path) -> Non
     for audience in audiences:
         assert nodes_may_request(rbac, audience, "builder"), audience
     assert not nodes_may_request(rbac, "some-other-audience", "builder")
+
+
+def test_the_1_33_config_is_the_shipped_one_without_cache_type() -> None:
+    """one-quay/credential-providers-1.33.yaml: the 1.34+ file less tokenAttributes.cacheType
+    (the 1.33 kubelet's strict decoder refuses it; tests/test_kubelet_code.py runs both)."""
+    (newer,) = _shipped("one-quay", "credential-providers.yaml")
+    (alpha,) = _shipped("one-quay", "credential-providers-1.33.yaml")
+    assert [provider_problems(p) for p in alpha["providers"]] == [[]]
+    for provider in alpha["providers"]:
+        assert "cacheType" not in provider["tokenAttributes"]
+    for provider in newer["providers"]:
+        del provider["tokenAttributes"]["cacheType"]
+    assert alpha == newer
 
 
 def _empty_file(path: Path) -> Path:

@@ -3,7 +3,7 @@
 // pull, with the API server's part (service accounts, token requests) played by the test
 // that drives it. tests/test_kubelet_code.py builds it for each pinned Kubernetes release.
 //
-//	kubeletcode --config CREDENTIAL-PROVIDER-CONFIG --bin-dir PLUGIN-BIN-DIR
+//	kubeletcode --config CREDENTIAL-PROVIDER-CONFIG --bin-dir PLUGIN-BIN-DIR [--feature-gates G=true]
 //
 // It registers the providers with RegisterCredentialProviderPlugins (the kubelet's config
 // reading, strict decoding and validation included) and then speaks JSON lines: on stdout
@@ -41,6 +41,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/pkg/credentialprovider"
@@ -170,9 +171,16 @@ func counts(metric string) map[string]uint64 {
 func main() {
 	configPath := flag.String("config", "", "the kubelet's --image-credential-provider-config")
 	binDir := flag.String("bin-dir", "", "the kubelet's --image-credential-provider-bin-dir")
+	featureGates := flag.String("feature-gates", "", "the kubelet's --feature-gates (NAME=BOOL,...)")
 	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
 	klog.InitFlags(klogFlags)
 	flag.Parse()
+	if *featureGates != "" {
+		if err := utilfeature.DefaultMutableFeatureGate.Set(*featureGates); err != nil {
+			fmt.Fprintf(os.Stderr, "kubeletcode: --feature-gates: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	for name, value := range map[string]string{
 		"v": "5", "logtostderr": "false", "alsologtostderr": "false",
 		"stderrthreshold": "FATAL", "skip_headers": "true",
