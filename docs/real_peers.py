@@ -3,12 +3,13 @@
     python docs/real_peers.py [--records DIR]
 
 Runs ``CI=true python -m pytest -m PART`` for each part (``keycloak``, ``kubelet_code``,
-``more_clients``: nothing may be skipped), timing each, and prints a Markdown table: the peer,
-the versions the part pins (read from the files that pin them: Keycloak's start-up record,
-``tests/kubelet_code/*.mod``, ``.ci/more-clients.sh``), what pytest counted and how long the
-part took. With ``--records DIR`` no test runs: the table is made from a run's records (each
-part's line in ``real-peers.jsonl``, written by an earlier run of this script, and Keycloak's
-``keycloak.jsonl``). The exit status is 1 when a part failed or skipped anything.
+``more_clients``, ``node_install``, ``platforms``: nothing may be skipped), timing each, and
+prints a Markdown table: the peer, the versions the part pins (read from the files that pin
+them: Keycloak's start-up record, ``tests/kubelet_code/*.mod``, ``.ci/more-clients.sh``,
+``tests/platforms/*/go.mod``, the installed buildah and podman), what pytest counted and how
+long the part took. With ``--records DIR`` no test runs: the table is made from a run's records
+(each part's line in ``real-peers.jsonl``, written by an earlier run of this script, and
+Keycloak's ``keycloak.jsonl``). The exit status is 1 when a part failed or skipped anything.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ PARTS = (
     ("keycloak", "Keycloak (the walkthrough's issuer)", "tests/keycloak"),
     ("kubelet_code", "the kubelet's own credential-provider code", "tests/test_kubelet_code.py"),
     ("more_clients", "helm, oras and crane", "tests/e2e/test_more_clients.py"),
+    (
+        "node_install",
+        "buildah and podman: the installer image against a fake host root",
+        "tests/test_node_install.py",
+    ),
+    ("platforms", "Butane and kind's config types", "tests/test_platforms.py"),
 )
 _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
 
@@ -59,6 +66,32 @@ def client_versions() -> dict[str, str]:
     """helm, oras and crane as .ci/more-clients.sh pins them."""
     text = (ROOT / ".ci" / "more-clients.sh").read_text()
     return dict(re.findall(r'^\s*"(\w+)\s+\S+\s+\S+\s+(v[0-9.]+)"', text, re.M))
+
+
+def tool_version(tool: str) -> str:
+    """``buildah 1.28.2``: what ``TOOL --version`` says its version is."""
+    try:
+        said = subprocess.run(
+            [tool, "--version"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout
+    except OSError:
+        return f"{tool} (not installed)"
+    found = re.search(r"version (\S+)", said)
+    return f"{tool} {found.group(1) if found else '(unknown)'}"
+
+
+def platform_tools() -> dict[str, str]:
+    """Butane and kind as tests/platforms pins them."""
+    pins = {
+        "Butane": ("butane", "github.com/coreos/butane"),
+        "kind": ("kindconfig", "sigs.k8s.io/kind"),
+    }
+    found = {}
+    for name, (folder, module) in pins.items():
+        text = (ROOT / "tests" / "platforms" / folder / "go.mod").read_text()
+        pinned = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v[0-9.]+)$", text, re.M)
+        found[name] = pinned.group(1) if pinned else "(not pinned)"
+    return found
 
 
 def run_part(marker: str, where: str, records: Path) -> dict[str, Any]:
@@ -92,6 +125,10 @@ def versions(marker: str, records: Path) -> str:
         )
     if marker == "kubelet_code":
         return "k8s.io/kubernetes " + " and ".join(kubernetes_releases())
+    if marker == "node_install":
+        return ", ".join(tool_version(tool) for tool in ("buildah", "podman"))
+    if marker == "platforms":
+        return ", ".join(f"{name} {version}" for name, version in platform_tools().items())
     return ", ".join(f"{name} {version}" for name, version in client_versions().items())
 
 
