@@ -25,8 +25,8 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     dpkg --add-architecture arm64
 fi
 missing=()
-for package in qemu-user-static binfmt-support libc6:arm64 binutils-aarch64-linux-gnu dpkg-dev \
-    patch binutils; do
+for package in qemu-user-static binfmt-support libc6:arm64 zlib1g:arm64 binutils-aarch64-linux-gnu \
+    dpkg-dev patch binutils; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$package")
 done

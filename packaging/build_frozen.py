@@ -27,8 +27,9 @@ unless set) for PyInstaller and the tarball.
 
 ``--arch aarch64`` on an x86_64 machine builds the arm64 provider: the toolchain cross-compiles
 the interpreter, which then runs under qemu-user (binfmt_misc, with Debian's libc6:arm64 for
-its loader), and PyInstaller runs in it; ``ldd`` and ``strip`` are that loader's ``--list`` and
-binutils-aarch64-linux-gnu's strip (put first on PATH). The tarball says ``linux-aarch64``.
+its loader), and PyInstaller runs in it; ``ldd`` is that loader's ``--list`` and ``objcopy``,
+``objdump`` and ``strip`` binutils-aarch64-linux-gnu's (put first on PATH). The tarball says
+``linux-aarch64``.
 
     python packaging/build_frozen.py [--output PATH] [--python PATH] [--max-glibc 2.28]
         [--arch x86_64|aarch64]
@@ -522,23 +523,25 @@ def build_venv(interpreter: Path, cache: Path) -> Path:
 
 
 #: what PyInstaller runs by name, for an interpreter emulated by qemu-user: the host's ldd and
-#: strip do not read aarch64 files
+#: binutils do not read aarch64 files (the loader's --list is ldd without the vDSO's nameless
+#: line, which qemu prints)
 CROSS_TOOLS = {
     "aarch64": {
-        "ldd": 'exec /lib/ld-linux-aarch64.so.1 --list "$@"',
-        "strip": 'exec aarch64-linux-gnu-strip "$@"',
+        "ldd": 'listed=$(/lib/ld-linux-aarch64.so.1 --list "$@") || exit\n'
+        "printf '%s\\n' \"$listed\" | sed '/^[[:space:]]*(0x/d'",
+        **{tool: f'exec aarch64-linux-gnu-{tool} "$@"' for tool in ("objcopy", "objdump", "strip")},
     },
 }
 
 
 def cross_tools(cache: Path, arch: str) -> dict[str, str]:
     """The environment for freezing with an emulated ``arch`` interpreter: PATH starts with
-    ``ldd`` and ``strip`` for that machine's files."""
+    ``ldd``, ``objcopy``, ``objdump`` and ``strip`` for that machine's files."""
     if arch not in CROSS_TOOLS:
         raise BuildError(f"no build for {arch} on {platform.machine()}")
     missing = [
         need
-        for need in ("/lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu-strip")
+        for need in ("/lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu-objcopy")
         if not (Path(need).exists() if need.startswith("/") else shutil.which(need))
     ]
     if missing:
