@@ -39,7 +39,11 @@ fi
 # The emulation: binfmt_misc mounted (a container may not have it), qemu-aarch64 registered.
 binfmt=/proc/sys/fs/binfmt_misc
 [ -f "$binfmt/status" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
-[ -f "$binfmt/qemu-aarch64" ] || update-binfmts --enable qemu-aarch64
+if [ ! -f "$binfmt/qemu-aarch64" ]; then
+    # qemu-user-static's own registration needs binfmt-support present when it is configured
+    update-binfmts --display qemu-aarch64 >/dev/null 2>&1 || update-binfmts --import qemu-aarch64
+    update-binfmts --enable qemu-aarch64
+fi
 head -n 1 "$binfmt/qemu-aarch64" | grep -qx enabled \
     || { echo "qemu-aarch64 is registered but disabled ($binfmt/qemu-aarch64)" >&2; exit 1; }
 grep -q '^flags: .*F' "$binfmt/qemu-aarch64" \
