@@ -12,6 +12,11 @@
 # $QUAYFED_FROZEN_CACHE (/var/cache/quayfed-ci/frozen).
 # Runs with any python3 of 3.11 or newer (PYTHON, else the one on PATH); the build fails when
 # anything in the folder needs a glibc symbol version above 2.28.
+#
+#     bash .ci/frozen-arm64.sh [--setup-only]
+#
+# --setup-only: the packages and the emulation, no build (for .ci/run's package step, so that
+# its apt-get runs beside no other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QUAYFED_FROZEN_CACHE=${QUAYFED_FROZEN_CACHE:-/var/cache/quayfed-ci/frozen}
@@ -49,4 +54,5 @@ head -n 1 "$binfmt/qemu-aarch64" | grep -qx enabled \
 grep -q '^flags: .*F' "$binfmt/qemu-aarch64" \
     || { echo "qemu-aarch64 lacks binfmt's F flag: it would not run in a chroot" >&2; exit 1; }
 
+[ "${1:-}" = --setup-only ] && exit 0
 "$PYTHON" packaging/build_frozen.py --arch aarch64 --output "$OUTPUT"
