@@ -25,7 +25,14 @@ the provider needs or the CA bundle is missing, or when the executable does not 
 ``--version``. Builds are repeatable: a fixed hash seed and SOURCE_DATE_EPOCH (1980-01-01
 unless set) for PyInstaller and the tarball.
 
+``--arch aarch64`` on an x86_64 machine builds the arm64 provider: the toolchain cross-compiles
+the interpreter, which then runs under qemu-user (binfmt_misc, with Debian's libc6:arm64 for
+its loader), and PyInstaller runs in it; ``ldd`` is that loader's ``--list`` and ``objcopy``,
+``objdump`` and ``strip`` binutils-aarch64-linux-gnu's (put first on PATH). The tarball says
+``linux-aarch64``.
+
     python packaging/build_frozen.py [--output PATH] [--python PATH] [--max-glibc 2.28]
+        [--arch x86_64|aarch64]
 """
 
 from __future__ import annotations
@@ -382,6 +389,10 @@ def write_release_files(tarball: Path, version: str) -> tuple[Path, Path]:
             }
         )
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(source_date_epoch()))
+    # the machine it runs on and the compiler that built the interpreter and its libraries
+    pinned = re.search(r"^ZIGLANG=(\S+)$", TOOLCHAIN.read_text(), re.M)
+    zig = pinned.group(1) if pinned else "unknown"
+    target = f"{platform.machine()}-linux-gnu.{MAX_GLIBC}"
     sbom = {
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
@@ -394,6 +405,18 @@ def write_release_files(tarball: Path, version: str) -> tuple[Path, Path]:
                 "name": NAME,
                 "version": version,
                 "hashes": [{"alg": "SHA-256", "content": digest}],
+                "properties": [{"name": "quayfed:target", "value": target}],
+            },
+            "tools": {
+                "components": [
+                    {
+                        "type": "application",
+                        "name": "zig",
+                        "version": zig,
+                        "purl": f"pkg:pypi/ziglang@{zig}",
+                        "description": f"zig cc -target {target}",
+                    }
+                ]
             },
         },
         "components": components,
@@ -456,10 +479,10 @@ def cache_dir() -> Path:
     return Path(base) / "quayfed-frozen"
 
 
-def toolchain_python(cache: Path) -> Path:
-    """The glibc-2.28 CPython that packaging/frozen/toolchain.sh builds (or kept)."""
+def toolchain_python(cache: Path, arch: str) -> Path:
+    """The glibc-2.28 CPython for ``arch`` that packaging/frozen/toolchain.sh builds (or kept)."""
     done = subprocess.run(
-        ["bash", str(TOOLCHAIN), str(cache)],
+        ["bash", str(TOOLCHAIN), str(cache), arch],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHON": sys.executable},
@@ -490,7 +513,11 @@ def build_venv(interpreter: Path, cache: Path) -> Path:
     wanted = "\n".join(requirements) + "\n"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    for built in cache.glob("venv-*"):  # an older toolchain's, or older requirements
+    # an older toolchain's for the same machine, or older requirements
+    for built in [
+        *cache.glob(f"{venv.name.rsplit('-', 1)[0]}-*"),
+        *cache.glob("venv-python-" + "?" * 16),
+    ]:
         shutil.rmtree(built, ignore_errors=True)
     steps = [
         [str(interpreter), "-m", "venv", str(venv)],
@@ -504,6 +531,41 @@ def build_venv(interpreter: Path, cache: Path) -> Path:
     return python
 
 
+#: what PyInstaller runs by name, for an interpreter emulated by qemu-user: the host's ldd and
+#: binutils do not read aarch64 files (the loader's --list is ldd without the vDSO's nameless
+#: line, which qemu prints)
+CROSS_TOOLS = {
+    "aarch64": {
+        "ldd": 'listed=$(/lib/ld-linux-aarch64.so.1 --list "$@") || exit\n'
+        "printf '%s\\n' \"$listed\" | sed '/^[[:space:]]*(0x/d'",
+        **{tool: f'exec aarch64-linux-gnu-{tool} "$@"' for tool in ("objcopy", "objdump", "strip")},
+    },
+}
+
+
+def cross_tools(cache: Path, arch: str) -> dict[str, str]:
+    """The environment for freezing with an emulated ``arch`` interpreter: PATH starts with
+    ``ldd``, ``objcopy``, ``objdump`` and ``strip`` for that machine's files."""
+    if arch not in CROSS_TOOLS:
+        raise BuildError(f"no build for {arch} on {platform.machine()}")
+    missing = [
+        need
+        for need in ("/lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu-objcopy")
+        if not (Path(need).exists() if need.startswith("/") else shutil.which(need))
+    ]
+    if missing:
+        raise BuildError(
+            f"no {', '.join(missing)}: apt-get install libc6:arm64 binutils-aarch64-linux-gnu "
+            "qemu-user-static (after dpkg --add-architecture arm64); .ci/frozen-arm64.sh does"
+        )
+    tools = cache / f"tools-{arch}"
+    tools.mkdir(parents=True, exist_ok=True)
+    for name, line in CROSS_TOOLS[arch].items():
+        (tools / name).write_text(f"#!/bin/sh\n{line}\n")
+        (tools / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="%(default)s")
@@ -514,19 +576,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"default: the toolchain's, built or kept under ${CACHE_ENV}",
     )
     parser.add_argument("--max-glibc", default=MAX_GLIBC, help="%(default)s")
+    parser.add_argument(
+        "--arch", default=platform.machine(), choices=("x86_64", "aarch64"), help="%(default)s"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     output = args.output.absolute()
     try:
         if args.python is None:
             cache = cache_dir()
-            python = build_venv(toolchain_python(cache), cache)
+            python = build_venv(toolchain_python(cache, args.arch), cache)
             print(f"toolchain ready in {time.monotonic() - started:.1f}s: {python}", flush=True)
         else:
             python = args.python.absolute()
         if python != Path(sys.executable).absolute():
             again = [str(python), __file__, "--output", str(output), "--python", str(python)]
-            return subprocess.run([*again, "--max-glibc", args.max_glibc], check=False).returncode
+            emulated = args.arch != platform.machine()
+            env = cross_tools(cache_dir(), args.arch) if emulated else None
+            again += ["--max-glibc", args.max_glibc, "--arch", args.arch]
+            return subprocess.run(again, env=env, check=False).returncode
         tarball, report = freeze(output, args.max_glibc)
     except BuildError as exc:
         sys.stderr.write(f"build_frozen: {exc}\n")

@@ -7,16 +7,20 @@ config, CA file and token). The kubelet's requests reach it on stdin; the test i
 Quay emulator answer over loopback TLS (a chroot shares the network). It runs in the process
 the kubelet started: a SIGKILL of that pid leaves no process and no file behind.
 
-The provider is built here (the toolchain is cached, see packaging/README.md), or taken from
-$QUAYFED_FROZEN_PROVIDER (.ci/run builds it beside the linters: the link; its folder is
-beside it). Without root, chroot(8) or a tmpfs mount the tests skip; under CI=true they fail
-instead.
+Each test runs for the amd64 provider and for the arm64 one, which runs under qemu-user (its
+emulation registered with binfmt_misc with the F flag, so that it works inside the chroot too;
+the chroot then holds Debian's arm64 loader and libc). Each is built here (the toolchain is
+cached, see packaging/README.md), or taken from $QUAYFED_FROZEN_PROVIDER and
+$QUAYFED_FROZEN_PROVIDER_ARM64 (.ci/run builds them beside the linters: the link; its folder
+is beside it). Without root, chroot(8), a tmpfs mount or the arm64 emulation the tests skip;
+under CI=true they fail instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -47,7 +51,15 @@ from tests.test_kubelet_golden import (
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-PROVIDER_ENV = "QUAYFED_FROZEN_PROVIDER"
+#: each machine the provider is built for: the variable naming a built one, and its ELF
+#: header's Machine (readelf -h)
+MACHINES = {
+    "x86_64": ("QUAYFED_FROZEN_PROVIDER", "Advanced Micro Devices X86-64"),
+    "aarch64": ("QUAYFED_FROZEN_PROVIDER_ARM64", "AArch64"),
+}
+#: what runs an arm64 file on this machine: its emulation, and Debian's arm64 loader
+EMULATION = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+LOADERS = {"aarch64": Path("/lib/ld-linux-aarch64.so.1")}
 INSIDE = "/quay-credential-provider"
 NODE = "/node"
 #: the node's config with the paths outside the root, for the installed launcher
@@ -71,11 +83,13 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def shared_libraries(elf: Path, search: Path | None = None) -> set[Path]:
-    """The libraries ``ldd`` resolves for ``elf``, outside ``search`` (where the bundled ones
+def shared_libraries(elf: Path, search: Path | None = None, machine: str = "") -> set[Path]:
+    """The libraries ``ldd`` resolves for ``elf`` (for another ``machine``: that machine's
+    loader, ``--list``, which is what ldd runs), outside ``search`` (where the bundled ones
     are), the dynamic loader included; a library it cannot find fails the test."""
     env = {**os.environ, "LD_LIBRARY_PATH": str(search)} if search else None
-    done = subprocess.run(["ldd", str(elf)], capture_output=True, text=True, env=env, check=False)
+    lister = [str(LOADERS[machine]), "--list"] if machine in LOADERS else ["ldd"]
+    done = subprocess.run([*lister, str(elf)], capture_output=True, text=True, env=env, check=False)
     if "not a dynamic executable" in done.stdout + done.stderr:
         return set()
     assert done.returncode == 0, done.stderr
@@ -117,23 +131,58 @@ def is_mounted(path: Path) -> bool:
     )
 
 
+def emulation_problem(machine: str) -> str:
+    """Why a file built for ``machine`` cannot run here ('' when it can)."""
+    if machine == platform.machine():
+        return ""
+    if machine not in LOADERS or platform.machine() != "x86_64":
+        return f"no emulation of {machine} on {platform.machine()}"
+    if not EMULATION.is_file() or EMULATION.read_text().split("\n")[0] != "enabled":
+        return f"no {machine} emulation registered ({EMULATION}; .ci/frozen-arm64.sh registers it)"
+    if "F" not in re.findall(r"^flags: (\S*)$", EMULATION.read_text(), re.M)[0]:
+        return f"{EMULATION} lacks the F flag: its interpreter would be missing in a chroot"
+    if not LOADERS[machine].exists():
+        return f"no {LOADERS[machine]} (apt-get install libc6:arm64)"
+    return ""
+
+
+def machine_of(elf: Path) -> str:
+    """The Machine of ``elf``'s header, as readelf -h says it."""
+    done = subprocess.run(["readelf", "-h", str(elf)], capture_output=True, text=True, check=True)
+    found = re.findall(r"^\s*Machine:\s*(.+?)\s*$", done.stdout, re.M)
+    assert found, done.stdout
+    return str(found[0])
+
+
+@pytest.fixture(scope="module", params=list(MACHINES), ids=["amd64", "arm64"])
+def machine(request: pytest.FixtureRequest) -> str:
+    """The machine the provider under test is built for (arm64 runs under qemu-user)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def frozen_provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def frozen_provider(machine: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The link the kubelet execs; its folder is beside it."""
     if os.geteuid() != 0 or not shutil.which("chroot"):
         unavailable("the chroot test needs root and chroot(8)")
+    problem = emulation_problem(machine)
+    if problem:
+        unavailable(problem)
     builder = build_frozen()
-    chosen = os.environ.get(PROVIDER_ENV, "").strip()
+    variable = MACHINES[machine][0]
+    chosen = os.environ.get(variable, "").strip()
     if chosen:
         path = Path(chosen).absolute()
-        assert os.access(path, os.X_OK), f"${PROVIDER_ENV}={chosen} is not an executable"
+        assert os.access(path, os.X_OK), f"${variable}={chosen} is not an executable"
     else:
-        path = tmp_path_factory.mktemp("frozen") / str(builder.NAME)
+        path = tmp_path_factory.mktemp(f"frozen-{machine}") / str(builder.NAME)
         command = [
             sys.executable,
             str(ROOT / "packaging" / "build_frozen.py"),
             "--output",
             str(path),
+            "--arch",
+            machine,
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         assert done.returncode == 0, f"build_frozen: {done.stdout}{done.stderr}"
@@ -143,9 +192,11 @@ def frozen_provider(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chroot(frozen_provider: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def chroot(
+    frozen_provider: Path, machine: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A root with the link at / and its folder beside it, the build machine's system
-    libraries that they need, and a /tmp mounted noexec."""
+    libraries that they need (arm64: Debian's libc6:arm64), and a /tmp mounted noexec."""
     root = tmp_path_factory.mktemp("node-root")
     folder = build_frozen().folder_of(frozen_provider)
     inside = root / INSIDE.lstrip("/")
@@ -154,7 +205,7 @@ def chroot(frozen_provider: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     copied = inside.with_name(folder.name)
     libraries: set[Path] = set()
     for elf in build_frozen().elf_files(copied):  # a bundled library is found before the system's
-        libraries |= shared_libraries(elf, search=elf.parent)
+        libraries |= shared_libraries(elf, search=elf.parent, machine=machine)
     assert any(p.name.startswith("ld-linux") for p in libraries), libraries
     assert any(p.name.startswith("libc.so") for p in libraries), libraries
     for library in libraries:
@@ -265,6 +316,20 @@ def test_a_node_identity_request_is_answered(
     assert response_problems(response, json.loads(text)) == []
     assert response["auth"][quay.host]["username"] == NODE_ROBOT
     assert quay.counters_snapshot()["exchanges_succeeded"] == 1
+
+
+def test_the_executable_and_libpython_are_built_for_the_machine(
+    frozen_provider: Path, machine: str
+) -> None:
+    """readelf's Machine of the executable and libpython: what the tarball's name says."""
+    builder = build_frozen()
+    folder = builder.folder_of(frozen_provider)
+    libpython = sorted(folder.glob("libpython3*"))
+    assert libpython, sorted(p.name for p in folder.iterdir())
+    for elf in (frozen_provider.resolve(), *libpython):
+        assert machine_of(elf) == MACHINES[machine][1], elf
+    tarballs = [p.name for p in frozen_provider.parent.glob(f"{builder.NAME}-*.tar.gz")]
+    assert tarballs and all(name.endswith(f"-linux-{machine}.tar.gz") for name in tarballs)
 
 
 def test_nothing_in_the_folder_needs_a_glibc_above_2_28(frozen_provider: Path) -> None:
@@ -411,11 +476,16 @@ def test_release_files_carry_a_checksum_and_an_sbom(tmp_path: Path) -> None:
     assert set(pins) >= {"cpython", "openssl", "zlib", "libffi"}
     assert by_name["cpython"]["version"] == pins["cpython"][1]
     assert by_name["openssl"]["purl"].startswith("pkg:deb/debian/openssl@")
+    target = sbom["metadata"]["component"]["properties"]
+    assert target == [{"name": "quayfed:target", "value": f"{platform.machine()}-linux-gnu.2.28"}]
+    (zig,) = sbom["metadata"]["tools"]["components"]
+    assert zig["name"] == "zig" and zig["purl"] == f"pkg:pypi/ziglang@{zig['version']}", zig
     again = json.loads(builder.write_release_files(tarball, "0.1.0")[1].read_text())
     assert again == sbom, "the SBOM is reproducible"
 
 
-def test_the_built_tarball_has_its_release_files(frozen_provider: Path) -> None:
+def test_the_built_tarball_has_its_release_files(frozen_provider: Path, machine: str) -> None:
+    """Its checksum and SBOM, which names the machine it was built for."""
     tarballs = sorted(frozen_provider.parent.glob("quay-credential-provider-*.tar.gz"))
     assert tarballs, f"no tarball beside {frozen_provider}"
     for tarball in tarballs:
@@ -424,6 +494,8 @@ def test_the_built_tarball_has_its_release_files(frozen_provider: Path) -> None:
         assert checksum.is_file() and bom.is_file(), tarball
         named = {component["name"] for component in json.loads(bom.read_text())["components"]}
         assert {"httpx", "pyjwt", "platformdirs", "cpython", "openssl"} <= named, named
+        properties = json.loads(bom.read_text())["metadata"]["component"]["properties"]
+        assert {"name": "quayfed:target", "value": f"{machine}-linux-gnu.2.28"} in properties
         checked = subprocess.run(
             ["sha256sum", "-c", checksum.name],
             cwd=tarball.parent,

@@ -6,16 +6,23 @@
 # Amazon Linux 2023, Debian 10 and later); the build machine's headers and libraries are not
 # used.
 #
-#     PYTHON=python3 packaging/frozen/toolchain.sh CACHE_DIR
+#     PYTHON=python3 packaging/frozen/toolchain.sh CACHE_DIR [ARCH]
+#
+# ARCH (x86_64 or aarch64; default: this machine's) is the machine the interpreter is for. For
+# another machine's, CPython is cross-compiled (its build runs this machine's interpreter, the
+# one this script builds for it, as --with-build-python) and the result is run to check it,
+# which needs that machine's emulation registered with binfmt_misc (qemu-user-static) and its
+# dynamic loader (libc6:arm64 for aarch64).
 #
 # Idempotent: what was built from the same recipe is kept under CACHE_DIR and reused (the
 # interpreter keyed by this script, each library by its own recipe), what an older recipe
-# built is removed. Progress goes to stderr; the last line of stdout is the interpreter's path.
-# Needs apt-get, dpkg-source (dpkg-dev), patch, make and perl.
+# built is removed; builds for the same machine wait for each other (flock). Progress goes to
+# stderr; the last line of stdout is the interpreter's path.
+# Needs apt-get, dpkg-source (dpkg-dev), patch, make, perl and flock.
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) fails the build too
 
-CACHE=${1:?usage: toolchain.sh CACHE_DIR}
+CACHE=${1:?usage: toolchain.sh CACHE_DIR [ARCH]}
 PYTHON=${PYTHON:-python3}  # any Python 3 to install ziglang with
 # The oldest glibc whose symbol versions the interpreter and its libraries may need.
 GLIBC=2.28
@@ -32,18 +39,37 @@ DEBIAN_SUITE=bookworm
 # dist-packages, sysconfig schemes), which a relocatable interpreter must not have.
 CPYTHON_FIRST_FIX_PATCH=shutdown-deadlock.diff
 
-arch=$(uname -m)
+build_arch=$(uname -m)
+arch=${2:-$build_arch}
+case $arch in
+    x86_64 | aarch64) ;;
+    *) printf 'toolchain: no recipe for %s (x86_64, aarch64)\n' "$arch" >&2; exit 2 ;;
+esac
 key=$(cat "$0" | sha256sum | cut -c1-16)
-prefix="$CACHE/python-$key"
+prefix="$CACHE/python-$arch-$key"
 log() { printf 'toolchain: %s\n' "$*" >&2; }
 
-if [ -x "$prefix/bin/python3.11" ] && [ -f "$prefix/.complete" ]; then
+kept() { [ -x "$prefix/bin/python3.11" ] && [ -f "$prefix/.complete" ]; }
+if kept; then
     log "kept $prefix (built from the same pins)"
     echo "$prefix/bin/python3.11"
     exit 0
 fi
-started=$SECONDS
 mkdir -p "$CACHE"
+# A cross build runs this machine's interpreter of the same version (built first, or kept).
+cross=()
+if [ "$arch" != "$build_arch" ]; then
+    build_python=$(bash "$0" "$CACHE" "$build_arch" | tail -n 1)
+    cross=(--build="$build_arch-pc-linux-gnu" --host="$arch-linux-gnu")
+fi
+exec 9>"$CACHE/.lock-$arch"
+flock 9
+if kept; then
+    log "kept $prefix (built meanwhile)"
+    echo "$prefix/bin/python3.11"
+    exit 0
+fi
+started=$SECONDS
 work=$(mktemp -d "$CACHE/build-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 jobs=$(nproc)
@@ -171,8 +197,8 @@ build_openssl() {  # PREFIX: the libraries only; its config file where Debian's 
 build_libffi() {  # PREFIX: for ctypes, which PyInstaller imports
     unpack "$(fetch_source "$LIBFFI_SOURCE")" "$work/libffi"
     cd "$work/libffi"
-    CFLAGS="-O2" quietly libffi ./configure --prefix="$1" --libdir="$1/lib" --disable-shared \
-        --enable-static --with-pic --disable-docs --disable-multi-os-directory \
+    CFLAGS="-O2" quietly libffi ./configure "${cross[@]}" --prefix="$1" --libdir="$1/lib" \
+        --disable-shared --enable-static --with-pic --disable-docs --disable-multi-os-directory \
         --disable-exec-static-tramp
     quietly libffi make -j"$jobs"
     quietly libffi make install
@@ -180,7 +206,7 @@ build_libffi() {  # PREFIX: for ctypes, which PyInstaller imports
 library() {  # library NAME SOURCE: its prefix, built now unless kept
     local recipe
     recipe=$(printf '%s\n' "$(declare -f "build_$1")" "$2" "$ZIGLANG" "$cc_flags" | sha256sum)
-    local prefix="$CACHE/$1-${recipe:0:16}"
+    local prefix="$CACHE/$1-$arch-${recipe:0:16}"
     if [ -f "$prefix/.complete" ]; then
         log "kept $1 ($prefix)"
     else
@@ -206,10 +232,15 @@ log "CPython (shared libpython, for PyInstaller)"
         _testimportmultiple _testmultiphase _xxtestfuzz xxlimited xxlimited_35; do
         export "py_cv_module_$module=n/a"
     done
+    if [ ${#cross[@]} -gt 0 ]; then
+        # What configure cannot find out by running a program: the answers for Linux.
+        export ac_cv_file__dev_ptmx=yes ac_cv_file__dev_ptc=no ac_cv_buggy_getaddrinfo=no
+        cross+=(--with-build-python="$build_python")
+    fi
     OPT="-DNDEBUG -fwrapv -O2" CPPFLAGS="-I$zlib/include -I$libffi/include" \
         LDFLAGS="-L$zlib/lib -L$libffi/lib" \
-        quietly cpython ./configure --prefix="$prefix" --enable-shared --with-openssl="$openssl" \
-        --with-ensurepip=no
+        quietly cpython ./configure "${cross[@]}" --prefix="$prefix" --enable-shared \
+        --with-openssl="$openssl" --with-ensurepip=no
     # No libpython3.so (the stable-ABI stub: zig cannot link a library of no objects). Only
     # the interpreter's executable gets a search path to its libpython: libpython and the
     # extension modules, which are what gets frozen, none (a node has no such directory).
@@ -221,8 +252,9 @@ log "CPython (shared libpython, for PyInstaller)"
 "$prefix/bin/python3.11" -c 'import ssl, zlib, hashlib, pyexpat, _elementtree, math, _decimal, ctypes
 print(ssl.OPENSSL_VERSION, "zlib", zlib.ZLIB_VERSION)' >&2
 touch "$prefix/.complete"
-# What an older version of this script built is of no further use here.
-for built in "$CACHE"/python-* "$CACHE"/zlib-* "$CACHE"/openssl-* "$CACHE"/libffi-*; do
+# What an older version of this script built for this machine (or before builds named one) is
+# of no further use here.
+for built in "$CACHE"/{python,zlib,openssl,libffi}-{"$arch"-*,????????????????}; do
     case $built in "$prefix" | "$zlib" | "$openssl" | "$libffi") ;; *) rm -rf "$built" ;; esac
 done
 log "built $prefix in $((SECONDS - started))s"
