@@ -38,7 +38,7 @@ PACKAGE = "docker_credential_quayfed"
 DEFAULT_OUT = ROOT / "docs" / "reliability.md"
 TEST = "tests/test_isolation.py"
 #: the examples CI runs (the test's own default)
-CI_EXAMPLES = 200
+CI_EXAMPLES = 300
 HEADING = "## Mutation (`docs/mutation.py`)"
 #: the section goes before this one, when the page has no mutation section yet
 BEFORE = "## Secrets in output"

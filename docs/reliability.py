@@ -5,7 +5,8 @@
 Without ``--records`` a temporary directory becomes ``$QUAYFED_RELIABILITY_OUT`` and pytest runs
 ``tests/test_faults.py`` (every fault x target x state), ``tests/test_fuzz.py`` (10000 examples
 per target), ``tests/test_races.py`` and ``tests/test_isolation.py`` (10000 examples); each
-leaves JSON lines there (``tests/support/records``).
+leaves JSON lines there (``tests/support/records``). A suite's variable set in the environment
+(``QUAYFED_ISOLATION_EXAMPLES=2000``) takes the place of its default.
 With ``--records DIR`` the page is written from the records already in DIR. With ``--only SUITE``
 (repeatable) only those suites run, and the page keeps everything else it already says: their
 rows of "What was run", their sections, their lines of the verdict and the leak recorder's rows
@@ -61,13 +62,15 @@ def run_suites(records: Path, names: Sequence[str] = ()) -> None:
         if names and suite.name not in names:
             continue
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", suite.path]
-        shown = " ".join([*(f"{k}={v}" for k, v in suite.env.items()), "python -m pytest -q"])
+        # a suite's settings are defaults: the same variable in the environment wins
+        chosen = {name: os.environ.get(name, value) for name, value in suite.env.items()}
+        shown = " ".join([*(f"{k}={v}" for k, v in chosen.items()), "python -m pytest -q"])
         shown += f" {suite.path}"
         if not (ROOT / suite.path).exists():
             record("runs", suite=suite.name, command=shown, exit_code=None, seconds=None)
             continue
         print(f"running {shown}", file=sys.stderr, flush=True)
-        env = {**os.environ, **suite.env, OUT_ENV: str(records)}
+        env = {**os.environ, **chosen, OUT_ENV: str(records)}
         started = time.monotonic()
         done = subprocess.run(command, cwd=ROOT, env=env, check=False)
         record(

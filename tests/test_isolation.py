@@ -85,7 +85,7 @@ from tests.support.records import record
 
 pytestmark = pytest.mark.reliability
 
-EXAMPLES = int(os.environ.get("QUAYFED_ISOLATION_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("QUAYFED_ISOLATION_EXAMPLES", "300"))
 #: "0": report the first failing example as found, without shrinking it (docs/mutation.py)
 SHRINK = os.environ.get("QUAYFED_ISOLATION_SHRINK", "1") != "0"
 #: "1": draw afresh on each run instead of the same examples every time (exploring)
