@@ -1000,7 +1000,7 @@ class Isolation(RuleBasedStateMachine):
     @rule(
         image_host=st.sampled_from((QUAY_A, QUAY_A, QUAY_B)),
         accounts=st.permutations(ACCOUNTS),
-        robot=st.sampled_from((ALPHA, ALPHAX, ALPHAX, BETA)),
+        robots_asked=st.permutations((ALPHA, ALPHAX, BETA)),
         robots=st.sampled_from(NEAR_LISTS),
         lifetime=st.sampled_from((3600, 36000)),
         override=st.sampled_from(("", "", QUAY_A, QUAY_B)),
@@ -1009,21 +1009,23 @@ class Isolation(RuleBasedStateMachine):
         self,
         image_host: str,
         accounts: list[str],
-        robot: str,
+        robots_asked: list[str],
         robots: tuple[str, ...],
         lifetime: int,
         override: str,
     ) -> None:
-        """Pods of every service account ask for one robot at one Quay (maybe another through
-        a host override), with tokens the node takes (that Quay's audience, unexpired): only
-        the node's tables (the allow-list set first to patterns beside the robot's name) and
-        Quay (issuing tokens of ``lifetime``) decide."""
+        """Pods of every service account ask for each robot in turn (org+alpha, org+alphax and
+        org+beta: names beside one another) at one Quay (maybe another through a host
+        override), with tokens the node takes (that Quay's audience, unexpired): only the
+        node's tables (the allow-list set first to patterns beside the robots' names) and Quay
+        (issuing tokens of ``lifetime``) decide."""
         node = override or image_host
         self.world.quays[node].set_token_lifetime(lifetime)
         self.kubelet_robots[image_host] = robots
         self.write_config()
-        for account in accounts:
-            self.kubelet_once(image_host, account, AUDIENCES[node], False, robot, override)
+        for robot in robots_asked:
+            for account in accounts:
+                self.kubelet_once(image_host, account, AUDIENCES[node], False, robot, override)
 
     def kubelet_once(
         self, image_host: str, account: str, audience: str, expired: bool, robot: str,
