@@ -52,7 +52,11 @@ SUITES = (
     Suite("faults", "tests/test_faults.py", {"QUAYFED_FAULTS_FULL": "1"}),
     Suite("fuzz", "tests/test_fuzz.py", {"QUAYFED_FUZZ_EXAMPLES": "10000"}),
     Suite("races", "tests/test_races.py", {}),
-    Suite("isolation", "tests/test_isolation.py", {"QUAYFED_ISOLATION_EXAMPLES": "10000"}),
+    Suite(
+        "isolation",
+        "tests/test_isolation.py",
+        {"QUAYFED_ISOLATION_EXAMPLES": "10000", "QUAYFED_ISOLATION_RANDOM": "0"},
+    ),
 )
 
 
