@@ -686,3 +686,33 @@ def test_the_watching_container_puts_back_what_the_node_lost(
     assert stopped.returncode == 0, stopped.stderr
     assert exited.stdout.strip() == "0", "SIGTERM ends it (0), not the SIGKILL after --time (137)"
     assert logs.stdout.count(f"merged {PROGRAM} into {EKS_CONFIG}") >= 2, logs.stdout
+
+
+@pytest.mark.node_install
+def test_the_same_provider_gives_the_same_image(installer_image: str, tmp_path: Path) -> None:
+    """Two builds from one provider folder, seconds apart, in storage of their own, are one
+    image (one ID): buildah commits with one timestamp for the image and its files
+    (SOURCE_DATE_EPOCH, else 1980-01-01), so the image a release names can be rebuilt."""
+    provider = os.environ.get(FROZEN_ENV, "").strip()
+    if not provider:
+        unavailable(f"${FROZEN_ENV} is not set (.ci/frozen.sh builds the provider)")
+    options = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    options += ["--storage-driver", "vfs"]
+    ids = []
+    for n in (1, 2):
+        done = subprocess.run(
+            ["bash", str(INSTALLER / "build-image.sh"), provider, f"localhost/twice:{n}"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BUILDAH_OPTIONS": " ".join(options)},
+            timeout=CONTAINER_SECONDS,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.split()[-1])
+        time.sleep(1.1)  # a clock that moved on must not show in the image
+    assert ids[0] == ids[1], ids
+    subprocess.run(
+        ["buildah", *options, "rmi", "--all", "--force"],
+        capture_output=True, timeout=CONTAINER_SECONDS, check=False,
+    )  # fmt: skip

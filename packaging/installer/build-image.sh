@@ -67,6 +67,9 @@ buildah "${options[@]}" config \
     --label org.opencontainers.image.description="puts quay-credential-provider on a node and merges it into the kubelet's CredentialProviderConfig" \
     --label io.quayfed.libraries-from="${origin:-unknown}" \
     "$container"
-id=$(buildah "${options[@]}" commit --quiet --rm "$container" "$image")
+# one timestamp for the image and every file in it (SOURCE_DATE_EPOCH, else 1980-01-01, as the
+# provider folder is built): the same provider and libraries give the same image
+id=$(buildah "${options[@]}" commit --quiet --rm --timestamp "${SOURCE_DATE_EPOCH:-315532800}" \
+    "$container" "$image")
 container=""
 echo "$image $id"
