@@ -826,9 +826,10 @@ def test_the_kubelet_refuses_a_key_given_twice(launcher_node: Node) -> None:
 ALPHA_CONFIG = "credential-providers-1.33.yaml"
 
 
-def test_from_1_34_on_the_kubelet_refuses_the_1_33_config(launcher_node: Node) -> None:
+@pytest.mark.parametrize("layout", ["one-quay", "two-quays"])
+def test_from_1_34_on_the_kubelet_refuses_the_1_33_config(launcher_node: Node, layout: str) -> None:
     """cacheType is required from 1.34 on: the 1.33 file is for 1.33 only."""
-    launcher_node.write("one-quay", providers_file=ALPHA_CONFIG)
+    launcher_node.write(layout, providers_file=ALPHA_CONFIG)
     refused = launcher_node.start().refused
     assert refused is not None and "cacheType: Required" in refused
 
@@ -839,7 +840,8 @@ def alpha_node(
 ) -> Iterator[Node]:
     """A node whose kubelet is 1.33's code, with the installed launcher."""
     launcher = Executable("launcher", Path(sys.executable).with_name(PROVIDER))
-    made = Node(tmp_path, alpha_kubelet_code, launcher, api, {QUAY: quay}, test_pki.ca_cert)
+    quays = {QUAY: quay, PARTNER_QUAY: quay}
+    made = Node(tmp_path, alpha_kubelet_code, launcher, api, quays, test_pki.ca_cert)
     yield made
     for started in made._started:
         started.close()
@@ -860,6 +862,12 @@ def test_kubernetes_1_33_pulls_with_the_1_33_config(
     assert found.usernames == ["team_a+builder"], found.log
     assert found.runs == {PROVIDER: 1}
     assert api.token_requests == [TokenRequest("team-a/builder", (QUAY,), "app-0")]
+
+
+def test_kubernetes_1_33_registers_the_two_quays_1_33_config(alpha_node: Node) -> None:
+    """Both providers of two-quays/credential-providers-1.33.yaml register with the gate on."""
+    alpha_node.write("two-quays", providers_file=ALPHA_CONFIG)
+    assert alpha_node.start(feature_gates=ALPHA_GATE).refused is None
 
 
 def test_kubernetes_1_33_refuses_cache_type_and_needs_the_gate(alpha_node: Node) -> None:

@@ -555,12 +555,14 @@ def test_shipped_credential_provider_configs(layout: str, tmp_path: Path) -> Non
     assert not nodes_may_request(rbac, "some-other-audience", "builder")
 
 
-def test_the_1_33_config_is_the_shipped_one_without_cache_type() -> None:
-    """one-quay/credential-providers-1.33.yaml: the 1.34+ file less tokenAttributes.cacheType
+@pytest.mark.parametrize("layout", ["one-quay", "two-quays"])
+def test_the_1_33_config_is_the_shipped_one_without_cache_type(layout: str) -> None:
+    """LAYOUT/credential-providers-1.33.yaml: the 1.34+ file less tokenAttributes.cacheType
     (the 1.33 kubelet's strict decoder refuses it; tests/test_kubelet_code.py runs both)."""
-    (newer,) = _shipped("one-quay", "credential-providers.yaml")
-    (alpha,) = _shipped("one-quay", "credential-providers-1.33.yaml")
-    assert [provider_problems(p) for p in alpha["providers"]] == [[]]
+    (newer,) = _shipped(layout, "credential-providers.yaml")
+    (alpha,) = _shipped(layout, "credential-providers-1.33.yaml")
+    assert alpha["providers"]
+    assert all(provider_problems(p) == [] for p in alpha["providers"])
     for provider in alpha["providers"]:
         assert "cacheType" not in provider["tokenAttributes"]
     for provider in newer["providers"]:
