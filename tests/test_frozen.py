@@ -35,6 +35,7 @@ import pytest
 
 from docker_credential_quayfed import kubelet
 from quay_sandbox.quay import QuayEmulator
+from tests.support import unavailable
 from tests.support.oidc_provider import KubeIssuer
 from tests.support.scripts import load_script
 from tests.test_kubelet_golden import (
@@ -74,13 +75,6 @@ STARTED_DEADLINE = 30.0
 def build_frozen() -> ModuleType:
     """packaging/build_frozen.py (packaging/ is no package: its name would shadow PyPI's)."""
     return load_script(ROOT / "packaging" / "build_frozen.py")
-
-
-def unavailable(reason: str) -> None:
-    """Skip, except under CI=true, which must run these tests."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI must run it")
-    pytest.skip(reason)
 
 
 def shared_libraries(elf: Path, search: Path | None = None, machine: str = "") -> set[Path]:

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ import yaml
 from docker_credential_quayfed import claims, kubelet
 from quay_sandbox.quay import QuayEmulator
 from quay_sandbox.tls import TestPKI
-from tests.support import leaks
+from tests.support import go_command, leaks, unavailable
 from tests.support.oidc_provider import KubeIssuer
 from tests.support.scripts import load_script
 
@@ -62,13 +61,6 @@ SHIPPED_CACHE = "/var/cache/quay-credential-provider"
 SHIPPED_CA = "/etc/pki/tls/certs/quay-ca.pem"
 
 
-def unavailable(reason: str) -> None:
-    """Skip, except under CI=true, which must run these tests."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI must run it")
-    pytest.skip(reason)
-
-
 # -- the Go program, one per pinned release -------------------------------------------------------
 def releases() -> dict[str, Path]:
     """Each pinned k8s.io/kubernetes release and the go.mod file that pins it."""
@@ -86,12 +78,6 @@ RELEASES = releases()
 ALPHA_RELEASES = sorted(r for r in RELEASES if r.startswith("v1.33."))
 FULL_RELEASES = sorted(set(RELEASES) - set(ALPHA_RELEASES))
 ALPHA_GATE = "KubeletServiceAccountTokenForCredentialProviders=true"
-
-
-def go_command() -> str | None:
-    """go on PATH, else where the official archive installs it."""
-    fallback = "/usr/local/go/bin/go"
-    return shutil.which("go") or (fallback if os.access(fallback, os.X_OK) else None)
 
 
 def build(release: str, output: Path) -> None:

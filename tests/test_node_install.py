@@ -37,6 +37,7 @@ import yaml
 from docker_credential_quayfed import node_install
 from docker_credential_quayfed.kubelet import PROGRAM
 from docker_credential_quayfed.node_install import InstallRefused
+from tests.support import unavailable
 from tests.support.oidc_provider import KubeIssuer
 from tests.test_kubelet_code import APIServer, Kubelet, kubelet_code  # noqa: F401 (a fixture)
 from tests.test_kubelet_golden import provider_problems
@@ -79,13 +80,6 @@ providers:
     args: [get-credentials, --v=3]
     defaultCacheDuration: 1m
 """
-
-
-def unavailable(reason: str) -> None:
-    """Skip, except under CI=true, which must run these tests."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI must run it")
-    pytest.skip(reason)
 
 
 def ours() -> list[dict[str, Any]]:

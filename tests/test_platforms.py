@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from docker_credential_quayfed import kubelet
+from tests.support import go_command, unavailable
 from tests.test_kubelet_golden import _yaml_documents
 
 if sys.version_info >= (3, 11):
@@ -56,18 +57,6 @@ PROVIDER = kubelet.PROGRAM
 CONFIG_FLAG = "image-credential-provider-config"
 BIN_DIR_FLAG = "image-credential-provider-bin-dir"
 OPENSHIFT_BIN_DIR = "/usr/libexec/kubelet-image-credential-provider-plugins"
-
-
-def unavailable(reason: str) -> None:
-    """Skip, except under CI=true, which must run these tests."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI must run it")
-    pytest.skip(reason)
-
-
-def go_command() -> str | None:
-    fallback = "/usr/local/go/bin/go"
-    return shutil.which("go") or (fallback if os.access(fallback, os.X_OK) else None)
 
 
 def tool(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
