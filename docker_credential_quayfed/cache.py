@@ -336,8 +336,8 @@ class TokenCache:
     def erase_when_idle(self, registry: str, timeout: float = ERASE_WAIT) -> int:
         """``erase``, once every mint under way for ``registry`` (a get, the refresh-ahead
         child) is done: each of its credentials' locks is held while the tokens go, so none
-        is written after the erase. A lock not given up within ``timeout`` (a hung process) is
-        not waited for longer."""
+        is written after the erase. ``timeout`` bounds the whole wait, however many locks: one
+        not given up by then (a hung process) is not waited for."""
         prefix = fastpath.key_file_prefix(registry)
         try:
             names = sorted(
@@ -347,10 +347,12 @@ class TokenCache:
             )
         except OSError:
             names = []
+        deadline = time.monotonic() + timeout
         with contextlib.ExitStack() as held:
             for name in names:
                 try:
-                    held.enter_context(self.lock_file(name, timeout))
+                    left = max(0.0, deadline - time.monotonic())
+                    held.enter_context(self.lock_file(name, left))
                 except CacheError as exc:
                     log.debug(f"erasing {registry} without waiting: {exc.message}")
             return self.erase(registry)

@@ -233,3 +233,34 @@ def test_a_snapshot_of_thousands_of_registries_still_answers_the_last(
     _, entry = remembered(tmp_path, time.time())
     assert (tmp_path / "cache" / fastpath.SNAPSHOT_NAME).stat().st_size > fastpath.MAX_FILE
     assert fastpath.cached_answer(REGISTRY) == ("org+bot", entry.token, False)
+
+
+def test_erase_when_idle_waits_at_most_its_timeout_in_all(tmp_path: Path) -> None:
+    """Three locks held by a hung process: the erase gives up on them within one timeout in
+    all (not one timeout per lock), and still erases."""
+    import fcntl
+
+    cache = TokenCache(tmp_path)
+    prefix = fastpath.key_file_prefix("quay.example.com")
+    held = []
+    for n in range(3):
+        (tmp_path / f"{prefix}{n:016x}.token").write_text("x")
+        fd = os.open(tmp_path / f"{prefix}{n:016x}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(fd)
+    waits: list[float] = []
+    real = TokenCache.lock_file
+
+    def recording(self: TokenCache, name: str, timeout: float) -> object:
+        waits.append(timeout)
+        return real(self, name, timeout)
+
+    try:
+        TokenCache.lock_file = recording  # type: ignore[method-assign,assignment]
+        assert cache.erase_when_idle("quay.example.com", timeout=0.3) == 3
+    finally:
+        TokenCache.lock_file = real  # type: ignore[method-assign]
+        for fd in held:
+            os.close(fd)
+    # the first lock used the whole budget: the others are tried once, without waiting
+    assert len(waits) == 3 and 0 < waits[0] <= 0.3 and waits[1:] == [0.0, 0.0]
